@@ -1,0 +1,118 @@
+"""Base classes every primitive builds on.
+
+A primitive is a pair: a Pydantic config (its typed, bounded parameters, discriminated on
+``type``) and an ``nn.Module`` built from that config. Sequence mixers mix along time and
+offer a recurrent form (``init_state`` / ``step``) whose outputs equal the parallel form;
+channel mixers act on each position alone, so their ``step`` is their ``forward`` on one token.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Kind = Literal["sequence", "channel"]
+
+
+class PrimitiveConfig(BaseModel):
+    """Parameters of one layer. Unknown keys are errors; instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+    def check(self, d_model: int) -> None:
+        """Raise ``ValueError`` when the parameters cannot work at this width.
+
+        The message names the field and the valid choices; spec validation prefixes it with
+        the layer's path (``layers[2].n_heads: ...``).
+        """
+
+
+class SequenceMixerConfig(PrimitiveConfig):
+    impl: Literal["auto", "triton", "torch"] = "auto"
+    """Kernel dispatch: ``auto`` uses Triton on CUDA where a kernel exists, torch elsewhere."""
+
+
+class ChannelMixerConfig(PrimitiveConfig):
+    pass
+
+
+class Primitive(nn.Module):
+    kind: ClassVar[Kind]
+
+    def __init__(self, cfg: PrimitiveConfig, d_model: int, max_len: int):
+        super().__init__()
+        self.cfg = cfg
+        self.d_model = d_model
+        self.max_len = max_len
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        """FLOPs per token beyond the weight matmuls (attention scores, state updates...)."""
+        return 0.0
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward FLOPs per token: 2 x the weights used in matmuls, plus the mixing term."""
+        matmul_params = sum(
+            m.weight.numel() for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv1d))
+        )
+        return 2.0 * matmul_params + self.mixing_flops_per_token(seq_len)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """An auxiliary loss of the last forward (MoE load balancing), or None."""
+        return None
+
+
+class SequenceMixer(Primitive):
+    kind: ClassVar[Kind] = "sequence"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, L, D]
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> Any:
+        """The recurrent state before the first token (a tensor, or a tuple / dict of them)."""
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """One token: ``x_t[B, D] -> (y_t[B, D], new_state)``; equals ``forward`` at position t."""
+        raise NotImplementedError
+
+
+class ChannelMixer(Primitive):
+    kind: ClassVar[Kind] = "channel"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> Any:
+        return None
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return self.forward(x_t[:, None])[:, 0], state
+
+
+def state_numel(state: Any) -> int:
+    """Elements held in a (nested) recurrent state."""
+    if state is None:
+        return 0
+    if isinstance(state, torch.Tensor):
+        return state.numel()
+    if isinstance(state, dict):
+        return sum(state_numel(v) for v in state.values())
+    if isinstance(state, (tuple, list)):
+        return sum(state_numel(v) for v in state)
+    if isinstance(state, int):
+        return 0
+    raise TypeError(f"unsupported state element {type(state).__name__}")
+
+
+def state_bytes(state: Any) -> int:
+    if state is None or isinstance(state, int):
+        return 0
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    return sum(state_bytes(v) for v in state)
