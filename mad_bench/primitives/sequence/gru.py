@@ -1,0 +1,66 @@
+"""Gated recurrent unit (Cho et al., 2014, "Learning Phrase Representations using RNN
+Encoder-Decoder"), one layer, via ``torch.nn.GRU`` (PyTorch's formulation):
+
+    r_t = sigmoid(W_r x_t + b_ir + U_r h_{t-1} + b_hr)
+    z_t = sigmoid(W_z x_t + b_iz + U_z h_{t-1} + b_hz)
+    n_t = tanh(W_n x_t + b_in + r_t . (U_n h_{t-1} + b_hn))
+    h_t = (1 - z_t) . n_t + z_t . h_{t-1}
+    y_t = h_t W_out                               (identity when ``out_proj`` is False)
+
+Inherently sequential: the parallel form is the fused GRU over the sequence; ``step`` runs the
+same module on one token with the state h.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+
+
+class GRUConfig(SequenceMixerConfig):
+    type: Literal["gru"] = "gru"
+    d_hidden: int | None = Field(None, ge=1, description="hidden width (None: d_model)")
+    out_proj: bool = Field(True, description="linear output projection d_hidden -> d_model")
+    bias: bool = True
+
+    def check(self, d_model: int) -> None:
+        if not self.out_proj and self.d_hidden not in (None, d_model):
+            raise ValueError(
+                f"d_hidden={self.d_hidden} must equal d_model={d_model} when out_proj is False"
+            )
+
+
+@register(GRUConfig)
+class GRU(SequenceMixer):
+    """Single-layer GRU with an optional output projection."""
+
+    def __init__(self, cfg: GRUConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        self.d_hidden = cfg.d_hidden or d_model
+        self.rnn = nn.GRU(d_model, self.d_hidden, num_layers=1, bias=cfg.bias, batch_first=True)
+        self.out = nn.Linear(self.d_hidden, d_model, bias=False) if cfg.out_proj else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(x)
+        return self.out(h)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        return torch.zeros(1, batch_size, self.d_hidden, device=device, dtype=dtype or torch.float32)
+
+    def step(self, x_t: torch.Tensor, state):
+        h, h_n = self.rnn(x_t[:, None], state)
+        return self.out(h[:, 0]), h_n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        rnn = sum(p.numel() for n, p in self.rnn.named_parameters() if n.startswith("weight"))
+        out = self.out.weight.numel() if isinstance(self.out, nn.Linear) else 0
+        return 2.0 * (rnn + out) + self.mixing_flops_per_token(seq_len)
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        return 8.0 * self.d_hidden  # gate nonlinearities and the state update

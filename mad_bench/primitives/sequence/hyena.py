@@ -1,0 +1,211 @@
+"""Hyena operator (Poli et al., 2023, "Hyena Hierarchy: Towards Larger Convolutional Language
+Models"), in MAD-Lab's configuration (implicit long filter, safari-style).
+
+For order N, with inner width E = inner_factor * d_model:
+
+    z              = tile_{proj_groups}(x W_in + b_in)                  z in R^{(N+1) E}
+    (x^0..x^{N-1}, v) = split_E(ShortConv(z))      causal depthwise conv, length short_filter_order
+    v^0            = v
+    v^{n+1}        = h^n * (x^{N-n} . v^n) + D^n (x^{N-n} . v^n)       n = 0..N-2 (causal long conv)
+    y              = (x^0 . v^{N-1}) W_out + b_out
+
+``.`` is the elementwise product and ``*`` the causal convolution over time. The long filters are
+implicit: an FFN of positional features, modulated by an exponential decay window,
+
+    p_t  = [t / (T-1)... , cos(2 pi f t / T), -sin(2 pi f t / T)]   (emb_dim = 1 + 2 bands)
+    h_t  = (W_o sin(W_2 sin(W_1 sin(W_0 p_t + b_0) + b_1) + b_2)) . exp(-|delta| t / (T-1)) ,
+
+where T = max_len: the filter depends only on positions 0..max_len-1 (MAD-Lab's ``HyenaFilter``,
+``Sin`` with a trainable frequency shared by all of its activations, ``ExponentialModulation``
+with fast/slow decay 0.3/1.5 to the target 1e-2). The parallel form does the long convolution by
+FFT (padded to 2L); ``step`` keeps the last ``max_len`` long-conv inputs of every order and takes
+the dot product with the filter, plus a ``short_filter_order - 1`` buffer for the short conv.
+
+Multi-head (``num_heads`` H > 1): the inner width splits into H heads of E/H channels and the long
+filters (and D) have E/H channels shared by all heads (channel c uses filter c mod E/H), as in
+MAD-Lab, whose long conv has head_dim * (order - 1) channels. MAD-Lab's ``mh-hyena`` layer
+additionally takes an H3-style outer product inside each head; that variant is not reproduced.
+
+Defaults are MAD-Lab's ``configs/layers/hyena.yml``: order 2, inner_factor 4, proj_groups 4
+(the in-projection is (N+1)E/4 wide and tiled 4 times), short filter 3, filter FFN width 4
+(``filter_order``; safari's default is 64), emb_dim 3, two inner filter layers, bias D on.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+
+
+class HyenaConfig(SequenceMixerConfig):
+    type: Literal["hyena"] = "hyena"
+    order: int = Field(2, ge=2, description="depth of the Hyena recurrence (number of gates)")
+    inner_factor: int = Field(4, ge=1, description="inner width = inner_factor x d_model")
+    proj_groups: int = Field(4, ge=1, description="tied projection groups (in-proj is tiled)")
+    num_heads: int = Field(1, ge=1, description="heads sharing the long filters; divides inner")
+    short_filter_order: int = Field(3, ge=1, description="length of the short depthwise filter")
+    filter_order: int = Field(4, ge=1, description="width of the implicit filter FFN")
+    emb_dim: int = Field(3, ge=3, description="positional features: t plus cos/sin bands (odd)")
+    filter_depth: int = Field(2, ge=0, description="inner layers of the implicit filter FFN")
+    filter_w: float = Field(1.0, gt=0.0, description="initial frequency of the sine activation")
+    modulate: bool = True
+    fast_decay_pct: float = Field(0.3, gt=0.0)
+    slow_decay_pct: float = Field(1.5, gt=0.0)
+    decay_target: float = Field(1e-2, gt=0.0, lt=1.0)
+    bias: bool = Field(True, description="the long conv's skip term D")
+
+    def check(self, d_model: int) -> None:
+        inner = self.inner_factor * d_model
+        if ((self.order + 1) * inner) % self.proj_groups:
+            raise ValueError(
+                f"proj_groups={self.proj_groups} must divide (order+1) * inner_factor * d_model"
+                f" = {(self.order + 1) * inner}"
+            )
+        if inner % self.num_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must divide inner_factor * d_model = {inner}"
+            )
+        if self.emb_dim % 2 == 0:
+            raise ValueError(f"emb_dim={self.emb_dim} must be odd (t plus cos/sin pairs)")
+
+
+class _Sin(nn.Module):
+    def __init__(self, dim: int, w: float):
+        super().__init__()
+        self.freq = nn.Parameter(w * torch.ones(1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.freq * x)
+
+
+class HyenaFilter(nn.Module):
+    """Implicit long filter h[t, c] for t < max_len (FFN of positions times a decay window)."""
+
+    def __init__(self, cfg: HyenaConfig, channels: int, max_len: int):
+        super().__init__()
+        bands = (cfg.emb_dim - 1) // 2
+        t = torch.linspace(0, 1, max_len, dtype=torch.float64)[:, None]  # [T, 1]
+        w = 2 * math.pi * torch.arange(max_len, dtype=torch.float64)[:, None] / max_len
+        f = torch.linspace(1e-4, bands - 1, bands, dtype=torch.float64)[None]
+        z = torch.cat([t, torch.cos(f * w), -torch.sin(f * w)], dim=-1)  # [T, emb_dim]
+        self.register_buffer("z", z.float(), persistent=False)
+        self.register_buffer("t", t.float(), persistent=False)
+        act = _Sin(cfg.filter_order, cfg.filter_w)  # one module: its frequency is shared
+        layers: list[nn.Module] = [nn.Linear(cfg.emb_dim, cfg.filter_order), act]
+        for _ in range(cfg.filter_depth):
+            layers += [nn.Linear(cfg.filter_order, cfg.filter_order), act]
+        layers.append(nn.Linear(cfg.filter_order, channels, bias=False))
+        self.ffn = nn.Sequential(*layers)
+        self.modulate = cfg.modulate
+        max_decay = math.log(cfg.decay_target) / cfg.fast_decay_pct
+        min_decay = math.log(cfg.decay_target) / cfg.slow_decay_pct
+        self.register_buffer(
+            "deltas", torch.linspace(min_decay, max_decay, channels)[None], persistent=False
+        )
+
+    def forward(self, L: int) -> torch.Tensor:  # -> [L, channels]
+        h = self.ffn(self.z[:L])
+        if self.modulate:
+            h = h * torch.exp(-self.t[:L] * self.deltas.abs())
+        return h
+
+
+def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """y[..., t] = sum_{s <= t} k[..., t - s] u[..., s] via FFT of size 2L (u, k: [..., L])."""
+    L = u.shape[-1]
+    n = 2 * L
+    y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(k.float(), n=n), n=n)
+    return y[..., :L].to(u.dtype)
+
+
+@register(HyenaConfig)
+class Hyena(SequenceMixer):
+    """Hyena: gated implicit long convolutions (order N) with short depthwise filters."""
+
+    def __init__(self, cfg: HyenaConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        self.order = cfg.order
+        self.inner = cfg.inner_factor * d_model
+        self.head_dim = self.inner // cfg.num_heads
+        self.width = (cfg.order + 1) * self.inner
+        self.in_proj = nn.Linear(d_model, self.width // cfg.proj_groups)
+        self.short_filter = nn.Conv1d(
+            self.width, self.width, cfg.short_filter_order, groups=self.width,
+            padding=cfg.short_filter_order - 1,
+        )
+        self.filter = HyenaFilter(cfg, self.head_dim * (cfg.order - 1), max_len)
+        if cfg.bias:
+            self.D = nn.Parameter(torch.randn(cfg.order - 1, self.head_dim))
+        else:
+            self.register_buffer("D", torch.zeros(cfg.order - 1, self.head_dim), persistent=False)
+        self.out_proj = nn.Linear(self.inner, d_model)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:  # [..., D] -> [..., width]
+        z = self.in_proj(x)
+        return z.repeat(*([1] * (z.dim() - 1)), self.cfg.proj_groups)
+
+    def _filters(self, L: int) -> torch.Tensor:
+        """[order-1, inner, L]: the long filter of each recurrence step, tiled over heads."""
+        h = self.filter(L).T.reshape(self.order - 1, self.head_dim, L)
+        return h.repeat(1, self.cfg.num_heads, 1)
+
+    def _D(self) -> torch.Tensor:  # [order-1, inner]
+        return self.D.repeat(1, self.cfg.num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        if L > self.max_len:
+            raise ValueError(f"hyena input length {L} exceeds max_len={self.max_len}")
+        z = self._project(x).transpose(1, 2)  # [B, width, L]
+        z = self.short_filter(z)[..., :L]
+        *xs, v = z.split(self.inner, dim=1)
+        h, D = self._filters(L), self._D()
+        for n, x_i in enumerate(reversed(xs[1:])):
+            v = v * x_i
+            v = fft_causal_conv(v, h[n]) + v * D[n, :, None]
+        y = (v * xs[0]).transpose(1, 2)
+        return self.out_proj(y)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        dtype = dtype or torch.float32
+        k = self.cfg.short_filter_order
+        return {
+            "short": torch.zeros(batch_size, self.width, k - 1, device=device, dtype=dtype),
+            "long": torch.zeros(
+                self.order - 1, batch_size, self.inner, self.max_len, device=device, dtype=dtype
+            ),
+            "pos": 0,
+        }
+
+    def step(self, x_t: torch.Tensor, state):
+        pos = state["pos"]
+        if pos >= self.max_len:
+            raise ValueError(f"hyena step beyond max_len={self.max_len}")
+        z = self._project(x_t)  # [B, width]
+        window = torch.cat([state["short"], z[..., None].to(state["short"].dtype)], dim=-1)
+        w = self.short_filter.weight[:, 0]  # [width, k]
+        zc = (window.to(w.dtype) * w).sum(-1) + self.short_filter.bias
+        *xs, v = zc.split(self.inner, dim=-1)
+        h = self._filters(self.max_len)[..., : pos + 1].flip(-1)  # h[t - s] for s = 0..t
+        D = self._D()
+        hist = state["long"].clone()
+        for n, x_i in enumerate(reversed(xs[1:])):
+            v = v * x_i
+            hist[n, :, :, pos] = v.to(hist.dtype)
+            v = (hist[n, :, :, : pos + 1].to(h.dtype) * h[n]).sum(-1) + v * D[n]
+        y = self.out_proj(v * xs[0])
+        new_short = window[..., 1:].clone()
+        return y, {"short": new_short, "long": hist, "pos": pos + 1}
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        fft = 3 * 5.0 * math.log2(2 * max(seq_len, 1))  # three FFTs of size 2L per channel
+        short = 2.0 * self.cfg.short_filter_order * self.width
+        long = (self.order - 1) * self.inner * (fft + 4.0)  # conv, skip, gate
+        return short + long + self.inner  # final gate

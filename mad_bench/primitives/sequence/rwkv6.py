@@ -1,0 +1,170 @@
+"""RWKV-6 "Finch" time mixing (Peng et al., 2024, "Eagle and Finch: RWKV with Matrix-Valued
+States and Dynamic Recurrence").
+
+Data-dependent token shift (ddlerp), with dx_t = x_{t-1} - x_t (x_{-1} = 0):
+
+    m               = tanh((x + dx . mu_x) A) B_{w,k,v,r,g}             (low-rank, rank mix_rank)
+    x_* = x + dx . (mu_* + m_*)                                         for * in w, k, v, r, g
+    r, k, v = x_r W_r, x_k W_k, x_v W_v ;  g = silu(x_g W_g)
+    w_t     = exp(-exp(d + tanh(x_w C) E))                               (per-channel decay in (0,1))
+
+Per head (head size K = head_dim), with the bonus u for the current token:
+
+    S_t = diag(w_t) S_{t-1} + k_t^T v_t
+    o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)
+    y   = (GroupNorm_H(o) . g) W_o
+
+The parallel form is chunked in log space: within a chunk the decays enter as
+exp(a^excl_t - a_s) <= 1 for s < t (a = in-chunk cumulative log decay), formed explicitly per
+channel ([chunk, chunk, K] per chunk: exact and stable); chunks pass the state S through a short
+loop over chunks. ``step`` keeps S [B, H, K, K] and the previous token for the shift.
+
+Defaults follow MAD-Lab's ``rwkv6-time-mixer.yml`` (head_dim 16, attention width = d_model,
+head_size_divisor 8 -> GroupNorm eps 64e-5) and RWKV-6's low-rank widths (32 for the five mix
+terms, 64 for the decay); initialisation is RWKV-6's for a single layer (layer 0 of 1).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+
+
+class RWKV6Config(SequenceMixerConfig):
+    type: Literal["rwkv6"] = "rwkv6"
+    head_dim: int = Field(16, ge=1, description="head size; must divide d_model")
+    mix_rank: int = Field(32, ge=1, description="low-rank width of the data-dependent shift")
+    decay_rank: int = Field(64, ge=1, description="low-rank width of the data-dependent decay")
+    head_size_divisor: float = Field(8.0, gt=0.0, description="GroupNorm eps = 1e-5 x this^2")
+    chunk_size: int = Field(16, ge=1, description="chunk length of the parallel form")
+
+    def check(self, d_model: int) -> None:
+        if d_model % self.head_dim:
+            raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
+
+
+def wkv6_chunked(r, k, v, logw, u, chunk: int):
+    """o_t = r_t (S_{t-1} + diag(u) k_t^T v_t), S_t = diag(exp(logw_t)) S_{t-1} + k_t^T v_t.
+
+    r, k, v, logw: [B, H, L, K] (logw <= 0); u: [H, K]. Returns o [B, H, L, K] (fp32 math).
+    """
+    B, H, L, K = r.shape
+    dtype = r.dtype
+    r, k, v, logw = (t.float() for t in (r, k, v, logw))
+    pad = (-L) % chunk
+    if pad:
+        r, k, v, logw = (F.pad(t, (0, 0, 0, pad)) for t in (r, k, v, logw))
+    N = (L + pad) // chunk
+    r, k, v, logw = (t.reshape(B, H, N, chunk, K) for t in (r, k, v, logw))
+    a = logw.cumsum(-2)  # inclusive in-chunk log decay
+    a_ex = a - logw  # exclusive: decay applied to S_{t-1} since the chunk start
+    # intra-chunk, s < t: sum_k r_tk exp(a_ex_tk - a_sk) k_sk
+    diff = a_ex[..., :, None, :] - a[..., None, :, :]  # [B, H, N, C(t), C(s), K]
+    strict = torch.ones(chunk, chunk, dtype=torch.bool, device=r.device).tril(-1)
+    diff = diff.masked_fill(~strict[:, :, None], float("-inf"))
+    A = torch.einsum("bhntk,bhntsk,bhnsk->bhnts", r, diff.exp(), k)
+    bonus = (r * u.float()[None, :, None, None, :] * k).sum(-1, keepdim=True)
+    o = A @ v + bonus * v
+    # inter-chunk: states entering each chunk
+    a_last = a[..., -1:, :]  # [B, H, N, 1, K]
+    dS = (k * (a_last - a).exp()).transpose(-1, -2) @ v  # [B, H, N, K, V]
+    decay = a_last[..., 0, :, None].exp()  # [B, H, N, K, 1]
+    S = torch.zeros(B, H, K, K, dtype=r.dtype, device=r.device)
+    states = []
+    for n in range(N):
+        states.append(S)
+        S = decay[:, :, n] * S + dS[:, :, n]
+    S_in = torch.stack(states, dim=2)  # [B, H, N, K, V]
+    o = o + (r * a_ex.exp()) @ S_in
+    return o.reshape(B, H, N * chunk, K)[:, :, :L].to(dtype)
+
+
+@register(RWKV6Config)
+class RWKV6(SequenceMixer):
+    """RWKV-6 time mixing: data-dependent shift and decay, matrix-valued per-head state."""
+
+    def __init__(self, cfg: RWKV6Config, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        D = d_model
+        self.head_dim = cfg.head_dim
+        self.n_heads = D // cfg.head_dim
+        with torch.no_grad():
+            ddd = torch.arange(D, dtype=torch.float32) / D
+            self.maa_x = nn.Parameter(1.0 - ddd)
+            self.maa_wkvrg = nn.Parameter(
+                torch.stack([1.0 - ddd, 1.0 - ddd, 1.0 - ddd, 1.0 - ddd.pow(0.5), 1.0 - ddd.pow(0.5)])
+            )  # order: w, k, v, r, g
+            self.maa_A = nn.Parameter(torch.empty(D, 5 * cfg.mix_rank).uniform_(-1e-4, 1e-4))
+            self.maa_B = nn.Parameter(torch.empty(5, cfg.mix_rank, D).uniform_(-1e-4, 1e-4))
+            n = torch.arange(D, dtype=torch.float32)
+            self.decay = nn.Parameter(-6 + 5 * (n / max(D - 1, 1)) ** 0.7)
+            self.decay_A = nn.Parameter(torch.empty(D, cfg.decay_rank).uniform_(-1e-4, 1e-4))
+            self.decay_B = nn.Parameter(torch.empty(cfg.decay_rank, D).uniform_(-1e-4, 1e-4))
+            zigzag = ((n + 1) % 3 - 1) * 0.1
+            self.bonus = nn.Parameter(zigzag.reshape(self.n_heads, self.head_dim))
+        self.receptance = nn.Linear(D, D, bias=False)
+        self.key = nn.Linear(D, D, bias=False)
+        self.value = nn.Linear(D, D, bias=False)
+        self.gate = nn.Linear(D, D, bias=False)
+        self.output = nn.Linear(D, D, bias=False)
+        self.ln_x = nn.GroupNorm(self.n_heads, D, eps=1e-5 * cfg.head_size_divisor**2)
+
+    def _inputs(self, x: torch.Tensor, x_prev: torch.Tensor):
+        """x, x_prev: [..., D] -> r, k, v, g, logw (each [..., D])."""
+        dx = x_prev - x
+        xxx = x + dx * self.maa_x
+        m = torch.tanh(xxx @ self.maa_A)
+        m = m.unflatten(-1, (5, -1)).unsqueeze(-2) @ self.maa_B  # [..., 5, 1, D]
+        m = m.squeeze(-2) + self.maa_wkvrg  # [..., 5, D]
+        xw, xk, xv, xr, xg = (x + dx * m[..., i, :] for i in range(5))
+        r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
+        g = F.silu(self.gate(xg))
+        logw = -torch.exp(self.decay + torch.tanh(xw @ self.decay_A) @ self.decay_B)
+        return r, k, v, g, logw
+
+    def _out(self, o: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # o, g: [..., D]
+        shape = o.shape
+        o = self.ln_x(o.reshape(-1, self.d_model)).reshape(shape)
+        return self.output(o * g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        x_prev = F.pad(x, (0, 0, 1, -1))
+        r, k, v, g, logw = self._inputs(x, x_prev)
+        heads = lambda t: t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        o = wkv6_chunked(heads(r), heads(k), heads(v), heads(logw), self.bonus, self.cfg.chunk_size)
+        return self._out(o.transpose(1, 2).reshape(B, L, D), g)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        dtype = dtype or torch.float32
+        H, K = self.n_heads, self.head_dim
+        return {
+            "S": torch.zeros(batch_size, H, K, K, device=device, dtype=torch.float32),
+            "x_prev": torch.zeros(batch_size, self.d_model, device=device, dtype=dtype),
+        }
+
+    def step(self, x_t: torch.Tensor, state):
+        B = x_t.shape[0]
+        r, k, v, g, logw = self._inputs(x_t, state["x_prev"].to(x_t.dtype))
+        hd = lambda t: t.float().view(B, self.n_heads, self.head_dim)  # noqa: E731
+        r, k, v, w = hd(r), hd(k), hd(v), hd(logw).exp()
+        S = state["S"]
+        kv = k[..., :, None] * v[..., None, :]  # [B, H, K, V]
+        o = (r[..., None, :] @ (S + self.bonus.float()[..., None] * kv)).squeeze(-2)
+        S_new = w[..., None] * S + kv
+        y = self._out(o.reshape(B, self.d_model).to(x_t.dtype), g)
+        return y, {"S": S_new, "x_prev": x_t}
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        # state update (decay + outer product) and readout per head, plus the low-rank terms
+        K = self.head_dim
+        D = self.d_model
+        lowrank = 4.0 * D * 5 * self.cfg.mix_rank + 4.0 * D * self.cfg.decay_rank
+        return 6.0 * D * K + lowrank

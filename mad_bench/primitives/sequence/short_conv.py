@@ -1,0 +1,72 @@
+"""Short causal convolution mixer (the "short conv" of Zoology's BaseConv line of work:
+Arora et al., 2023, "Zoology: Measuring and Improving Recall in Efficient Language Models").
+
+    u   = x W_in                                  (identity when ``projections`` is False)
+    c_t = b + sum_{j=0}^{K-1} w_j . u_{t-j}        (causal depthwise conv, u_{<0} = 0)
+    y   = act(c) W_out                            (act: silu | gelu | none)
+
+``step`` keeps the last K - 1 projected inputs in a shift buffer.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "none": lambda x: x}
+
+
+class ShortConvConfig(SequenceMixerConfig):
+    type: Literal["short-conv"] = "short-conv"
+    kernel_size: int = Field(4, ge=1, description="causal depthwise filter length")
+    activation: Literal["silu", "gelu", "none"] = "silu"
+    projections: bool = Field(True, description="linear in/out projections around the conv")
+    conv_bias: bool = True
+    bias: bool = Field(False, description="bias of the in/out projections")
+
+
+@register(ShortConvConfig)
+class ShortConv(SequenceMixer):
+    """Causal depthwise short convolution with optional activation and projections."""
+
+    def __init__(self, cfg: ShortConvConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        self.K = cfg.kernel_size
+        self.conv = nn.Conv1d(
+            d_model, d_model, cfg.kernel_size, groups=d_model, padding=cfg.kernel_size - 1,
+            bias=cfg.conv_bias,
+        )
+        if cfg.projections:
+            self.in_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
+            self.out_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
+        else:
+            self.in_proj = self.out_proj = nn.Identity()
+        self.act = ACTIVATIONS[cfg.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L = x.shape[1]
+        u = self.in_proj(x).transpose(1, 2)  # [B, D, L]
+        c = self.conv(u)[..., :L].transpose(1, 2)
+        return self.out_proj(self.act(c))
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        return torch.zeros(
+            batch_size, self.d_model, self.K - 1, device=device, dtype=dtype or torch.float32
+        )
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        u = self.in_proj(x_t)
+        window = torch.cat([state, u[..., None].to(state.dtype)], dim=-1)  # [B, D, K]
+        c = (window.to(u.dtype) * self.conv.weight[:, 0]).sum(-1)
+        if self.conv.bias is not None:
+            c = c + self.conv.bias
+        return self.out_proj(self.act(c)), window[..., 1:].clone()
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        return 2.0 * self.K * self.d_model

@@ -1,0 +1,109 @@
+"""The architecture spec: the single source of truth for a model.
+
+A spec is a stack of layers, each a sequence mixer or a channel mixer from the primitive
+registry, each wrapped in a norm and a residual; the layer list is repeated ``repeat`` times.
+Task-dependent sizes (vocabulary, sequence length) come from the task, not from here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..primitives import REGISTRY
+from ..primitives.base import PrimitiveConfig
+from ..primitives.registry import suggest
+
+
+def _layer_type() -> Any:
+    configs = tuple(entry.config for entry in REGISTRY.values())
+    return Annotated[Union[configs], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+LayerConfig = _layer_type()
+
+
+class ArchitectureSpec(BaseModel):
+    """An architecture: ``layers`` x ``repeat``, each layer ``norm -> primitive -> residual``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+                      description="identifier used in results tables and file names")
+    description: str | None = None
+    d_model: int = Field(128, ge=2, le=65536, description="model width")
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    norm_position: Literal["pre", "post"] = Field(
+        "pre", description="pre: x + f(norm(x)) (MAD-Lab); post: norm(x + f(x))")
+    backbone: Literal["lm", "autoencoder"] | None = Field(
+        None, description="lm | autoencoder (MAD's compression task); None: the task decides")
+    layers: list[LayerConfig] = Field(min_length=1, description="primitives, in order")  # type: ignore[valid-type]
+    repeat: int = Field(1, ge=1, le=1024, description="how many times the layer list repeats")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tie_embeddings: bool = False
+    position_embedding: Literal["none", "learned", "sincos"] = Field(
+        "none", description="absolute position embedding added to token embeddings (MAD: none)")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _expand_bare_names(cls, layers: Any) -> Any:
+        """``- mamba`` means ``- {type: mamba}``; unknown names get a did-you-mean hint."""
+        if not isinstance(layers, list):
+            return layers
+        out = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, str):
+                layer = {"type": layer}
+            if isinstance(layer, dict) and isinstance(layer.get("type"), str):
+                if layer["type"] not in REGISTRY:
+                    raise ValueError(
+                        f"layers[{i}].type: unknown primitive {layer['type']!r}{suggest(layer['type'])}"
+                    )
+            elif isinstance(layer, dict) and "type" not in layer:
+                raise ValueError(f"layers[{i}]: a layer needs a 'type' (one of: "
+                                 f"{', '.join(sorted(REGISTRY))})")
+            elif not isinstance(layer, (dict, PrimitiveConfig)):
+                raise ValueError(f"layers[{i}]: {layer!r} is not a primitive name or a mapping")
+            out.append(layer)
+        return out
+
+    @model_validator(mode="after")
+    def _check_layers_fit_width(self) -> "ArchitectureSpec":
+        for i, layer in enumerate(self.layers):
+            try:
+                layer.check(self.d_model)
+            except ValueError as exc:
+                raise ValueError(f"layers[{i}] ({layer.type}): {exc}") from None
+        return self
+
+    # -- derived views ------------------------------------------------------------------
+    @property
+    def all_layers(self) -> list[PrimitiveConfig]:
+        """The layer list with ``repeat`` applied: what the compiler builds."""
+        return list(self.layers) * self.repeat
+
+    def kind_of(self, layer: PrimitiveConfig) -> str:
+        return REGISTRY[layer.type].kind
+
+    def primitives_summary(self) -> str:
+        """'attention+swiglu x2' style summary of the stack."""
+        names = "+".join(layer.type for layer in self.layers)
+        return f"{names} x{self.repeat}" if self.repeat > 1 else names
+
+    def sequence_mixers(self) -> list[str]:
+        seen: list[str] = []
+        for layer in self.layers:
+            if self.kind_of(layer) == "sequence" and layer.type not in seen:
+                seen.append(layer.type)
+        return seen
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes the model (not name or description)."""
+        data = self.model_dump(mode="json", exclude={"name", "description"})
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
