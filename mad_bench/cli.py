@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .spec import SpecError
 
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 class UsageError(Exception):
@@ -91,6 +91,168 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- training commands -------------------------------------------------------------------
+
+def _settings_from_args(args, baseline_only: bool):
+    from .suite import expand, load_suite, parse_overrides
+
+    suite = load_suite(args.suite)
+    train_overrides = {}
+    for field in ("epochs", "batch_size", "seed"):
+        value = getattr(args, field, None)
+        if value is not None:
+            train_overrides[field] = value
+    tasks = [args.task] if getattr(args, "task", None) else (getattr(args, "tasks", None) or None)
+    return suite, expand(suite, tasks=tasks, overrides=parse_overrides(args.set),
+                         train_overrides=train_overrides, baseline_only=baseline_only)
+
+
+def _grid_from_args(args, suite, use_suite_grid: bool):
+    if args.lr is not None or args.wd is not None:
+        lrs = [args.lr] if args.lr is not None else (suite.grid.lr if use_suite_grid else [None])
+        wds = [args.wd] if args.wd is not None else (suite.grid.weight_decay if use_suite_grid else [None])
+        return [(lr, wd) for lr in lrs for wd in wds]
+    return suite.grid.points() if use_suite_grid else None
+
+
+def _resolve_grid(grid, settings):
+    """Fill None entries of a partial CLI grid from each setting's training config."""
+    if grid is None:
+        return None
+    base = settings[0].training
+    return [(lr if lr is not None else base.lr, wd if wd is not None else base.weight_decay)
+            for lr, wd in grid]
+
+
+def _execute(requests, args, title: str):
+    from .progress import RunBar, make_progress
+    from .results import ResultsStore
+    from .runner import execute
+
+    store = ResultsStore(args.results)
+    store.ensure_writable()
+    with make_progress(enabled=not args.no_progress) as progress:
+        overall = progress.add_task(title, total=len(requests), info="")
+
+        def on_row(req, row, done, total):
+            acc = row.get("test_acc")
+            progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
+                            + (f" acc={acc:.3f}" if isinstance(acc, float) else ""))
+
+        def bar(req):
+            return RunBar(progress, req.describe())
+
+        rows, skipped = execute(requests, store, device=args.device, workers=args.workers,
+                                force=args.force, on_row=on_row, progress_factory=bar)
+        progress.update(overall, completed=len(requests))
+    return store, rows, skipped
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import plan
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    suite, settings = _settings_from_args(args, baseline_only=True)
+    grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=False), settings)
+    requests = plan([spec], settings, grid=grid)
+    store, rows, skipped = _execute(requests, args, f"run {spec.name}")
+    if skipped:
+        print(f"already in {store.root}: {skipped} run(s) skipped (use --force to re-run)")
+    for row in rows:
+        keys = ("status", "test_acc", "test_acc_macro", "test_loss", "train_acc", "epochs_run",
+                "params", "wall_s")
+        print(f"{spec.name} {row['task']} [{row['setting']}] lr={row['lr']:g} wd={row['weight_decay']:g}: "
+              + " ".join(f"{k}={row.get(k):.4g}" if isinstance(row.get(k), float) else f"{k}={row.get(k)}"
+                         for k in keys)
+              + (f" error={row['error']}" if row.get("error") else ""))
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def _print_scores(frame, suite_name: str, metric: str) -> None:
+    from .results.aggregate import mad_scores, setting_scores, task_scores
+
+    frame = frame[frame["suite"] == suite_name]
+    settings = setting_scores(frame, metric=metric)
+    tasks = task_scores(settings)
+    mad = mad_scores(tasks)
+    table = Table(title=f"{suite_name}: {metric} (best grid point per setting, mean over settings)")
+    order = {t: i for i, t in enumerate(dict.fromkeys(frame["task"]))}
+    task_names = sorted(dict.fromkeys(tasks["task"]), key=lambda t: order.get(t, len(order)))
+    table.add_column("spec")
+    for t in task_names:
+        table.add_column(t, justify="right")
+    table.add_column("MAD score", justify="right")
+    table.add_column("runs", justify="right")
+    for _, m in mad.iterrows():
+        cells = []
+        for t in task_names:
+            hit = tasks[(tasks["spec_hash"] == m["spec_hash"]) & (tasks["task"] == t)]
+            cells.append("-" if hit.empty else f"{hit['score'].iloc[0]:.3f}"
+                         + ("" if hit["grid_complete"].iloc[0] else "*"))
+        table.add_row(m["spec"], *cells, f"{m['mad_score']:.3f}", str(int(m["n_runs"])))
+    console.print(table)
+    if not bool(mad["grid_complete"].all()):
+        console.print("* incomplete lr x wd grid behind this score")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .runner import plan
+    from .spec import load_spec
+
+    specs = [load_spec(s) for s in args.specs]
+    suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
+    grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=True), settings)
+    requests = plan(specs, settings, grid=grid, seeds=args.seeds)
+    print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {len(grid)} grid point(s)"
+          f" x {len(args.seeds or [None])} seed(s) = {len(requests)} run(s)")
+    store, rows, skipped = _execute(requests, args, f"bench {suite.name}")
+    if skipped:
+        print(f"{skipped} run(s) already in {store.root}, skipped")
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        print(f"failed: {r['spec']} {r['task']} [{r['setting']}]: {r.get('error')}", file=sys.stderr)
+    frame = store.load()
+    hashes = {s.spec_hash() for s in specs}
+    _print_scores(frame[frame["spec_hash"].isin(hashes)], suite.name, args.metric)
+    return 1 if failed else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import ResultsStore
+
+    frame = ResultsStore(args.results).load()
+    if frame.empty:
+        print(f"no results in {args.results} yet: run `madbench run` or `madbench bench`")
+        return 0
+    if args.suite:
+        frame = frame[frame["suite"] == args.suite]
+    cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",
+            "test_acc_macro", "epochs_run", "wall_s"]
+    table = Table(title=f"{len(frame)} run(s) in {args.results}")
+    for c in cols:
+        table.add_column(c)
+    for _, row in frame[cols].iterrows():
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    return 0
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="mad", help="suite name or path (default: mad)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a task setting variable, e.g. --set seq_len=256 (repeatable)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--wd", type=float, default=None, help="weight decay")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--force", action="store_true", help="re-run runs already in the store")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of spec files")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("run", help="train one spec on one task setting and store the row")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--task", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    _add_training_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="every setting x grid point of a suite for each spec")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--baseline-only", action="store_true", help="only each task's baseline setting")
+    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
+    _add_training_args(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("results", help="what the results store holds, as a table")
+    p.add_argument("--results", default="results")
+    p.add_argument("--suite", default=None)
+    p.set_defaults(func=cmd_results)
     return parser
 
 

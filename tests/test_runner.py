@@ -1,0 +1,73 @@
+"""`madbench run` / `bench` end to end on the smoke suite, and their input errors."""
+from pathlib import Path
+
+import pytest
+
+from mad_bench.cli import main
+from mad_bench.results import ResultsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSFORMER = str(ROOT / "architectures/transformer.yaml")
+
+
+def run_cli(*argv):
+    return main([*argv, "--no-progress"])
+
+
+def test_run_writes_one_row_and_skips_a_rerun(tmp_path, capsys):
+    args = ["run", TRANSFORMER, "--suite", "smoke", "--task", "in-context-recall", "--results",
+            str(tmp_path), "--epochs", "1", "--device", "cpu"]
+    assert run_cli(*args) == 0
+    out = capsys.readouterr().out
+    assert "status=ok" in out and "test_acc=" in out
+    frame = ResultsStore(tmp_path).load()
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["spec"] == "transformer" and row["task"] == "in-context-recall"
+    assert row["setting"] == "baseline" and row["epochs_run"] == 1 and row["status"] == "ok"
+    assert 0.0 <= row["test_acc"] <= 1.0 and row["params"] > 0
+    for col in ("spec_hash", "primitives", "suite", "vocab_size", "seq_len", "num_train_examples",
+                "lr", "weight_decay", "seed", "test_acc_macro", "test_loss", "train_acc", "wall_s",
+                "device", "version", "created_at"):
+        assert col in frame.columns, col
+    assert run_cli(*args) == 0
+    assert "1 run(s) skipped" in capsys.readouterr().out
+    assert len(ResultsStore(tmp_path).load()) == 1
+    assert run_cli(*args, "--force") == 0
+    assert len(ResultsStore(tmp_path).load()) == 1
+
+
+def test_bench_prints_scores(tmp_path, capsys):
+    assert run_cli("bench", TRANSFORMER, "--suite", "smoke", "--tasks", "compression", "memorization",
+                   "--results", str(tmp_path), "--epochs", "1", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "2 setting(s)" in out and "MAD score" in out and "compression" in out
+    assert len(ResultsStore(tmp_path).load()) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "in-context-recal"], "did you mean 'in-context-recall'"),
+    (["--task", "in-context-recall", "--set", "seq_lenn=4"], "did you mean 'seq_len'"),
+    (["--task", "compression", "--spec-backbone-lm"], "backbone 'lm' but task 'compression' needs 'autoencoder'"),
+    (["--task", "in-context-recall", "--suite", "nope"], "unknown suite 'nope'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    spec = TRANSFORMER
+    if "--spec-backbone-lm" in argv:
+        argv = [a for a in argv if a != "--spec-backbone-lm"]
+        spec = tmp_path / "lm.yaml"
+        spec.write_text("name: lm-only\nbackbone: lm\nlayers: [swiglu]\n")
+    results = tmp_path / "results"
+    assert run_cli("run", str(spec), "--suite", "smoke", "--results", str(results), *argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.lower() in err[0].lower(), err
+    assert not results.exists()
+
+
+def test_unwritable_results_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert run_cli("run", TRANSFORMER, "--suite", "smoke", "--task", "compression",
+                   "--results", str(blocker), "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and "Traceback" not in err
