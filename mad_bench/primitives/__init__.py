@@ -3,6 +3,8 @@ from .registry import REGISTRY, Entry, get, list_primitives, register  # noqa: F
 
 # sequence mixers
 from .sequence import attention  # noqa: F401,E402
+from .sequence import mamba, mamba2, mlstm, slstm  # noqa: F401,E402
+from .sequence import gru, hyena, lstm, rwkv6, short_conv  # noqa: F401,E402
 
 # channel mixers
-from .channel import mlp, swiglu  # noqa: F401,E402
+from .channel import mlp, moe, swiglu  # noqa: F401,E402

@@ -51,7 +51,8 @@ class GRU(SequenceMixer):
         return self.out(h)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        return torch.zeros(1, batch_size, self.d_hidden, device=device, dtype=dtype or torch.float32)
+        shape = (1, batch_size, self.d_hidden)
+        return torch.zeros(shape, device=device, dtype=dtype or torch.float32)
 
     def step(self, x_t: torch.Tensor, state):
         h, h_n = self.rnn(x_t[:, None], state)

@@ -50,7 +50,8 @@ class LSTM(SequenceMixer):
         return self.out(h)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        zeros = torch.zeros(1, batch_size, self.d_hidden, device=device, dtype=dtype or torch.float32)
+        shape = (1, batch_size, self.d_hidden)
+        zeros = torch.zeros(shape, device=device, dtype=dtype or torch.float32)
         return (zeros, zeros.clone())
 
     def step(self, x_t: torch.Tensor, state):

@@ -3,10 +3,10 @@ States and Dynamic Recurrence").
 
 Data-dependent token shift (ddlerp), with dx_t = x_{t-1} - x_t (x_{-1} = 0):
 
-    m               = tanh((x + dx . mu_x) A) B_{w,k,v,r,g}             (low-rank, rank mix_rank)
-    x_* = x + dx . (mu_* + m_*)                                         for * in w, k, v, r, g
+    m       = tanh((x + dx . mu_x) A) B_{w,k,v,r,g}        (low rank: mix_rank)
+    x_*     = x + dx . (mu_* + m_*)                       for * in w, k, v, r, g
     r, k, v = x_r W_r, x_k W_k, x_v W_v ;  g = silu(x_g W_g)
-    w_t     = exp(-exp(d + tanh(x_w C) E))                               (per-channel decay in (0,1))
+    w_t     = exp(-exp(d + tanh(x_w C) E))                (per-channel decay in (0, 1))
 
 Per head (head size K = head_dim), with the bonus u for the current token:
 
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
@@ -49,6 +50,15 @@ class RWKV6Config(SequenceMixerConfig):
             raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
 
 
+def _intra_scores(r, k, a, a_ex):
+    """A[t, s] = sum_k r_tk exp(a_ex_tk - a_sk) k_sk for s < t within a chunk (else 0)."""
+    C = r.shape[-2]
+    diff = a_ex[..., :, None, :] - a[..., None, :, :]  # [B, H, N, C(t), C(s), K], <= 0 for s < t
+    strict = torch.ones(C, C, dtype=torch.bool, device=r.device).tril(-1)
+    diff = diff.masked_fill(~strict[:, :, None], float("-inf"))
+    return ((r[..., :, None, :] * diff.exp()) * k[..., None, :, :]).sum(-1)
+
+
 def wkv6_chunked(r, k, v, logw, u, chunk: int):
     """o_t = r_t (S_{t-1} + diag(u) k_t^T v_t), S_t = diag(exp(logw_t)) S_{t-1} + k_t^T v_t.
 
@@ -56,7 +66,8 @@ def wkv6_chunked(r, k, v, logw, u, chunk: int):
     """
     B, H, L, K = r.shape
     dtype = r.dtype
-    r, k, v, logw = (t.float() for t in (r, k, v, logw))
+    work = torch.promote_types(dtype, torch.float32)
+    r, k, v, logw = (t.to(work) for t in (r, k, v, logw))
     pad = (-L) % chunk
     if pad:
         r, k, v, logw = (F.pad(t, (0, 0, 0, pad)) for t in (r, k, v, logw))
@@ -64,12 +75,12 @@ def wkv6_chunked(r, k, v, logw, u, chunk: int):
     r, k, v, logw = (t.reshape(B, H, N, chunk, K) for t in (r, k, v, logw))
     a = logw.cumsum(-2)  # inclusive in-chunk log decay
     a_ex = a - logw  # exclusive: decay applied to S_{t-1} since the chunk start
-    # intra-chunk, s < t: sum_k r_tk exp(a_ex_tk - a_sk) k_sk
-    diff = a_ex[..., :, None, :] - a[..., None, :, :]  # [B, H, N, C(t), C(s), K]
-    strict = torch.ones(chunk, chunk, dtype=torch.bool, device=r.device).tril(-1)
-    diff = diff.masked_fill(~strict[:, :, None], float("-inf"))
-    A = torch.einsum("bhntk,bhntsk,bhnsk->bhnts", r, diff.exp(), k)
-    bonus = (r * u.float()[None, :, None, None, :] * k).sum(-1, keepdim=True)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (r, k, a)):
+        # the [.., C, C, K] intermediates are recomputed in backward instead of being kept
+        A = checkpoint(_intra_scores, r, k, a, a_ex, use_reentrant=False)
+    else:
+        A = _intra_scores(r, k, a, a_ex)
+    bonus = (r * u.to(work)[None, :, None, None, :] * k).sum(-1, keepdim=True)
     o = A @ v + bonus * v
     # inter-chunk: states entering each chunk
     a_last = a[..., -1:, :]  # [B, H, N, 1, K]
@@ -99,7 +110,7 @@ class RWKV6(SequenceMixer):
             ddd = torch.arange(D, dtype=torch.float32) / D
             self.maa_x = nn.Parameter(1.0 - ddd)
             self.maa_wkvrg = nn.Parameter(
-                torch.stack([1.0 - ddd, 1.0 - ddd, 1.0 - ddd, 1.0 - ddd.pow(0.5), 1.0 - ddd.pow(0.5)])
+                torch.stack([1.0 - ddd] * 3 + [1.0 - ddd.pow(0.5)] * 2)
             )  # order: w, k, v, r, g
             self.maa_A = nn.Parameter(torch.empty(D, 5 * cfg.mix_rank).uniform_(-1e-4, 1e-4))
             self.maa_B = nn.Parameter(torch.empty(5, cfg.mix_rank, D).uniform_(-1e-4, 1e-4))
@@ -121,8 +132,8 @@ class RWKV6(SequenceMixer):
         dx = x_prev - x
         xxx = x + dx * self.maa_x
         m = torch.tanh(xxx @ self.maa_A)
-        m = m.unflatten(-1, (5, -1)).unsqueeze(-2) @ self.maa_B  # [..., 5, 1, D]
-        m = m.squeeze(-2) + self.maa_wkvrg  # [..., 5, D]
+        m = torch.einsum("...fr,frd->...fd", m.unflatten(-1, (5, -1)), self.maa_B)
+        m = m + self.maa_wkvrg  # [..., 5, D]
         xw, xk, xv, xr, xg = (x + dx * m[..., i, :] for i in range(5))
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         g = F.silu(self.gate(xg))

@@ -1,0 +1,137 @@
+"""DeltaNet: linear attention with the delta rule (Schlag et al., 2021, "Linear Transformers Are
+Secretly Fast Weight Programmers"; Yang et al., 2024, "Parallelizing Linear Transformers with the
+Delta Rule over Sequence Length"), as in flash-linear-attention's DeltaNet layer.
+
+    q, k, v  = act(conv(x W_q)), act(conv(x W_k)), silu(conv(x W_v))   (conv: optional short
+               depthwise causal convolution; act: silu by default)
+    q, k     = q / ||q||_2, k / ||k||_2                  (per head)
+    beta_t   = sigmoid(x_t W_beta)                        (one write strength per head)
+    S_t      = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,   o_t = S_t q_t / sqrt(d_k)
+    y_t      = W_o concat_h( RMSNorm_h(o_t) [* swish(x_t W_g)] )
+
+(``S`` above is value-major, as in the paper; the code keeps the transpose, key-major.) The
+parallel form is ``chunk_delta_rule``: the chunkwise WY / UT form of Yang et al. 2024 (a
+triangular solve per chunk, then a state pass across chunks), linear in L; sequences are padded
+to a multiple of ``chunk_size``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+from ._linear_common import CausalShortConv, HeadNorm, chunk_delta_rule, chunked_flops_per_token
+from .gla import _dim
+
+_ACT = {"silu": F.silu, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1.0, "identity": lambda x: x}
+
+
+class DeltaNetConfig(SequenceMixerConfig):
+    type: Literal["deltanet"] = "deltanet"
+    n_heads: int = Field(4, ge=1, description="heads; must divide the key and value widths")
+    expand_k: float = Field(1.0, gt=0.0, description="key width = expand_k * d_model")
+    expand_v: float = Field(1.0, gt=0.0, description="value width = expand_v * d_model")
+    qk_activation: Literal["silu", "relu", "elu1", "identity"] = Field(
+        "silu", description="applied to q and k before their L2 normalisation"
+    )
+    v_activation: Literal["silu", "identity"] = "silu"
+    short_conv: bool = Field(True, description="depthwise causal conv on q, k, v (fla: on)")
+    conv_size: int = Field(4, ge=2, description="short conv kernel length")
+    output_gate: bool = Field(False, description="swish output gate after the head norm")
+    norm_eps: float = Field(1e-5, gt=0.0)
+    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
+
+    def check(self, d_model: int) -> None:
+        if d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
+        _dim(d_model, self.expand_k, "expand_k", self.n_heads)
+        _dim(d_model, self.expand_v, "expand_v", self.n_heads)
+
+
+@register(DeltaNetConfig)
+class DeltaNet(SequenceMixer):
+    """DeltaNet: delta-rule fast weights with L2-normalised q/k and sigmoid write strengths."""
+
+    def __init__(self, cfg: DeltaNetConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        H = self.n_heads = cfg.n_heads
+        self.key_dim = _dim(d_model, cfg.expand_k, "expand_k", H)
+        self.value_dim = _dim(d_model, cfg.expand_v, "expand_v", H)
+        self.dk, self.dv = self.key_dim // H, self.value_dim // H
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.b_proj = nn.Linear(d_model, H, bias=False)
+        if cfg.short_conv:
+            self.q_conv = CausalShortConv(self.key_dim, cfg.conv_size)
+            self.k_conv = CausalShortConv(self.key_dim, cfg.conv_size)
+            self.v_conv = CausalShortConv(self.value_dim, cfg.conv_size)
+        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if cfg.output_gate else None
+        self.o_norm = HeadNorm(self.dv, "rms", cfg.norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    def _split(self, t: torch.Tensor, d: int) -> torch.Tensor:  # [B, L, H*d] -> [B, H, L, d]
+        B, L, _ = t.shape
+        return t.view(B, L, self.n_heads, d).transpose(1, 2)
+
+    def _heads(self, q, k, v, x):
+        act = _ACT[self.cfg.qk_activation]
+        q = F.normalize(self._split(act(q), self.dk).float(), dim=-1)
+        k = F.normalize(self._split(act(k), self.dk).float(), dim=-1)
+        v = self._split(_ACT[self.cfg.v_activation](v), self.dv)
+        beta = torch.sigmoid(self.b_proj(x).float()).transpose(1, 2)  # [B, H, L]
+        return q, k, v, beta
+
+    def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, L = o.shape[:2]  # o [B, L, H, d_v]
+        o = self.o_norm(o).reshape(B, L, self.value_dim)
+        if self.g_proj is not None:
+            o = o * F.silu(self.g_proj(x))
+        return self.o_proj(o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.cfg.short_conv:
+            q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
+        q, k, v, beta = self._heads(q, k, v, x)
+        o = chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size)
+        return self._output(o.transpose(1, 2), x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        state = {"S": torch.zeros(batch_size, self.n_heads, self.dk, self.dv, device=device,
+                                  dtype=torch.float32)}
+        if self.cfg.short_conv:
+            for name in ("q", "k", "v"):
+                conv = getattr(self, f"{name}_conv")
+                state[name] = conv.init_state(batch_size, device, dtype or torch.float32)
+        return state
+
+    def step(self, x_t: torch.Tensor, state):
+        new = {}
+        q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
+        if self.cfg.short_conv:
+            q, new["q"] = self.q_conv.step(q, state["q"])
+            k, new["k"] = self.k_conv.step(k, state["k"])
+            v, new["v"] = self.v_conv.step(v, state["v"])
+        q, k, v, beta = (t[:, :, 0] for t in self._heads(q[:, None], k[:, None], v[:, None],
+                                                          x_t[:, None]))
+        S, v = state["S"], v.float()
+        pred = (k[..., None, :] @ S)[..., 0, :]  # S^T k: the value the state recalls for k
+        S = S + (beta[..., None] * k)[..., :, None] * (v - pred)[..., None, :]
+        o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]
+        new["S"] = S
+        return self._output(o.to(x_t.dtype)[:, None], x_t[:, None])[:, 0], new
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        c = min(self.cfg.chunk_size, seq_len)
+        # chunked form + the UT transform (k k^T, triangular solve on [v, k], W S_0 per chunk)
+        extra = self.n_heads * (2.0 * c * self.dk + c * (self.dk + self.dv) + 4 * self.dk * self.dv)
+        conv = 2.0 * self.cfg.conv_size * (2 * self.key_dim + self.value_dim)
+        return (chunked_flops_per_token(self.n_heads, self.dk, self.dv, self.cfg.chunk_size,
+                                        seq_len) + extra + (conv if self.cfg.short_conv else 0.0))

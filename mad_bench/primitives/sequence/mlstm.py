@@ -1,0 +1,244 @@
+"""mLSTM: the matrix-memory cell of xLSTM (Beck et al., 2024, "xLSTM: Extended Long Short-Term
+Memory"), as a multi-head sequence mixer.
+
+    x_c          = silu(causal_depthwise_conv(x))  (kernel d_conv; x_c = x when d_conv = 0)
+    q, k, v      = x_c W_q, x_c W_k / sqrt(d_h), x W_v          (per head, d_h = d_model / heads)
+    i~, f~       = x W_i + b_i, x W_f + b_f                      (one scalar per head and step)
+    log f_t      = logsigmoid(f~_t)                              (sigmoid forget gate, log space)
+    m_t          = max(log f_t + m_{t-1}, i~_t)                  (stabiliser, m_0 = 0)
+    i'_t, f'_t   = exp(i~_t - m_t), exp(log f_t + m_{t-1} - m_t)  (exponential input gate)
+    C_t          = f'_t C_{t-1} + i'_t v_t k_t^T                 (matrix memory, [d_h, d_h])
+    n_t          = f'_t n_{t-1} + i'_t k_t                        (normaliser)
+    h_t          = C_t q_t / max(|n_t^T q_t|, exp(-m_t))
+    y            = (sigmoid(x W_o + b_o) * GroupNorm_heads(h)) W_out   (output gate)
+
+The stabiliser cancels: ``h_t`` equals the unstabilised ``C~_t q_t / max(|n~_t^T q_t|, 1)``
+(``C~ = exp(m) C``) for any choice of ``m``, so the parallel form may pick its own stabilisers
+(and ``m`` carries no gradient). The parallel form is chunked (:func:`mlstm_chunked`):
+stabilised quadratic attention within chunks plus the (C, n, m) state carried between them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+from .mamba import causal_depthwise_conv, conv_step
+
+
+def mlstm_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i_gate: torch.Tensor,
+    log_f: torch.Tensor,
+    chunk_size: int = 64,
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+):
+    """Chunked stabilised mLSTM, torch reference.
+
+    ``q, k[b, h, l, dk]``, ``v[b, h, l, dv]``, ``i_gate`` (pre-activation i~) and ``log_f``
+    ``[b, h, l]``; ``state = (C[b, h, dk, dv], n[b, h, dk], m[b, h])`` (default zeros).
+    Returns ``(h[b, h, l, dv], (C, n, m))``, equal to the recurrence in the module docstring.
+
+    Per chunk of T steps, with ``g_t = sum_{r <= t in chunk} log f_r``:
+
+    1. intra-chunk log-weights ``D[t, s] = g_t - g_s + i~_s`` (s <= t, else -inf) and their row
+       maxima ``m_intra``; ``S = (q k^T) exp(D - m_intra)`` for all chunks at once;
+    2. chunk-local state ``C_loc = sum_s exp(w_s - m_loc) k_s v_s^T`` with ``w_s = g_T - g_s +
+       i~_s``, ``m_loc = max_s w_s`` (and ``n_loc`` alike);
+    3. a loop over chunks carries ``(C, n, m)``: ``m' = max(g_T + m, m_loc)``,
+       ``C' = exp(g_T + m - m') C + exp(m_loc - m') C_loc``;
+    4. row stabiliser ``m_t = max(g_t + m_prev, m_intra_t)``; numerator and denominator add the
+       intra part (scaled ``exp(m_intra - m_t)``) and the carried part ``q_t C_prev``,
+       ``q_t . n_prev`` (scaled ``exp(g_t + m_prev - m_t)``); ``h = num / max(|den|, exp(-m_t))``.
+
+    Every exponent is <= 0, so nothing overflows. Padded steps (to a multiple of T) have
+    ``log f = 0`` and ``i~ = -inf`` (no decay, no input), so the final state is exact.
+    """
+    b, h, l, dk = q.shape
+    dv = v.shape[-1]
+    T = max(1, min(chunk_size, l))
+    nc = -(-l // T)
+    pad = nc * T - l
+    q, k, v, i_gate, log_f = q.float(), k.float(), v.float(), i_gate.float(), log_f.float()
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        i_gate = F.pad(i_gate, (0, pad), value=float("-inf"))
+        log_f = F.pad(log_f, (0, pad))
+    q = q.view(b, h, nc, T, dk)
+    k = k.view(b, h, nc, T, dk)
+    v = v.view(b, h, nc, T, dv)
+    ig = i_gate.view(b, h, nc, T)
+    g = log_f.view(b, h, nc, T).cumsum(-1)
+
+    # 1. intra-chunk stabilised attention
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    D = (g[..., :, None] - g[..., None, :] + ig[..., None, :]).masked_fill(~mask, float("-inf"))
+    m_intra = D.amax(-1).detach()  # [b, h, c, T]
+    S = (q @ k.transpose(-1, -2)) * (D - m_intra[..., None]).exp()
+    num = S @ v  # [b, h, c, T, dv]
+    den = S.sum(-1)  # [b, h, c, T]
+
+    # 2. chunk-local end states
+    w = D[..., -1, :]  # [b, h, c, T]: g_T - g_s + i~_s
+    m_loc = m_intra[..., -1]  # [b, h, c]
+    wk = k * (w - m_loc[..., None]).exp()[..., None]
+    C_loc = wk.transpose(-1, -2) @ v  # [b, h, c, dk, dv]
+    n_loc = wk.sum(-2)  # [b, h, c, dk]
+
+    # 3. inter-chunk recurrence
+    if state is None:
+        C = q.new_zeros(b, h, dk, dv)
+        n = q.new_zeros(b, h, dk)
+        m = q.new_zeros(b, h)
+    else:
+        C, n, m = (t.float() for t in state)
+        m = m.detach()
+    g_end = g[..., -1].detach()  # [b, h, c]
+    C_loc, n_loc = C_loc.unbind(2), n_loc.unbind(2)
+    m_loc_c, g_end_c = m_loc.unbind(2), g_end.unbind(2)
+    Cs, ns, ms = [], [], []
+    for c in range(nc):
+        Cs.append(C)
+        ns.append(n)
+        ms.append(m)
+        m_new = torch.maximum(g_end_c[c] + m, m_loc_c[c])
+        a_old = (g_end_c[c] + m - m_new).exp()
+        a_new = (m_loc_c[c] - m_new).exp()
+        C = a_old[..., None, None] * C + a_new[..., None, None] * C_loc[c]
+        n = a_old[..., None] * n + a_new[..., None] * n_loc[c]
+        m = m_new
+    C_prev = torch.stack(Cs, 2)  # [b, h, c, dk, dv]
+    n_prev = torch.stack(ns, 2)  # [b, h, c, dk]
+    m_prev = torch.stack(ms, 2)  # [b, h, c]
+
+    # 4. combine
+    g_carry = g + m_prev[..., None]  # log-scale of the carried state at t (unstabilised)
+    m_t = torch.maximum(g_carry, m_intra).detach()
+    s_intra = (m_intra - m_t).exp()
+    s_carry = (g_carry - m_t).exp()
+    num = s_intra[..., None] * num + s_carry[..., None] * (q @ C_prev)
+    den = s_intra * den + s_carry * (q @ n_prev[..., None])[..., 0]
+    out = num / torch.maximum(den.abs(), (-m_t).exp())[..., None]
+    out = out.reshape(b, h, nc * T, dv)[:, :, :l]
+    return out, (C, n, m)
+
+
+class MLSTMConfig(SequenceMixerConfig):
+    type: Literal["mlstm"] = "mlstm"
+    n_heads: int = Field(4, ge=1, description="heads; must divide d_model")
+    d_conv: int = Field(4, ge=0, description="causal conv kernel before q, k (0: no conv)")
+    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
+    forget_bias_init: tuple[float, float] = Field(
+        (3.0, 6.0), description="forget-gate biases, linspace over heads (xLSTM: 3..6)"
+    )
+    norm_eps: float = Field(1e-6, gt=0.0)
+    bias: bool = Field(False, description="bias in the q/k/v/out projections")
+
+    def check(self, d_model: int) -> None:
+        if d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
+
+
+@register(MLSTMConfig)
+class MLSTM(SequenceMixer):
+    """xLSTM mLSTM: multi-head matrix memory with exponential gating and a stabiliser."""
+
+    def __init__(self, cfg: MLSTMConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        H = cfg.n_heads
+        self.n_heads, self.head_dim = H, d_model // H
+        if cfg.d_conv > 0:
+            self.conv1d = nn.Conv1d(d_model, d_model, cfg.d_conv, groups=d_model, bias=True)
+        self.qk = nn.Linear(d_model, 2 * d_model, bias=cfg.bias)
+        self.v = nn.Linear(d_model, d_model, bias=cfg.bias)
+        self.gates = nn.Linear(d_model, 2 * H, bias=True)  # [i~ | f~]
+        self.o = nn.Linear(d_model, d_model, bias=True)
+        self.norm_weight = nn.Parameter(torch.ones(d_model))
+        self.out = nn.Linear(d_model, d_model, bias=cfg.bias)
+        with torch.no_grad():  # xLSTM's gate init: zero weights, i bias ~ N(0, 0.1), f bias 3..6
+            self.gates.weight.zero_()
+            self.gates.bias[:H].normal_(0.0, 0.1)
+            self.gates.bias[H:].copy_(torch.linspace(*cfg.forget_bias_init, H))
+
+    def _project(self, x: torch.Tensor, xc: torch.Tensor):
+        """x, xc [..., D] -> q, k, v [..., H, d_h], i~, log f [..., H], o [..., D]."""
+        H, dh = self.n_heads, self.head_dim
+        q, k = self.qk(xc).chunk(2, dim=-1)
+        v = self.v(x)
+        i_gate, f_gate = self.gates(x).float().chunk(2, dim=-1)
+        shape = x.shape[:-1] + (H, dh)
+        q, k, v = q.view(shape), k.view(shape) / math.sqrt(dh), v.view(shape)
+        return q, k, v, i_gate, F.logsigmoid(f_gate), torch.sigmoid(self.o(x))
+
+    def _out(self, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """h [..., H, d_h] -> per-head layer norm (group norm), output gate, projection."""
+        h = h.float()
+        h = (h - h.mean(-1, keepdim=True)) * torch.rsqrt(
+            h.var(-1, keepdim=True, unbiased=False) + self.cfg.norm_eps
+        )
+        h = h.flatten(-2) * self.norm_weight.float()
+        return self.out((o.float() * h).to(o.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = x
+        if self.cfg.d_conv > 0:
+            xc = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
+        q, k, v, i_gate, log_f, o = self._project(x, xc)
+        h, _ = mlstm_chunked(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            i_gate.transpose(1, 2), log_f.transpose(1, 2), self.cfg.chunk_size,
+        )
+        return self._out(h.transpose(1, 2).to(x.dtype), o)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        H, dh = self.n_heads, self.head_dim
+        f32 = dict(device=device, dtype=torch.float32)
+        state = {
+            "C": torch.zeros(batch_size, H, dh, dh, **f32),  # [k dim, v dim]
+            "n": torch.zeros(batch_size, H, dh, **f32),
+            "m": torch.zeros(batch_size, H, **f32),
+        }
+        if self.cfg.d_conv > 0:
+            state["conv"] = torch.zeros(
+                batch_size, self.d_model, self.cfg.d_conv,
+                device=device, dtype=dtype or torch.float32,
+            )
+        return state
+
+    def step(self, x_t: torch.Tensor, state):
+        new = {}
+        xc = x_t
+        if self.cfg.d_conv > 0:
+            xc, new["conv"] = conv_step(state["conv"], x_t, self.conv1d.weight, self.conv1d.bias)
+            xc = F.silu(xc)
+        q, k, v, i_gate, log_f, o = self._project(x_t, xc)  # q, k, v [B, H, dh]; gates [B, H]
+        q, k, v = q.float(), k.float(), v.float()
+        m_prev = state["m"]
+        m = torch.maximum(log_f + m_prev, i_gate)
+        f_ = (log_f + m_prev - m).exp()
+        i_ = (i_gate - m).exp()
+        kv = k[..., :, None] * v[..., None, :]
+        C = f_[..., None, None] * state["C"] + i_[..., None, None] * kv
+        n = f_[..., None] * state["n"] + i_[..., None] * k
+        num = (q[..., None, :] @ C)[..., 0, :]  # [B, H, dv]
+        den = torch.maximum((q * n).sum(-1).abs(), (-m).exp())
+        h = num / den[..., None]
+        new.update(C=C, n=n, m=m)
+        return self._out(h.to(x_t.dtype), o), new
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        # per head: intra-chunk q k^T, weights and S v (~2 T (2 d_h + 2)), carried-state readout
+        # q C and q n (2 d_h^2 + 2 d_h), chunk-state build (2 d_h^2); plus the norm (~8 D).
+        T = min(self.cfg.chunk_size, seq_len)
+        dh = self.head_dim
+        per_head = 2 * T * (2 * dh + 2) + 4 * dh * dh + 2 * dh
+        return float(self.n_heads * per_head + 8 * self.d_model)

@@ -1,0 +1,128 @@
+"""sLSTM: the scalar-memory cell of xLSTM (Beck et al., 2024, "xLSTM: Extended Long Short-Term
+Memory"), as a multi-head sequence mixer.
+
+Per head (d_h = d_model / heads units), with block-diagonal recurrent weights R (one
+``[d_h, 4 d_h]`` block per head):
+
+    [i~, f~, z~, o~]_t = W x_t + R h_{t-1} + b
+    log f_t  = logsigmoid(f~_t)                         (sigmoid forget gate, log space)
+    m_t      = max(log f_t + m_{t-1}, i~_t)             (stabiliser; m_0 = -inf)
+    i'_t     = exp(i~_t - m_t),  f'_t = exp(log f_t + m_{t-1} - m_t)   (exponential input gate)
+    c_t      = f'_t c_{t-1} + i'_t tanh(z~_t)           (cell)
+    n_t      = f'_t n_{t-1} + i'_t                      (normaliser)
+    h_t      = sigmoid(o~_t) * c_t / n_t
+    y        = GroupNorm_heads(h) W_out
+
+``c / n`` does not depend on the stabiliser (both carry the factor ``exp(-m)``), so ``m``
+carries no gradient. With ``m_0 = -inf`` the first step has ``i' = 1``, and then ``n_t >= 1``
+for every t (one of ``f'``, ``i'`` is 1 at each step), so the division is always safe.
+
+The recurrence through ``h_{t-1}`` is inherently sequential: ``forward`` loops over time, with
+the input projections ``W x_t`` precomputed for all t and one batched matmul per step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+
+
+def slstm_cell(wx: torch.Tensor, R: torch.Tensor, state: tuple[torch.Tensor, ...]):
+    """One sLSTM step. ``wx[H, B, 4 d_h]`` (W x_t + b), ``R[H, d_h, 4 d_h]``,
+    ``state = (h, c, n, m)`` each ``[H, B, d_h]``. Returns the new state (new tensors)."""
+    h, c, n, m = state
+    pre = torch.baddbmm(wx, h, R)
+    i_raw, f_raw, z_raw, o_raw = pre.chunk(4, dim=-1)
+    log_f = F.logsigmoid(f_raw)
+    m_new = torch.maximum(log_f + m, i_raw).detach()
+    i_ = torch.exp(i_raw - m_new)
+    f_ = torch.exp(log_f + m - m_new)
+    c = f_ * c + i_ * torch.tanh(z_raw)
+    n = f_ * n + i_
+    h = torch.sigmoid(o_raw) * c / n
+    return h, c, n, m_new
+
+
+class SLSTMConfig(SequenceMixerConfig):
+    type: Literal["slstm"] = "slstm"
+    n_heads: int = Field(4, ge=1, description="heads (recurrent blocks); must divide d_model")
+    forget_bias_init: tuple[float, float] = Field(
+        (3.0, 6.0), description="forget-gate biases, linspace over heads"
+    )
+    norm_eps: float = Field(1e-6, gt=0.0)
+    bias: bool = Field(False, description="bias in the output projection")
+
+    def check(self, d_model: int) -> None:
+        if d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
+
+
+@register(SLSTMConfig)
+class SLSTM(SequenceMixer):
+    """xLSTM sLSTM: scalar memory, exponential gating, block-diagonal recurrence (sequential)."""
+
+    def __init__(self, cfg: SLSTMConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        H = cfg.n_heads
+        dh = d_model // H
+        self.n_heads, self.head_dim = H, dh
+        self.W = nn.Linear(d_model, 4 * d_model, bias=True)  # per head: [i | f | z | o] x d_h
+        self.R = nn.Parameter(torch.randn(H, dh, 4 * dh) / math.sqrt(dh))
+        self.norm_weight = nn.Parameter(torch.ones(d_model))
+        self.out = nn.Linear(d_model, d_model, bias=cfg.bias)
+        with torch.no_grad():
+            b = self.W.bias.view(H, 4, dh)
+            b.zero_()
+            b[:, 1] = torch.linspace(*cfg.forget_bias_init, H)[:, None]
+
+    def _wx(self, x: torch.Tensor) -> torch.Tensor:
+        """x[..., D] -> W x + b as [..., H, 4 d_h] (fp32)."""
+        return self.W(x).float().view(*x.shape[:-1], self.n_heads, 4 * self.head_dim)
+
+    def _out(self, h: torch.Tensor) -> torch.Tensor:
+        """h[..., H, d_h] (fp32) -> per-head layer norm, projection."""
+        h = (h - h.mean(-1, keepdim=True)) * torch.rsqrt(
+            h.var(-1, keepdim=True, unbiased=False) + self.cfg.norm_eps
+        )
+        return h.flatten(-2) * self.norm_weight.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Bsz = x.shape[0]
+        wx = self._wx(x).permute(1, 2, 0, 3).contiguous()  # [L, H, B, 4 d_h]
+        state = self._zeros(Bsz, x.device)
+        R = self.R.float()
+        hs = []
+        for wx_t in wx.unbind(0):
+            state = slstm_cell(wx_t, R, state)
+            hs.append(state[0])
+        h = torch.stack(hs, dim=0).permute(2, 0, 1, 3)  # [B, L, H, d_h]
+        return self.out(self._out(h).to(x.dtype))
+
+    def _zeros(self, batch_size: int, device=None):
+        shape = (self.n_heads, batch_size, self.head_dim)
+        zeros = lambda: torch.zeros(shape, device=device, dtype=torch.float32)  # noqa: E731
+        return zeros(), zeros(), zeros(), torch.full(shape, float("-inf"), device=device)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        h, c, n, m = self._zeros(batch_size, device)
+        return {"h": h, "c": c, "n": n, "m": m}
+
+    def step(self, x_t: torch.Tensor, state):
+        wx = self._wx(x_t).transpose(0, 1)  # [H, B, 4 d_h]
+        prev = (state["h"], state["c"], state["n"], state["m"])
+        h, c, n, m = slstm_cell(wx, self.R.float(), prev)
+        y = self.out(self._out(h.transpose(0, 1)).to(x_t.dtype))
+        return y, {"h": h, "c": c, "n": n, "m": m}
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        # recurrent matmul (2 d_h * 4 d_h per head) + ~20 pointwise ops per unit + norm (~8 D)
+        dh = self.head_dim
+        return float(self.n_heads * 8 * dh * dh + 28 * self.d_model)
