@@ -1,10 +1,7 @@
 """Kernel dispatch helpers shared by every op family in ``mad_bench.kernels``.
 
 * :func:`resolve_impl` turns a spec's ``impl: auto|triton|torch`` into the path actually run.
-* :func:`jit` is a drop-in for ``triton.jit`` that decides *at launch time* whether to run the
-  compiled kernel or the Triton CPU interpreter (``TRITON_INTERPRET=1``).  Plain ``triton.jit``
-  decides at import time, which breaks when some other module imports the kernels before a
-  test sets the environment variable.
+* :func:`jit` is ``triton.jit`` that degrades to the identity when triton is missing.
 * :func:`pick` returns one launch config under the interpreter (multi-config autotuning needs a
   GPU driver) and the heuristic GPU config otherwise.
 
@@ -67,7 +64,7 @@ def resolve_impl(impl: str, x: torch.Tensor) -> Literal["triton", "torch"]:
             return "torch"
         if x.is_cuda:
             return "triton"
-        if x.device.type == "cpu" and interpreting() and _force_triton():
+        if x.device.type == "cpu" and interpreting() and _force_triton() and interpreter_active():
             return "triton"
         return "torch"
     # impl == "triton"
@@ -76,6 +73,11 @@ def resolve_impl(impl: str, x: torch.Tensor) -> Literal["triton", "torch"]:
     if x.is_cuda:
         return "triton"
     if x.device.type == "cpu" and interpreting():
+        if not interpreter_active():
+            raise ValueError(
+                "impl='triton' on CPU: TRITON_INTERPRET=1 is set but triton was imported before it was; "
+                "set the variable before anything imports triton"
+            )
         return "triton"
     raise ValueError(
         f"impl='triton' needs a CUDA tensor (got device {x.device}); on CPU set "
@@ -83,41 +85,22 @@ def resolve_impl(impl: str, x: torch.Tensor) -> Literal["triton", "torch"]:
     )
 
 
-class _LaunchTimeJit:
-    """``triton.jit`` whose compiled/interpreted choice is made at launch time."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.__name__ = fn.__name__
-        self.__doc__ = fn.__doc__
-        self._jit = None
-        self._interp = None
-
-    def _kernel(self):
-        if interpreting():
-            if self._interp is None:
-                from triton.runtime.interpreter import InterpretedFunction
-
-                self._interp = InterpretedFunction(self.fn)
-            return self._interp
-        if self._jit is None:
-            from triton.runtime.jit import JITFunction
-
-            self._jit = JITFunction(self.fn)
-        return self._jit
-
-    def __getitem__(self, grid):
-        return self._kernel()[grid]
-
-
 def jit(fn):
-    """Decorator for top-level kernels (launched with ``kernel[grid](...)``).
+    """``triton.jit`` (identity when triton is missing, so modules still import).
 
-    Kernels decorated with it must not call other jitted helpers (inline them instead).
+    Interpreter or compiled is fixed when ``triton`` is first imported (its ``tl.*`` helpers are
+    decorated then): ``TRITON_INTERPRET=1`` must be set before anything imports triton.
     """
     if not HAS_TRITON:
         return fn
-    return _LaunchTimeJit(fn)
+    return triton.jit(fn)
+
+
+def interpreter_active() -> bool:
+    """True when triton was imported in interpreter mode (so CPU tensors can run kernels)."""
+    if not HAS_TRITON:
+        return False
+    return type(tl.sum).__name__ == "InterpretedFunction"
 
 
 def next_pow2(n: int) -> int:

@@ -1,0 +1,380 @@
+"""Benchmark mad_bench's Triton kernels against torch eager and torch.compile.
+
+For every op family and shape: forward+backward median time (``triton.testing.do_bench`` on
+CUDA, a wall-clock median on CPU), peak extra memory of one forward+backward (CUDA), and the
+relative error of outputs and input/weight gradients vs an fp64 reference (max |a-b| / max |b|,
+worst tensor), for the Triton kernel, the eager torch baseline and ``torch.compile`` of it.
+``vs_best`` = triton ms / best baseline ms (< 1: Triton wins).
+
+    python benchmarks/kernels.py --device cuda --shapes all --out benchmarks/results/kernels.json
+    python benchmarks/kernels.py --device cpu --shapes tiny        # interpreter smoke test
+
+Add an op family by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the
+positional arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+SHAPE_SETS = {
+    # MAD protocol sizes (d_model 128)
+    "mad": dict(dtype="bfloat16", shapes=[(128, L, 128) for L in (128, 256, 512, 1024)]),
+    # long sequences, wide model
+    "long": dict(dtype="bfloat16", shapes=[(8, L, 1024) for L in (2048, 4096, 8192, 16384)]),
+    # CPU / interpreter smoke test: fp32 (the interpreter has no bf16), odd sizes
+    "tiny": dict(dtype="float32", shapes=[(2, 37, 40)]),
+}
+
+
+def _parse():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--shapes", default="mad", choices=[*SHAPE_SETS, "all"])
+    p.add_argument("--ops", default="all", help="comma-separated op names (default all)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="benchmark torch.compile(baseline) (auto: on for cuda, off for cpu)")
+    p.add_argument("--err-batch", type=int, default=2, help="batch rows used for the fp64 error check")
+    p.add_argument("--warmup", type=int, default=25, help="do_bench warmup (ms)")
+    p.add_argument("--rep", type=int, default=100, help="do_bench repetitions (ms)")
+    p.add_argument("--cudagraph", action="store_true",
+                   help="also time each fwd+bwd replayed from a CUDA graph (GPU time without host overhead)")
+    p.add_argument("--out", default="benchmarks/results/kernels.json")
+    return p.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.device == "cpu":
+    # the Triton interpreter must be chosen before triton is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mad_bench.kernels import (  # noqa: E402
+    cross_entropy, cross_entropy_ref, layer_norm, layer_norm_ref, rms_norm, rms_norm_ref,
+    short_conv, short_conv_ref, swiglu, swiglu_ref,
+)
+
+
+# ----------------------------------------------------------------------------- op registry
+@dataclass
+class OpBench:
+    name: str
+    make: Callable[[int, int, int, torch.dtype, torch.device], list]  # positional args
+    grad_args: Sequence[int]  # indices of args that receive gradients
+    triton: Callable  # fused kernel path
+    torch: Callable  # eager baseline (may be a native op)
+    ref: Callable | None = None  # fp64 reference (default: ``torch``)
+    shape_sets: Sequence[str] = ("mad", "long", "tiny")
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _rn(*shape, dtype, device, scale=1.0, shift=0.0):
+    return torch.randn(*shape, dtype=dtype, device=device) * scale + shift
+
+
+def _native_rms(x, w, r=None):
+    h = x + r if r is not None else x
+    y = F.rms_norm(h, (h.shape[-1],), w, 1e-6)
+    return (y, h) if r is not None else y
+
+
+CE_VOCAB = {"mad": 64, "long": 8192, "tiny": 37}
+
+OPS: list[OpBench] = [
+    OpBench(
+        "rms_norm",
+        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1)],
+        (0, 1),
+        triton=lambda x, w: rms_norm(x, w, 1e-6, impl="triton"),
+        torch=lambda x, w: _native_rms(x, w),
+        ref=lambda x, w: rms_norm_ref(x, w, 1e-6),
+        notes="torch = F.rms_norm",
+    ),
+    OpBench(
+        "rms_norm+residual",
+        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1),
+                                  _rn(B, L, D, dtype=dt, device=dev)],
+        (0, 1, 2),
+        triton=lambda x, w, r: rms_norm(x, w, 1e-6, residual=r, impl="triton"),
+        torch=lambda x, w, r: _native_rms(x, w, r),
+        ref=lambda x, w, r: rms_norm_ref(x, w, 1e-6, residual=r),
+        notes="torch = add + F.rms_norm",
+    ),
+    OpBench(
+        "layer_norm+residual",
+        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1),
+                                  _rn(D, dtype=dt, device=dev, scale=0.1), _rn(B, L, D, dtype=dt, device=dev)],
+        (0, 1, 2, 3),
+        triton=lambda x, w, b, r: layer_norm(x, w, b, 1e-5, residual=r, impl="triton"),
+        torch=lambda x, w, b, r: (F.layer_norm(x + r, (x.shape[-1],), w, b, 1e-5), x + r),
+        ref=lambda x, w, b, r: layer_norm_ref(x, w, b, 1e-5, residual=r),
+        notes="torch = add + F.layer_norm",
+    ),
+    OpBench(
+        "swiglu",
+        lambda B, L, D, dt, dev: [_rn(B, L, 4 * D, dtype=dt, device=dev), _rn(B, L, 4 * D, dtype=dt, device=dev)],
+        (0, 1),
+        triton=lambda g, u: swiglu(g, u, impl="triton"),
+        torch=swiglu_ref,
+        notes="hidden = 4 * D",
+    ),
+    OpBench(
+        "cross_entropy",
+        lambda B, L, D, dt, dev: [_rn(B * L, CE_VOCAB[_CURRENT_SET], dtype=dt, device=dev, scale=2.0),
+                                  torch.randint(0, CE_VOCAB[_CURRENT_SET], (B * L,), device=dev)],
+        (0,),
+        triton=lambda x, t: cross_entropy(x, t, impl="triton"),
+        torch=lambda x, t: F.cross_entropy(x.float(), t),
+        ref=cross_entropy_ref,
+        notes="logits [B*L, V], V = " + ", ".join(f"{k}: {v}" for k, v in CE_VOCAB.items()),
+    ),
+    OpBench(
+        "short_conv_silu",
+        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, 4, dtype=dt, device=dev, scale=0.5),
+                                  _rn(D, dtype=dt, device=dev, scale=0.1)],
+        (0, 1, 2),
+        triton=lambda x, w, b: short_conv(x, w, b, "silu", impl="triton"),
+        torch=lambda x, w, b: short_conv_ref(x, w, b, "silu"),
+        notes="K = 4, bias, silu",
+    ),
+]
+_CURRENT_SET = "mad"
+
+
+# ----------------------------------------------------------------------------- measurement
+def _flat(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _slice_batch(args, n, B, L):
+    """The first ``n`` batch rows of every [B, L, ...] (or [B*L, ...]) argument."""
+    res = []
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.dim() >= 2 and a.shape[0] == B and a.shape[1] == L:
+            res.append(a[:n])
+        elif isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == B * L:
+            res.append(a[: n * L])
+        else:
+            res.append(a)
+    return res
+
+
+def _prepare(args, grad_args, dtype=None):
+    out = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            a = a.detach().clone()
+            if dtype is not None and a.is_floating_point():
+                a = a.to(dtype)
+            a.requires_grad_(i in grad_args)
+        out.append(a)
+    return out
+
+
+def _fwd_bwd(fn, args, grad_args, gouts=None):
+    outs = _flat(fn(*args))
+    if gouts is None:
+        g = torch.Generator(device=outs[0].device).manual_seed(0)
+        gouts = [torch.randn(o.shape, generator=g, device=o.device, dtype=torch.float32).to(o.dtype) for o in outs]
+    torch.autograd.backward(outs, [go.to(o.dtype) for go, o in zip(gouts, outs)])
+    grads = [args[i].grad for i in grad_args]
+    return outs, grads, gouts
+
+
+def _time(fn, device, grad_tensors, warmup, rep):
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_tensors, return_mode="median")
+    fn()  # warm up
+    ts = []
+    for _ in range(3):
+        for t in grad_tensors:
+            t.grad = None
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def _peak_mb(fn, device, grad_tensors):
+    if device.type != "cuda":
+        return None
+    for t in grad_tensors:
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    for t in grad_tensors:
+        t.grad = None
+    return peak / 2**20
+
+
+def _rel_err(outs, grads, outs64, grads64):
+    worst = 0.0
+    for a, b in zip(list(outs) + list(grads), list(outs64) + list(grads64)):
+        if a is None or b is None:
+            continue
+        a = a.detach().double()
+        b = b.detach().double()
+        denom = b.abs().max().clamp_min(1e-30)
+        e = ((a - b).abs().max() / denom).item()
+        worst = max(worst, e if math.isfinite(e) else float("inf"))
+    return worst
+
+
+def bench_op(op: OpBench, set_name: str, shape, dtype, device, use_compile, args_ns):
+    global _CURRENT_SET
+    _CURRENT_SET = set_name
+    B, L, D = shape
+    torch.manual_seed(0)
+    base_args = op.make(B, L, D, dtype, device)
+    impls = {"triton": op.triton, "torch": op.torch}
+    if use_compile:
+        impls["compile"] = torch.compile(op.torch, dynamic=False)
+    ref = op.ref or op.torch
+
+    # fp64 reference on a batch slice (cheap even at long shapes)
+    nb = min(B, args_ns.err_batch)
+    small = _slice_batch(base_args, nb, B, L)
+    a64 = _prepare(small, op.grad_args, torch.float64)
+    outs64, grads64, gouts = _fwd_bwd(ref, a64, op.grad_args)
+
+    row = dict(op=op.name, shape_set=set_name, B=B, L=L, D=D, dtype=str(dtype).replace("torch.", ""),
+               device=str(device), notes=op.notes)
+    for name, fn in impls.items():
+        try:
+            a = _prepare(small, op.grad_args)
+            outs, grads, _ = _fwd_bwd(fn, a, op.grad_args, gouts)
+            row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
+            a = _prepare(base_args, op.grad_args)
+            gts = [a[i] for i in op.grad_args]
+            big_gouts = None
+
+            def run(fn=fn, a=a):
+                nonlocal big_gouts
+                _, _, big_gouts = _fwd_bwd(fn, a, op.grad_args, big_gouts)
+
+            run()
+            row[f"ms_{name}"] = _time(run, device, gts, args_ns.warmup, args_ns.rep)
+            row[f"peak_mb_{name}"] = _peak_mb(run, device, gts)
+            if args_ns.cudagraph and device.type == "cuda":
+                import triton.testing
+
+                try:
+                    row[f"graph_ms_{name}"] = triton.testing.do_bench_cudagraph(
+                        run, rep=args_ns.rep, grad_to_none=gts, return_mode="median")
+                except Exception as e:
+                    row[f"graph_ms_{name}"] = None
+                    row[f"error_graph_{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        except Exception as e:  # keep going; record why
+            row[f"ms_{name}"] = None
+            row[f"error_{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    baselines = [row.get(f"ms_{n}") for n in impls if n != "triton"]
+    baselines = [b for b in baselines if b is not None]
+    if row.get("ms_triton") is not None and baselines:
+        row["best_baseline_ms"] = min(baselines)
+        row["vs_best"] = row["ms_triton"] / row["best_baseline_ms"]
+    return row
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(rows, impls):
+    graph = any(f"graph_ms_{n}" in r for r in rows for n in impls)
+    gcols = [f"graph_ms_{n}" for n in impls] if graph else []
+    hdr = ["op", "set", "B", "L", "D", *[f"ms {n}" for n in impls], "vs_best", *[c.replace("_ms_", " ") for c in gcols],
+           *[f"MB {n}" for n in impls], *[f"err {n}" for n in impls]]
+    lines = [hdr]
+    for r in rows:
+        lines.append([r["op"], r["shape_set"], str(r["B"]), str(r["L"]), str(r["D"]),
+                      *[_fmt(r.get(f"ms_{n}"), ".3f") for n in impls], _fmt(r.get("vs_best"), ".2f"),
+                      *[_fmt(r.get(c), ".3f") for c in gcols],
+                      *[_fmt(r.get(f"peak_mb_{n}"), ".1f") for n in impls],
+                      *[_fmt(r.get(f"err_{n}"), ".1e") for n in impls]])
+    widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
+    for j, l in enumerate(lines):
+        print("  ".join(c.rjust(w) for c, w in zip(l, widths)))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    for r in rows:
+        for n in impls:
+            for k in (f"error_{n}", f"error_graph_{n}"):
+                if r.get(k):
+                    print(f"! {r['op']} {r['shape_set']} L={r['L']} {k}: {r[k]}")
+
+
+def main(a):
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda but CUDA is not available (use --device cpu --shapes tiny)")
+    sets = list(SHAPE_SETS) if a.shapes == "all" else [a.shapes]
+    if device.type == "cpu":
+        if sets != ["tiny"]:
+            print("note: on CPU only the 'tiny' set is meaningful (interpreter, fp32); using it")
+        sets = ["tiny"]
+    elif a.shapes == "all":
+        sets = ["mad", "long"]
+    use_compile = a.compile == "on" or (a.compile == "auto" and device.type == "cuda")
+    if use_compile:
+        import torch._dynamo as dynamo
+
+        dynamo.config.cache_size_limit = 256
+    names = None if a.ops == "all" else set(a.ops.split(","))
+    impls = ["triton", "torch"] + (["compile"] if use_compile else [])
+    rows = []
+    for set_name in sets:
+        dtype = getattr(torch, SHAPE_SETS[set_name]["dtype"])
+        for op in OPS:
+            if (names and op.name not in names) or set_name not in op.shape_sets:
+                continue
+            for shape in SHAPE_SETS[set_name]["shapes"]:
+                row = bench_op(op, set_name, shape, dtype, device, use_compile, a)
+                rows.append(row)
+                print(f"  {op.name:22s} {set_name:5s} {shape}  triton {_fmt(row.get('ms_triton'), '.3f')} ms  "
+                      f"vs_best {_fmt(row.get('vs_best'), '.2f')}", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    print()
+    print_table(rows, impls)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                interpret=os.environ.get("TRITON_INTERPRET", "0"), argv=sys.argv[1:])
+    try:
+        import triton
+
+        meta["triton"] = triton.__version__
+    except Exception:
+        pass
+    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\nwrote {out} and {out.with_suffix('.csv')}")
+
+
+if __name__ == "__main__":
+    main(ARGS)
