@@ -105,3 +105,13 @@ def test_json_schema_lists_primitives():
     for name in ("attention", "swiglu", "mlp"):
         assert f'"{name}"' in text
     assert ArchitectureSpec.model_json_schema() == schema
+
+
+def test_impl_triton_only_where_a_kernel_exists():
+    from mad_bench.primitives import REGISTRY
+
+    without = [n for n, e in REGISTRY.items() if e.kind == "sequence" and not e.module.has_triton]
+    if not without:
+        pytest.skip("every sequence mixer has a Triton kernel")
+    (path, msg), = problems({"name": "t", "layers": [{"type": without[0], "impl": "triton"}]})
+    assert path == "layers[0].impl" and "valid: auto, torch" in msg

@@ -67,6 +67,8 @@ class Primitive(nn.Module):
 
 class SequenceMixer(Primitive):
     kind: ClassVar[Kind] = "sequence"
+    has_triton: ClassVar[bool] = False
+    """True where the parallel form has a Triton kernel (``impl: triton`` is then valid)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, L, D]
         raise NotImplementedError

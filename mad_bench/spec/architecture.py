@@ -76,6 +76,10 @@ class ArchitectureSpec(BaseModel):
                 layer.check(self.d_model)
             except ValueError as exc:
                 raise ValueError(f"layers[{i}] ({layer.type}): {exc}") from None
+            module = REGISTRY[layer.type].module
+            if getattr(layer, "impl", None) == "triton" and not getattr(module, "has_triton", False):
+                raise ValueError(f"layers[{i}].impl: 'triton' is not available for {layer.type!r} "
+                                 f"yet (valid: auto, torch)")
         return self
 
     # -- derived views ------------------------------------------------------------------

@@ -356,7 +356,9 @@ class CausalShortConv(nn.Module):
     def __init__(self, dim: int, kernel_size: int):
         super().__init__()
         self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, padding=kernel_size - 1, bias=False)
+        self.conv = nn.Conv1d(
+            dim, dim, kernel_size, groups=dim, padding=kernel_size - 1, bias=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = x.shape[1]

@@ -132,6 +132,6 @@ class DeltaNet(SequenceMixer):
         c = min(self.cfg.chunk_size, seq_len)
         # chunked form + the UT transform (k k^T, triangular solve on [v, k], W S_0 per chunk)
         extra = self.n_heads * (2.0 * c * self.dk + c * (self.dk + self.dv) + 4 * self.dk * self.dv)
-        conv = 2.0 * self.cfg.conv_size * (2 * self.key_dim + self.value_dim)
-        return (chunked_flops_per_token(self.n_heads, self.dk, self.dv, self.cfg.chunk_size,
-                                        seq_len) + extra + (conv if self.cfg.short_conv else 0.0))
+        # (the short convs are Conv1d weights: flops_per_token already counts them)
+        return chunked_flops_per_token(self.n_heads, self.dk, self.dv, self.cfg.chunk_size,
+                                       seq_len) + extra

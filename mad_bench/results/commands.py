@@ -1,0 +1,106 @@
+"""CLI subcommands ``leaderboard``, ``plot`` and ``report``; ``register(subparsers)`` adds them.
+
+Handlers return an exit code; user errors raise ValueError (``madbench`` prints
+``error: <message>`` and exits 2)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .aggregate import METRICS
+from .leaderboard import BY, FORMATS
+
+PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history")
+
+
+def _load(results: str):
+    from .store import ResultsStore
+
+    root = Path(results)
+    if not root.exists():
+        raise ValueError(f"no results directory {results!r}: run `madbench run` or `madbench bench` first "
+                         "(or pass --results DIR)")
+    frame = ResultsStore(root).load()
+    if frame.empty:
+        raise ValueError(f"the results store {results!r} is empty: run `madbench run` or `madbench bench` first")
+    return frame
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build_leaderboard
+
+    lb = build_leaderboard(_load(args.results), suite=args.suite, by=args.by, metric=args.metric)
+    text = lb.render(args.format)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out} ({len(lb.info)} row(s), {lb.suite}, by {lb.by})")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import make_plot, save_figure
+
+    out = args.out or f"{args.kind}.png"
+    if Path(out).suffix.lower() not in (".png", ".svg"):
+        raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
+    frame = None if args.kind == "search-history" else _load(args.results)
+    fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
+                    storage=args.storage, x=args.x)
+    path = save_figure(fig, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    extra = []
+    if args.study:
+        from .plots import load_study, search_history
+
+        extra.append((f"Search history: {args.study}", search_history(load_study(args.study, args.storage))))
+    path = write_report(_load(args.results), args.out, suite=args.suite, metric=args.metric,
+                        source=str(args.results), extra_figures=extra)
+    print(f"wrote {path}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--suite", default=None, help="only this suite (needed when the store holds several)")
+    p.add_argument("--metric", default="test_acc_macro", choices=list(METRICS),
+                   help="test_acc_macro (MAD's metric, default) or test_acc (micro)")
+
+
+def register(subparsers) -> None:
+    """Add ``leaderboard``, ``plot`` and ``report`` to the ``madbench`` subparsers."""
+    p = subparsers.add_parser("leaderboard", help="specs x tasks (or settings, or sequence mixers) table")
+    _common(p)
+    p.add_argument("--by", default="task", choices=list(BY),
+                   help="task: per-task scores + MAD score; setting: per task setting; "
+                        "primitive: specs grouped by sequence mixer")
+    p.add_argument("--format", default="md", choices=list(FORMATS))
+    p.add_argument("--out", default=None, help="write to FILE (default: stdout)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search history")
+    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
+    _common(p)
+    p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
+    p.add_argument("--x", default="params",
+                   help="pareto: the x axis, 'params' or any numeric results column (default: params)")
+    p.add_argument("--study", default=None, help="search-history: Optuna study name")
+    p.add_argument("--storage", default=None, help="search-history: Optuna storage URL (sqlite:///x.db)")
+    p.set_defaults(func=cmd_plot)
+
+    p = subparsers.add_parser("report", help="one self-contained HTML page: leaderboards and plots")
+    _common(p)
+    p.add_argument("--out", required=True, help="report.html")
+    p.add_argument("--study", default=None, help="also embed this Optuna study's history")
+    p.add_argument("--storage", default=None, help="Optuna storage URL for --study")
+    p.set_defaults(func=cmd_report)
