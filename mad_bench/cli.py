@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--suite", default=None)
     p.set_defaults(func=cmd_results)
+
+    from .results.commands import register as register_results
+    register_results(sub)
     return parser
 
 

@@ -133,7 +133,7 @@ def test_formats_parse_back(frame):
     assert "<table" in html and html.count("<tr>") == 4 and "<b>0.850 [4]</b>" in html
     md = lb.render("md")
     table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(table) == 4 and "**0.775 [7]*" in table[1] and "0.600 [3]*" in table[1]
+    assert len(table) == 4 and "**0.775 [7]\\***" in table[1] and "0.600 [3]\\*" in table[1]
     with pytest.raises(ValueError, match="format"):
         lb.render("xls")
 
@@ -226,8 +226,11 @@ def test_cli_and_report(store, tmp_path, capsys):
     assert run("leaderboard", "--results", root, "--by", "primitive", "--format", "csv", "--out", str(out)) == 0
     assert list(pd.read_csv(out)["mixer"]) == ["attention", "hyena"]
     assert run("plot", "--kind", "pareto", "--results", root, "--out", str(tmp_path / "p.svg")) == 0
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="no results directory"):
         run("leaderboard", "--results", str(tmp_path / "none"))
+    (tmp_path / "blank").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        run("leaderboard", "--results", str(tmp_path / "blank"))
     with pytest.raises(ValueError, match="--study"):
         run("plot", "--kind", "search-history", "--out", str(tmp_path / "h.png"))
 

@@ -44,6 +44,8 @@ def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, 
     if frame is None or frame.empty:
         raise ValueError("the results store is empty: run `madbench run` or `madbench bench` first")
     suites = sorted(str(s) for s in frame["suite"].dropna().unique())
+    if not suites:
+        raise ValueError("the results rows name no suite")
     if suite is None:
         if len(suites) != 1:
             raise ValueError(f"the results store holds several suites ({', '.join(suites)}): "
@@ -183,7 +185,7 @@ class Leaderboard:
                 t = _md_escape(self.cell_text(key, col))
                 cells.append(f"**{t}**" if self.is_best(key, col) else t)
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"Bold: best in its column. {LEGEND}."]
+        lines += ["", f"Bold: best in its column. {_md_escape(LEGEND)}."]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -218,7 +220,7 @@ class Leaderboard:
 
     def to_html(self, full_page: bool = False) -> str:
         e = _html.escape
-        out = [f'<table class="leaderboard">',
+        out = ['<table class="leaderboard">',
                f"<caption>{e(self.suite)} · {e(self.metric)} · by {e(self.by)}</caption>",
                "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self._header()) + "</tr></thead>",
                "<tbody>"]
@@ -291,7 +293,7 @@ def _jsonable(v):
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    return text.replace("|", "\\|").replace("*", "\\*")
 
 
 # -- aggregation --------------------------------------------------------------------------

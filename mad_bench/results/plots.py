@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global backend state
 
 from .aggregate import mad_scores, setting_scores, task_scores
@@ -225,7 +226,8 @@ def pareto(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_ac
     ax = fig.add_subplot()
     off = t[~t["on_front"]]
     on = t[t["on_front"]].sort_values(x)
-    ax.scatter(off[x], off["mad_score"], s=40, color="#999999", marker="o", label="dominated", zorder=2)
+    if len(off):
+        ax.scatter(off[x], off["mad_score"], s=40, color="#999999", marker="o", label="dominated", zorder=2)
     ax.scatter(on[x], on["mad_score"], s=70, color=OKABE_ITO[3], marker="D", edgecolor="black",
                label="Pareto front", zorder=3)
     if len(on) > 1:
@@ -288,6 +290,7 @@ def search_history(study, objective_name: str | None = None) -> Figure:
         if pruned:
             ax.scatter(pruned, [np.nanmin(vals) if maximize else np.nanmax(vals)] * len(pruned),
                        s=14, marker="x", color="#999999", label="pruned")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial number")
         ax.set_ylabel(names[k] if k < len(names) else f"objective {k}")
         ax.set_title(f"{study.study_name}: {'maximise' if maximize else 'minimise'} "

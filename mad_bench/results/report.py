@@ -69,7 +69,7 @@ def build_report(frame: pd.DataFrame, suite: str | None = None, metric: str = "t
         suites = sorted(str(s) for s in frame["suite"].dropna().unique())
     e = html.escape
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    body = [f"<h1>mad_bench report</h1>",
+    body = ["<h1>mad_bench report</h1>",
             f'<p class="meta">results: {e(source) or "(in memory)"} · metric: {e(metric)} '
             f"(best lr x wd grid point per setting, mean over settings per task, mean over tasks) · "
             f"generated {e(now)}</p>"]
