@@ -39,7 +39,8 @@ SHAPE_SETS = {
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--shapes", default="mad", choices=[*SHAPE_SETS, "all"])
+    p.add_argument("--shapes", default="mad",
+                   help=f"comma-separated shape sets ({', '.join(SHAPE_SETS)}) or all")
     p.add_argument("--ops", default="all", help="comma-separated op names (default all)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="benchmark torch.compile(baseline) (auto: on for cuda, off for cpu)")
@@ -64,6 +65,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mad_bench.kernels import (  # noqa: E402
     cross_entropy, cross_entropy_ref, layer_norm, layer_norm_ref, rms_norm, rms_norm_ref,
     short_conv, short_conv_ref, swiglu, swiglu_ref,
+)
+from mad_bench.kernels.chunked_linear_attention import (  # noqa: E402
+    chunk_gla as cla_gla, chunk_simple_gla as cla_simple_gla,
 )
 
 
@@ -152,6 +156,168 @@ OPS: list[OpBench] = [
     ),
 ]
 _CURRENT_SET = "mad"
+
+
+# ----------------------------------------------------------------------------- linear attention
+# q, k, v are made in fla's [B, L, H, d] storage; our kernels take the [B, H, L, d] transposed
+# views (strided, no copy) and every impl returns o as [B, H, L, V] so errors compare directly.
+# H = 8 heads, d = D / 8: MAD (D 128) -> K = V = 16; long (D 1024) -> K = V = 128.
+LA_HEADS = 8
+
+
+def _fla_fn(module: str, name: str):
+    """fla's op, or a stub that raises (recorded in the table) where fla is not installed."""
+    try:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 - any import failure means "no fla here"
+        msg = f"{module}.{name} unavailable: {type(e).__name__}: {e}"
+
+        def missing(*a, **k):
+            raise RuntimeError(msg)
+
+        return missing
+
+
+def _la_make(gate):
+    def make(B, L, D, dt, dev):
+        H = LA_HEADS
+        d = D // H
+        args = [_rn(B, L, H, d, dtype=dt, device=dev) for _ in range(3)]
+        if gate == "scalar":  # log decays in [-0.3, -0.003]: retention / mamba2-like
+            args.append(-torch.empty(B, L, H, device=dev).uniform_(0.003, 0.3))
+        elif gate == "key":  # GLA's logsigmoid(x) / 16
+            args.append(F.logsigmoid(_rn(B, L, H, d, dtype=torch.float32, device=dev, scale=2.0)) / 16)
+        return args
+    return make
+
+
+def _T(*ts):
+    return [t.transpose(1, 2) if t is not None else None for t in ts]
+
+
+def _fla_la(fn):
+    # fla takes [B, T, H, d] and returns (o, final_state); o back to [B, H, T, V]
+    return lambda q, k, v, g=None: fn(q, k, v, g)[0].transpose(1, 2)
+
+
+_fla_simple = _fla_fn("fla.ops.simple_gla", "chunk_simple_gla")
+_fla_gla = _fla_fn("fla.ops.gla", "chunk_gla")
+
+OPS += [
+    OpBench(
+        "chunk_linear_attn",
+        _la_make(None), (0, 1, 2),
+        triton=lambda q, k, v: cla_simple_gla(*_T(q, k, v), None, impl="triton"),
+        torch=lambda q, k, v: cla_simple_gla(*_T(q, k, v), None, impl="torch"),
+        notes="no decay; H 8, K = V = D/8; fla = simple_gla with g None",
+        extra=dict(baselines={"fla": lambda q, k, v: _fla_la(_fla_simple)(q, k, v, None)}),
+    ),
+    OpBench(
+        "chunk_simple_gla",
+        _la_make("scalar"), (0, 1, 2, 3),
+        triton=lambda q, k, v, g: cla_simple_gla(*_T(q, k, v, g), impl="triton"),
+        torch=lambda q, k, v, g: cla_simple_gla(*_T(q, k, v, g), impl="torch"),
+        notes="scalar decay per head/step (retnet, mamba2); H 8, K = V = D/8",
+        extra=dict(baselines={"fla": _fla_la(_fla_simple)}),
+    ),
+    OpBench(
+        "chunk_gla",
+        _la_make("key"), (0, 1, 2, 3),
+        triton=lambda q, k, v, g: cla_gla(*_T(q, k, v, g), impl="triton"),
+        torch=lambda q, k, v, g: cla_gla(*_T(q, k, v, g), impl="torch"),
+        notes="per-key decay (GLA); H 8, K = V = D/8",
+        extra=dict(baselines={"fla": _fla_la(_fla_gla)}),
+    ),
+]
+
+
+# ----------------------------------------------------------------------------- selective scan, delta rule
+# Mamba-1 selective scan: time-major tensors as in the Mamba layer ([B, L, E], B/C [B, L, N]),
+# passed to the ops as [B, E, L] / [B, N, L] transposed views; E = 2 D (expand 2), N = 16,
+# dt bias + softplus, D skip and silu(z) gate fused. torch = the primitive library's chunked scan
+# (fp32); the fp64 reference is selective_scan_ref run over channel blocks under checkpointing.
+# Delta rule: fla's [B, L, H, d] storage (H 8, d = D / 8), L2-normalised keys, beta = sigmoid;
+# our kernel takes [B, H, L, d] views; fla = fla.ops.delta_rule.chunk_delta_rule (if installed).
+from mad_bench.kernels.delta_rule import chunk_delta_rule as dr_chunk_delta_rule  # noqa: E402
+from mad_bench.kernels.selective_scan import (  # noqa: E402
+    selective_scan as ss_selective_scan, selective_scan_ref as ss_selective_scan_ref,
+)
+
+SS_STATE = 16
+DR_HEADS = 8
+
+
+def _ss_make(B, L, D, dt, dev):
+    E, N = 2 * D, SS_STATE
+    step = torch.exp(torch.rand(E, device=dev) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
+    bias = step + torch.log(-torch.expm1(-step))  # softplus(bias) log-uniform in [1e-3, 0.1]
+    A = -torch.arange(1, N + 1, dtype=torch.float32, device=dev).repeat(E, 1)  # S4D-real
+    return [_rn(B, L, E, dtype=dt, device=dev), _rn(B, L, E, dtype=dt, device=dev, scale=0.5), A,
+            _rn(B, L, N, dtype=dt, device=dev), _rn(B, L, N, dtype=dt, device=dev),
+            _rn(E, dtype=torch.float32, device=dev, scale=0.1, shift=1.0), _rn(B, L, E, dtype=dt, device=dev),
+            bias]
+
+
+def _ss_call(fn, **kw):
+    def call(u, delta, A, Bm, Cm, Dv, z, bias):
+        t = lambda x: x.transpose(1, 2)  # noqa: E731
+        return fn(t(u), t(delta), A, t(Bm), t(Cm), Dv, t(z), bias, True, **kw)
+    return call
+
+
+def _ss_torch(u, delta, A, Bm, Cm, Dv, z, bias):
+    if u.is_cuda:  # the chunked torch scan keeps ~12 fp32 [B, L, E, N] tensors for its backward
+        need = 12 * 4 * u.numel() * A.shape[1]
+        total = torch.cuda.get_device_properties(u.device).total_memory
+        if need > 0.7 * total:
+            raise MemoryError(f"skipped: the torch scan needs ~{need / 2**30:.0f} GiB")
+    return _ss_call(ss_selective_scan, impl="torch")(u, delta, A, Bm, Cm, Dv, z, bias)
+
+
+def _dr_make(B, L, D, dt, dev):
+    H, d = DR_HEADS, D // DR_HEADS
+    k = F.normalize(torch.randn(B, L, H, d, device=dev), dim=-1).to(dt)
+    beta = torch.sigmoid(torch.randn(B, L, H, device=dev)).to(dt)
+    return [_rn(B, L, H, d, dtype=dt, device=dev), k, _rn(B, L, H, d, dtype=dt, device=dev), beta]
+
+
+def _dr_call(impl):
+    return lambda q, k, v, b: dr_chunk_delta_rule(*[x.transpose(1, 2) for x in (q, k, v, b)], impl=impl)
+
+
+def _dr_fla():
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule as fla_cdr
+    except Exception as e:  # noqa: BLE001 - no fla here
+        msg = f"fla.ops.delta_rule.chunk_delta_rule unavailable: {type(e).__name__}: {e}"
+
+        def missing(*a, **k):
+            raise RuntimeError(msg)
+
+        return missing
+    return lambda q, k, v, b: fla_cdr(q, k, v, b)[0].transpose(1, 2)  # o back to [B, H, L, V]
+
+
+OPS += [
+    OpBench(
+        "selective_scan",
+        _ss_make, (0, 1, 2, 3, 4, 5, 6, 7),
+        triton=_ss_call(ss_selective_scan, impl="triton"),
+        torch=_ss_torch,
+        ref=_ss_call(ss_selective_scan_ref, chunk_size=64, channel_block=256),
+        notes=f"mamba-1: E = 2D, N = {SS_STATE}; dt bias + softplus, D, silu(z) fused; torch = chunked scan",
+    ),
+    OpBench(
+        "chunk_delta_rule",
+        _dr_make, (0, 1, 2, 3),
+        triton=_dr_call("triton"),
+        torch=_dr_call("torch"),
+        notes="deltanet; H 8, K = V = D/8; triton = sequential recurrence (state in registers)",
+        extra=dict(baselines={"fla": _dr_fla()}),
+    ),
+]
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -248,6 +414,7 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, use_compile, args
     impls = {"triton": op.triton, "torch": op.torch}
     if use_compile:
         impls["compile"] = torch.compile(op.torch, dynamic=False)
+    impls.update(op.extra.get("baselines", {}))  # e.g. {"fla": fn}: external kernels
     ref = op.ref or op.torch
 
     # fp64 reference on a batch slice (cheap even at long shapes)
@@ -326,7 +493,10 @@ def main(a):
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but CUDA is not available (use --device cpu --shapes tiny)")
-    sets = list(SHAPE_SETS) if a.shapes == "all" else [a.shapes]
+    sets = list(SHAPE_SETS) if a.shapes == "all" else a.shapes.split(",")
+    bad = [s for s in sets if s not in SHAPE_SETS]
+    if bad:
+        sys.exit(f"--shapes: unknown set(s) {bad}; choose from {list(SHAPE_SETS)} or all")
     if device.type == "cpu":
         if sets != ["tiny"]:
             print("note: on CPU only the 'tiny' set is meaningful (interpreter, fp32); using it")
@@ -340,6 +510,9 @@ def main(a):
         dynamo.config.cache_size_limit = 256
     names = None if a.ops == "all" else set(a.ops.split(","))
     impls = ["triton", "torch"] + (["compile"] if use_compile else [])
+    for op in OPS:  # external baselines (fla ...) of the selected ops get their own columns
+        if not names or op.name in names:
+            impls += [n for n in op.extra.get("baselines", {}) if n not in impls]
     rows = []
     for set_name in sets:
         dtype = getattr(torch, SHAPE_SETS[set_name]["dtype"])

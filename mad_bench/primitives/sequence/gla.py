@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels import chunked_linear_attention as cla
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import HeadNorm, chunk_gated_linear_attention, chunked_flops_per_token
@@ -63,6 +65,8 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
 class GatedLinearAttention(SequenceMixer):
     """Gated linear attention: per-key data-dependent forget gates, swish-gated head norm."""
 
+    has_triton = True
+
     def __init__(self, cfg: GatedLinearAttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -104,10 +108,13 @@ class GatedLinearAttention(SequenceMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v, log_g = self._project(x)
-        o = chunk_gated_linear_attention(
-            q, k, v, log_g, scale=self.dk**-0.5,
-            chunk_size=self.cfg.chunk_size, sub_chunk_size=self.cfg.sub_chunk_size,
-        )
+        if resolve_impl(self.cfg.impl, x) == "triton":
+            o = cla.chunk_gla(q, k, v, log_g, scale=self.dk**-0.5, impl="triton")
+        else:
+            o = chunk_gated_linear_attention(
+                q, k, v, log_g, scale=self.dk**-0.5,
+                chunk_size=self.cfg.chunk_size, sub_chunk_size=self.cfg.sub_chunk_size,
+            )
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

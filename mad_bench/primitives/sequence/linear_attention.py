@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels import chunked_linear_attention as cla
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import chunk_simple_gla, chunked_flops_per_token
@@ -54,6 +56,8 @@ class _Hadamard(nn.Module):
 class LinearAttention(SequenceMixer):
     """Causal multi-head linear attention with a feature map and an optional normaliser."""
 
+    has_triton = True
+
     def __init__(self, cfg: LinearAttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -86,7 +90,10 @@ class LinearAttention(SequenceMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self._heads(x)
-        o = chunk_simple_gla(q, k, v, None, scale=1.0, chunk_size=self.cfg.chunk_size)
+        if resolve_impl(self.cfg.impl, x) == "triton":
+            o = cla.chunk_simple_gla(q, k, v, None, scale=1.0, impl="triton")
+        else:
+            o = chunk_simple_gla(q, k, v, None, scale=1.0, chunk_size=self.cfg.chunk_size)
         if self.cfg.normalize:
             o = self._normalise(o, q, k.float().cumsum(dim=2))
         return self.out(o.transpose(1, 2).reshape(B, L, D))

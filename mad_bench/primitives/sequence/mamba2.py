@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels import chunked_linear_attention as cla
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from .mamba import causal_depthwise_conv, conv_step, init_dt_bias
@@ -146,6 +148,8 @@ class Mamba2Config(SequenceMixerConfig):
 class Mamba2(SequenceMixer):
     """Mamba-2 (SSD): multi-head selective SSM with scalar per-head decay and gated RMSNorm."""
 
+    has_triton = True
+
     def __init__(self, cfg: Mamba2Config, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -179,9 +183,12 @@ class Mamba2(SequenceMixer):
         dt = F.softplus((dt + self.dt_bias).float())
         A = -torch.exp(self.A_log.float())
         xh = xs.view(Bsz, L, H, P)
-        y, _ = ssd_chunked(
-            xh, dt, A, Bm.view(Bsz, L, G, N), Cm.view(Bsz, L, G, N), self.cfg.chunk_size
-        )
+        if resolve_impl(self.cfg.impl, x) == "triton":  # SSD = chunk_simple_gla (q=C, k=B)
+            y = cla.ssd(xh, dt, A, Bm.view(Bsz, L, G, N), Cm.view(Bsz, L, G, N), impl="triton")
+        else:
+            y, _ = ssd_chunked(
+                xh, dt, A, Bm.view(Bsz, L, G, N), Cm.view(Bsz, L, G, N), self.cfg.chunk_size
+            )
         y = y.float() + self.D.float()[:, None] * xh.float()
         y = self._gated_norm(y.reshape(Bsz, L, E), z)
         return self.out_proj(y.to(x.dtype))

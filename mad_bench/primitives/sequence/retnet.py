@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels import chunked_linear_attention as cla
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import HeadNorm, chunk_simple_gla, chunked_flops_per_token
@@ -53,6 +55,8 @@ class RetNetConfig(SequenceMixerConfig):
 @register(RetNetConfig)
 class RetNet(SequenceMixer):
     """Multi-scale retention: fixed per-head decays, rotary q/k, swish gate, per-head norm."""
+
+    has_triton = True
 
     def __init__(self, cfg: RetNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -97,7 +101,11 @@ class RetNet(SequenceMixer):
         B, L, _ = x.shape
         q, k, v = self._project(x, 0)
         log_g = self.log_gamma[None, :, None].expand(B, self.n_heads, L)
-        o = chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size)
+        if resolve_impl(self.cfg.impl, x) == "triton":
+            o = cla.chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5, impl="triton")
+        else:
+            o = chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5,
+                                 chunk_size=self.cfg.chunk_size)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
