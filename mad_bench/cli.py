@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .results.commands import register as register_results
     register_results(sub)
+
+    from .tune.commands import register as register_tune
+    register_tune(sub)
     return parser
 
 

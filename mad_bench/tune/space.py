@@ -22,7 +22,7 @@ import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..primitives import REGISTRY
 from ..primitives.registry import suggest as _did_you_mean
@@ -116,19 +116,10 @@ class Slot(BaseModel):
     """A primitive per layer index, chosen from a set; its parameters are conditional."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     index: int | list[int] = Field(description="layer index (or indices) in the base layer list")
-    choices: list[str] = Field(min_length=1, description="primitive names")
+    choices: list[Annotated[str, AfterValidator(_check_primitive)]] = Field(
+        min_length=1, description="primitive names")
     params: dict[str, dict[str, DistField]] = Field(
         default_factory=dict, description="primitive -> parameter -> distribution")
-
-    @field_validator("choices")
-    @classmethod
-    def _known(cls, choices: list[str]) -> list[str]:
-        for i, c in enumerate(choices):
-            try:
-                _check_primitive(c)
-            except ValueError as exc:
-                raise ValueError(f"choices[{i}]: {exc}") from None
-        return choices
 
     @model_validator(mode="after")
     def _params_for_choices(self) -> "Slot":

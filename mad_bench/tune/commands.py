@@ -1,0 +1,300 @@
+"""``madbench tune`` and ``madbench search``.
+
+``register(subparsers)`` adds both to the main CLI; ``python -m mad_bench.tune.commands`` runs
+them standalone (same error handling: ``error: <msg>``, exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+SEARCH_SAMPLERS = ("tpe", "nsga2", "random")
+TUNE_SAMPLERS = ("tpe", "grid", "random", "cmaes")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _train_overrides(args) -> dict:
+    out = {}
+    for f in ("epochs", "batch_size", "seed"):
+        v = getattr(args, f, None)
+        if v is not None:
+            out[f] = v
+    return out
+
+
+def _executor(args, default: str):
+    from ..execute import make_executor
+
+    kind = args.executor or default
+    if args.address and kind != "ray":
+        raise ValueError("--address needs --executor ray")
+    return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
+                         address=args.address, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, device=args.device)
+
+
+def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
+    from .study import best_trials, trials_frame, write_best_specs
+
+    frame = trials_frame(study, objectives)
+    frame.to_csv(out_dir / "trials.csv", index=False)
+    written = write_best_specs(study, objectives, out_dir) if any(
+        t.user_attrs.get("spec") for t in study.trials) else []
+    _log(f"study {study.study_name}: {len(frame)} trial(s) "
+         + ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
+         + f" (this session: {counts})")
+    title = "Pareto front" if len(objectives) > 1 else "best"
+    for t in best_trials(study, objectives):
+        vals = " ".join(f"{k}={v:.4g}" for k, v in zip(objectives, t.values))
+        spec = (t.user_attrs.get("spec") or {}).get("name", "")
+        params = " ".join(f"{k}={v}" for k, v in t.params.items())
+        _log(f"{title}: trial {t.number} {spec} {vals} | {params}")
+    for p in written:
+        _log(f"wrote {p}")
+
+
+# -- tune ----------------------------------------------------------------------------------
+
+def cmd_tune(args) -> int:
+    from ..results.store import ResultsStore
+    from ..runner import RunRequest, check_backbone
+    from ..spec import load_spec
+    from ..suite import expand, load_suite, parse_overrides
+    from ..train.config import TrainConfig
+    from .objectives import parse_objectives
+    from .space import load_space
+    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study
+    from .worker import TrialJob
+
+    if args.sampler not in TUNE_SAMPLERS:
+        raise ValueError(f"--sampler: {args.sampler!r} is not valid for tune (valid: {', '.join(TUNE_SAMPLERS)})")
+    objectives = parse_objectives(args.objectives)
+    if objectives != ["mad_score"]:
+        raise ValueError("tune has one objective: mad_score (the run's test accuracy)")
+    spec = load_spec(args.spec)
+    space = load_space(args.space)
+    suite = load_suite(args.suite)
+    settings = expand(suite, tasks=[args.task], overrides=parse_overrides(args.set),
+                      train_overrides=_train_overrides(args), baseline_only=True)
+    setting = settings[0]
+    check_backbone(spec, setting)
+    grid = {"train.lr": list(suite.grid.lr), "train.weight_decay": list(suite.grid.weight_decay)}
+    n_trials = args.trials or (len(suite.grid.points()) if args.sampler == "grid" else 20)
+    name = args.study or f"tune-{spec.name}-{setting.task}"
+    results = Path(args.results)
+    out_dir = results / name
+    storage = open_storage(args.storage, out_dir / "journal.log")
+    config = {"kind": "tune", "sampler": args.sampler, "seed": args.seed_sampler, "pruner": args.pruner,
+              "objectives": objectives, "directions": ["maximize"], "spec_hash": spec.spec_hash(),
+              "task": setting.task, "suite": suite.name}
+
+    def sampler_factory(cfg, seed):
+        return make_sampler(cfg["sampler"], seed, 1, grid=grid)
+
+    study, config = open_study(name, storage, config, args.resume, sampler_factory)
+
+    def make_job(trial):
+        if config["sampler"] == "grid":
+            values = {"lr": trial.suggest_float("train.lr", min(grid["train.lr"]), max(grid["train.lr"])),
+                      "weight_decay": trial.suggest_float("train.weight_decay", min(grid["train.weight_decay"]),
+                                                          max(grid["train.weight_decay"]))}
+        else:
+            values = {k: d.suggest(trial, f"train.{k}") for k, d in space.training.items()}
+        try:
+            cfg = TrainConfig.model_validate({**setting.training.model_dump(), **values})
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidTrial(f"invalid training config: {exc}") from None
+        trial.set_user_attr("training", cfg.model_dump(mode="json"))
+        return TrialJob(study=name, number=trial.number, spec=spec,
+                        requests=[RunRequest(spec, setting, cfg)], results_root=str(results),
+                        report="epoch", metric=args.metric)
+
+    store = ResultsStore(results)
+    with _executor(args, "local") as ex:
+        _log(f"tune {spec.name} on {setting.task} [{setting.setting_id}]: {n_trials} trial(s), "
+             f"sampler {config['sampler']}, pruner {config['pruner']}, {ex.describe()}, study {name}")
+        counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=args.max_retries, log=_log)
+    _summary(study, objectives, out_dir, counts)
+    best = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if best:
+        import yaml
+        top = max(best, key=lambda t: t.value)
+        (out_dir / "best-training.yaml").write_text(yaml.safe_dump(
+            {"spec": spec.name, "task": setting.task, "setting": setting.setting_id,
+             "score": top.value, "trial": top.number, "training": top.user_attrs.get("training")},
+            sort_keys=False))
+        _log(f"wrote {out_dir / 'best-training.yaml'}")
+    return 0
+
+
+# -- search --------------------------------------------------------------------------------
+
+def cmd_search(args) -> int:
+    from ..results.store import ResultsStore
+    from ..runner import check_backbone, plan
+    from ..spec import SpecError, load_spec
+    from ..suite import expand, load_suite, parse_overrides
+    from .objectives import OBJECTIVES, parse_objectives, spec_costs
+    from .space import load_space
+    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study
+    from .worker import TrialJob
+
+    if args.sampler not in SEARCH_SAMPLERS:
+        raise ValueError(f"--sampler: {args.sampler!r} is not valid for search (valid: {', '.join(SEARCH_SAMPLERS)})")
+    objectives = parse_objectives(args.objectives)
+    space = load_space(args.space)
+    if space.base is None:
+        raise ValueError(f"search space {space.name!r} has no base spec: use it with `madbench tune`")
+    suite = load_suite(args.suite)
+    tasks = args.tasks or space.scoring.tasks
+    settings = expand(suite, tasks=tasks, overrides=parse_overrides(args.set),
+                      train_overrides=_train_overrides(args), baseline_only=space.scoring.baseline_only)
+    name = args.study or f"search-{space.name}-{suite.name}"
+    results = Path(args.results)
+    out_dir = results / name
+    storage = open_storage(args.storage, out_dir / "journal.log")
+    config = {"kind": "search", "sampler": args.sampler, "seed": args.seed_sampler, "pruner": args.pruner,
+              "objectives": objectives, "directions": [OBJECTIVES[o] for o in objectives],
+              "space": space.name, "suite": suite.name}
+    if len(objectives) > 1 and args.pruner != "none":
+        raise ValueError("--pruner: multi-objective trials cannot be pruned (Optuna); use --pruner none")
+
+    def sampler_factory(cfg, seed):
+        return make_sampler(cfg["sampler"], seed, len(cfg["objectives"]), population=args.population)
+
+    study, config = open_study(name, storage, config, args.resume, sampler_factory)
+    objectives = config["objectives"]
+    mode = space.scoring.mode
+    train_keys = set() if mode == "tune" else (set(space.training) - {"lr", "weight_decay"}
+                                                if mode == "grid" else set(space.training))
+
+    def make_job(trial):
+        spec_dict, training = space.sample(trial, f"{space.name}-t{trial.number}", train_keys)
+        trial.set_user_attr("spec", spec_dict)
+        try:
+            spec = load_spec(spec_dict)
+            for s in settings:
+                check_backbone(spec, s)
+        except (SpecError, ValueError) as exc:
+            raise InvalidTrial(f"invalid spec: {exc}") from None
+        try:
+            costs = spec_costs(spec, settings)
+        except Exception as exc:  # noqa: BLE001 - a primitive that refuses a shape
+            raise InvalidTrial(f"spec does not build: {exc!r}") from None
+        trial.set_user_attr("spec_hash", spec.spec_hash())
+        trial.set_user_attr("costs", costs)
+        c = space.constraints
+        if c.max_params is not None and costs["params"] > c.max_params:
+            raise InvalidTrial(f"over parameter budget: {costs['params']:,} > max_params {c.max_params:,}")
+        if c.max_state_bytes is not None and costs["state_bytes"] > c.max_state_bytes:
+            raise InvalidTrial(f"over state budget: {costs['state_bytes']:,} bytes > max_state_bytes "
+                               f"{c.max_state_bytes:,}")
+        try:
+            local = [dataclasses.replace(s, training=s.training.model_validate(
+                {**s.training.model_dump(), **training})) for s in settings]
+            requests = plan([spec], local, grid=suite.grid.points() if mode == "grid" else None)
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidTrial(f"invalid training config: {exc}") from None
+        return TrialJob(study=name, number=trial.number, spec=spec, requests=requests,
+                        results_root=str(results), mode="tune" if mode == "tune" else "runs",
+                        report="run", inner_trials=space.scoring.tune_trials,
+                        inner_space={k: d.model_dump() for k, d in space.training.items()},
+                        seed=config["seed"] + trial.number, metric=args.metric,
+                        measure_throughput="throughput" in objectives, extra=dict(costs))
+
+    store = ResultsStore(results)
+    with _executor(args, "ray") as ex:
+        _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
+             f"{args.trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
+             f"{ex.describe()}, study {name}")
+        counts = drive(study, args.trials, make_job, ex, store, objectives,
+                       max_retries=args.max_retries, log=_log)
+    _summary(study, objectives, out_dir, counts)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="mad", help="suite name or path (default: mad)")
+    p.add_argument("--trials", type=int, default=None, help="finished trials wanted in the study")
+    p.add_argument("--study", default=None, help="study name (default: derived from the inputs)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: RDB URL (sqlite:///x.db, postgresql://...) or a journal "
+                        "file path (default: RESULTS/<study>/journal.log)")
+    p.add_argument("--resume", action="store_true", help="continue an existing study")
+    p.add_argument("--pruner", default=None, help="none | median | sha | hyperband")
+    p.add_argument("--seed-sampler", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task variable")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="training seed")
+    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--executor", default=None, choices=["local", "ray"])
+    p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
+    p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
+    p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials per GPU")
+    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died")
+    p.add_argument("--objectives", default="mad_score",
+                   help="comma list of mad_score, params, state_bytes, throughput")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tune", help="self-tune training hyperparameters of one spec on one task")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--task", required=True)
+    p.add_argument("--sampler", default="tpe", help="tpe | grid (the suite's lr x wd: MAD) | random | cmaes")
+    p.add_argument("--space", default="lr-wd", help="search space with `training` ranges (default lr-wd)")
+    _common(p)
+    p.set_defaults(func=_with_defaults(cmd_tune, pruner="median"))
+
+    p = subparsers.add_parser("search", help="architecture search over a search space")
+    p.add_argument("space", metavar="SPACE", help="search space file or shipped name")
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
+    p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
+    p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
+    _common(p)
+    p.set_defaults(func=_with_defaults(cmd_search, pruner="none", trials=20))
+
+
+def _with_defaults(fn, **defaults):
+    def run(args):
+        for k, v in defaults.items():
+            if getattr(args, k, None) is None:
+                setattr(args, k, v)
+        if args.trials is not None and args.trials < 1:
+            raise ValueError("--trials must be >= 1")
+        return fn(args)
+    run.__name__ = fn.__name__
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..spec import SpecError
+
+    parser = argparse.ArgumentParser(prog="madbench")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        for line in exc.format().splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

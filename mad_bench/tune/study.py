@@ -1,0 +1,299 @@
+"""The driver: it holds the Optuna study (ask / tell), hands trials to an executor, feeds
+intermediate accuracies to the pruner, retries trials whose worker died, and writes every
+finished trial's rows to the results store before telling Optuna.
+
+Storage is ``JournalStorage(JournalFileBackend(results/<study>/journal.log))`` by default, or an
+RDB URL. Sampler and pruner state is not stored: they are re-created from the seed kept in the
+study's user attributes (offset by the number of trials already asked, so a resumed random or
+TPE start-up sampler does not replay the first trials). On ``--resume``, trials left RUNNING by a
+killed driver are marked FAIL (``stale``) and their parameters are enqueued again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from ..results.store import ResultsStore
+from ..spec.io import dump_spec, load_spec
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+PRUNERS = ("none", "median", "sha", "hyperband")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class InvalidTrial(Exception):
+    """A sampled configuration that cannot run (invalid spec, over budget): pruned with reason."""
+
+
+def _choice(flag: str, value: str, valid) -> str:
+    if value not in valid:
+        close = difflib.get_close_matches(value, valid, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"{flag}: unknown value {value!r} ({hint}valid: {', '.join(valid)})")
+    return value
+
+
+def open_storage(url: str | None, default_path: Path):
+    """Journal file (default / a path) or RDB URL; ValueError if it cannot be opened."""
+    from optuna.storages import RDBStorage
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    target = url or str(default_path)
+    try:
+        if "://" in target:
+            return RDBStorage(target)
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy, driver and OS errors alike
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--storage {target}: cannot open Optuna storage ({type(exc).__name__}: "
+                         f"{detail[:200]})") from None
+
+
+def make_sampler(name: str, seed: int, n_objectives: int, grid: dict | None = None,
+                 population: int | None = None):
+    _choice("--sampler", name, SAMPLERS)
+    S = optuna.samplers
+    if name == "tpe":
+        return S.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                            n_startup_trials=min(10, max(2, (population or 10))))
+    if name == "random":
+        return S.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return S.NSGAIISampler(seed=seed, population_size=population or 8)
+    if name == "grid":
+        if not grid:
+            raise ValueError("--sampler grid: nothing to grid over")
+        return _AskTellGridSampler(grid, seed=seed)
+    if n_objectives > 1:
+        raise ValueError("--sampler cmaes: single objective only (use nsga2 or tpe)")
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        raise ValueError("--sampler cmaes needs the 'cmaes' package: pip install cmaes") from None
+    return S.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls ``study.stop()`` once the grid is done, which only works inside
+    ``study.optimize``; the driver counts trials itself (ask/tell)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_pruner(name: str):
+    _choice("--pruner", name, PRUNERS)
+    P = optuna.pruners
+    return {"none": P.NopPruner, "median": lambda: P.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            "sha": lambda: P.SuccessiveHalvingPruner(min_resource=1),
+            "hyperband": lambda: P.HyperbandPruner(min_resource=1)}[name]()
+
+
+def open_study(name: str, storage, config: dict, resume: bool,
+               sampler_factory: Callable[[dict, int], object]) -> tuple[optuna.Study, dict]:
+    """Create a new study or (``resume``) load it; returns (study, its stored config)."""
+    names = {s.study_name for s in optuna.study.get_all_study_summaries(storage)}
+    if name in names and not resume:
+        raise ValueError(f"study {name!r} already exists in the storage: add --resume to continue "
+                         f"it, or pick another --study NAME")
+    if resume and name not in names:
+        raise ValueError(f"--resume: no study {name!r} in the storage to resume")
+    if resume:
+        study = optuna.load_study(study_name=name, storage=storage)
+        stored = study.user_attrs.get("config", {})
+        if stored.get("kind") and stored["kind"] != config["kind"]:
+            raise ValueError(f"--resume: study {name!r} is a {stored['kind']} study, not {config['kind']}")
+        config = {**config, **stored}
+        requeue_stale(study)
+    else:
+        study = optuna.create_study(study_name=name, storage=storage,
+                                    directions=config["directions"])
+        study.set_user_attr("config", config)
+    study.sampler = sampler_factory(config, config["seed"] + len(study.trials))
+    study.pruner = make_pruner(config.get("pruner", "none"))
+    return study, config
+
+
+def requeue_stale(study: optuna.Study) -> list[int]:
+    """Trials RUNNING when the driver died: mark FAIL (``stale``) and enqueue their params."""
+    out = []
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "stale", True)
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", "driver stopped while running; re-queued")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+        out.append(t.number)
+    return out
+
+
+def count_done(study: optuna.Study) -> int:
+    final = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=final) if not t.user_attrs.get("stale"))
+
+
+def _fault_kill(number: int, attempt: int) -> bool:
+    """Test hook: MADBENCH_FAULT_KILL_TRIALS=0,3 makes those trials' workers SIGKILL themselves
+    at their first evaluation, for the first MADBENCH_FAULT_KILL_ATTEMPTS (default 1) attempts."""
+    spec = os.environ.get("MADBENCH_FAULT_KILL_TRIALS", "")
+    if not spec:
+        return False
+    numbers = {int(x) for x in spec.split(",") if x.strip()}
+    return number in numbers and attempt < int(os.environ.get("MADBENCH_FAULT_KILL_ATTEMPTS", "1"))
+
+
+def drive(study: optuna.Study, n_trials: int, make_job: Callable, executor, store: ResultsStore,
+          objectives: list[str], max_retries: int = 2, log: Callable[[str], None] = print) -> dict:
+    """Run trials until ``n_trials`` have finished in the study (counting earlier ones)."""
+    single = len(objectives) == 1
+    trials: dict[int, optuna.Trial] = {}
+    running: dict[str, object] = {}
+    reported: dict[int, set] = {}    # steps already reported per trial (a retry reports again)
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "retried": 0}
+    remaining = max(0, n_trials - count_done(study))
+    launched = 0
+    store.ensure_writable()
+    while True:
+        while len(running) < executor.capacity() and launched < remaining:
+            trial = study.ask()
+            launched += 1
+            try:
+                job = make_job(trial)
+            except InvalidTrial as exc:
+                trial.set_user_attr("prune_reason", str(exc))
+                study.tell(trial, state=TrialState.PRUNED)
+                counts["pruned"] += 1
+                log(f"trial {trial.number}: pruned before running: {str(exc).splitlines()[0]}")
+                continue
+            job.fault_kill = _fault_kill(job.number, job.attempt)
+            trials[trial.number] = trial
+            running[job.handle] = job
+            executor.submit(job)
+        if not running:
+            break
+        for event in executor.events(0.5):
+            kind, job = event[0], event[1]
+            if job.handle not in running:
+                continue
+            trial = trials[job.number]
+            if kind == "report":
+                if single and event[2] not in reported.setdefault(job.number, set()):
+                    reported[job.number].add(event[2])
+                    trial.report(event[3], event[2])
+                    if trial.should_prune():
+                        executor.prune(job)
+            elif kind == "died":
+                running.pop(job.handle)
+                reason = event[2]
+                if job.attempt < max_retries:
+                    counts["retried"] += 1
+                    again = dataclasses.replace(job, attempt=job.attempt + 1)
+                    again.fault_kill = _fault_kill(again.number, again.attempt)
+                    log(f"trial {job.number}: worker died ({reason}); retry {again.attempt}/{max_retries}")
+                    running[again.handle] = again
+                    executor.submit(again)
+                else:
+                    _record_failure(study, trial, job, store, reason)
+                    counts["failed"] += 1
+                    log(f"trial {job.number}: failed after {job.attempt + 1} attempt(s): {reason}")
+            elif kind == "done":
+                running.pop(job.handle)
+                state = _finish(study, trial, job, event[2], store, objectives)
+                counts["complete" if state == TrialState.COMPLETE else "pruned"] += 1
+                m = event[2]["metrics"]
+                log(f"trial {job.number}: {state.name.lower()} "
+                    + " ".join(f"{k}={m.get(k, job.extra.get(k)):.4g}" for k in objectives
+                               if isinstance(m.get(k, job.extra.get(k)), (int, float))))
+    return counts
+
+
+def _finish(study, trial, job, outcome: dict, store: ResultsStore, objectives: list[str]) -> TrialState:
+    keys = []
+    for row in outcome["rows"]:
+        key = row.pop("run_key")
+        keys.append(key)
+        if not store.has(key):
+            store.write(key, row)
+    metrics = {**{k: v for k, v in job.extra.items() if k in ("params", "state_bytes")},
+               **{k: v for k, v in outcome["metrics"].items() if k not in ("params",) or "params" not in job.extra}}
+    trial.set_user_attr("run_keys", keys)
+    trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    trial.set_user_attr("attempts", job.attempt + 1)
+    trial.set_user_attr("node", str(outcome.get("node")))
+    if outcome.get("diverged"):
+        trial.set_user_attr("diverged", True)
+    if outcome["status"] == "pruned":
+        trial.set_user_attr("prune_reason", outcome.get("reason") or "pruned")
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    study.tell(trial, [float(metrics.get(k, 0.0)) for k in objectives])
+    return TrialState.COMPLETE
+
+
+def _record_failure(study, trial, job, store: ResultsStore, reason: str) -> None:
+    from ..runner import make_row
+    from ..train.trainer import resolve_device
+
+    keys = []
+    for req in job.requests:
+        keys.append(req.key)
+        if not store.has(req.key):
+            row = make_row(req, None, resolve_device("cpu"), error=reason)
+            row.update(study=job.study, trial=job.number)
+            store.write(req.key, row)
+    trial.set_user_attr("run_keys", keys)
+    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr("attempts", job.attempt + 1)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def best_trials(study: optuna.Study, objectives: list[str], top: int = 3) -> list:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        return []
+    if len(objectives) > 1:
+        return sorted(study.best_trials, key=lambda t: t.number)
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(done, key=lambda t: (sign * t.value, t.number))[:top]
+
+
+def write_best_specs(study: optuna.Study, objectives: list[str], out_dir: Path, top: int = 3) -> list[Path]:
+    """Each best (single objective: top ``top``; several: the Pareto front) spec as a spec file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for old in out_dir.glob("best-*.yaml"):
+        old.unlink()
+    prefix = "pareto" if len(objectives) > 1 else "best"
+    for rank, t in enumerate(best_trials(study, objectives, top), 1):
+        spec = t.user_attrs.get("spec")
+        if not spec:
+            continue
+        tag = f"{prefix}-{rank}-t{t.number}" if prefix == "best" else f"{prefix}-t{t.number}"
+        path = out_dir / f"{tag}.yaml"
+        dump_spec(load_spec(spec), path)
+        written.append(path)
+    return written
+
+
+def trials_frame(study: optuna.Study, objectives: list[str]):
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        m = t.user_attrs.get("metrics", {})
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     **{k: (t.values[i] if t.values else m.get(k)) for i, k in enumerate(objectives)},
+                     "spec": (t.user_attrs.get("spec") or {}).get("name"),
+                     "reason": t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason"),
+                     "attempts": t.user_attrs.get("attempts"),
+                     **{f"param:{k}": v for k, v in t.params.items()}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,166 @@
+"""What runs on a worker: one trial = the runs that score one sampled spec (or one training
+configuration). Executors (local thread/process, Ray task) call :func:`run_trial`.
+
+Each run's row is written to the results store as soon as it lands (when the worker can reach
+the store) and all rows go back to the driver, which writes them again (idempotent: one file per
+run key) before it tells Optuna. A run already in the store with status ok/diverged is reused.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# (step, value) -> True when the driver has decided to prune this trial
+Reporter = Callable[[int, float], bool]
+
+
+@dataclass
+class TrialJob:
+    study: str
+    number: int                     # Optuna trial number
+    spec: Any                       # ArchitectureSpec
+    requests: list                  # list[RunRequest]
+    results_root: str | None
+    mode: str = "runs"              # runs | tune (inner study per setting over `inner_space`)
+    report: str = "epoch"           # epoch: report each eval's accuracy; run: partial score per run
+    inner_space: dict = field(default_factory=dict)   # name -> Dist (mode tune)
+    inner_trials: int = 0
+    seed: int = 0
+    metric: str = "test_acc_macro"
+    measure_throughput: bool = False
+    attempt: int = 0
+    fault_kill: bool = False        # test hook: the worker SIGKILLs itself at its first eval
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def handle(self) -> str:
+        return f"{self.number}.{self.attempt}"
+
+
+class Pruned(Exception):
+    pass
+
+
+def _existing_row(store, key: str) -> dict | None:
+    if store is None or not store.has(key):
+        return None
+    try:
+        import pandas as pd
+
+        row = pd.read_parquet(store.path_for(key)).iloc[0].to_dict()
+    except Exception:  # noqa: BLE001 - unreadable: re-run it
+        return None
+    return row if row.get("status") in ("ok", "diverged") else None
+
+
+def _clean(row: dict) -> dict:
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            try:
+                v = v.item()
+            except (ValueError, AttributeError):
+                pass
+        out[k] = v
+    return out
+
+
+def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dict[str, Any]:
+    """Run the job's runs; returns {status: ok|pruned, rows, metrics, reason, node}."""
+    from ..results.store import ResultsStore
+    from ..runner import run_one
+    from ..train.trainer import resolve_device
+    from .objectives import mad_score, measure_throughput, row_score
+
+    store = None
+    if job.results_root:
+        try:
+            store = ResultsStore(job.results_root)
+            store.ensure_writable()
+        except OSError:
+            store = None  # a worker on another machine: the driver writes the rows
+    dev = resolve_device(device)
+    rows: list[dict] = []
+    state = {"evals": 0, "pruned": False}
+
+    def on_eval(epoch: int, metrics: dict) -> bool:
+        state["evals"] += 1
+        if job.fault_kill and state["evals"] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if job.report == "epoch":
+            value = metrics.get("test_acc_macro" if job.metric == "test_acc_macro" else "test_acc", 0.0)
+            if report(epoch, float(value) if math.isfinite(value) else 0.0):
+                state["pruned"] = True
+        return state["pruned"]
+
+    def do_run(req) -> dict:
+        row = _existing_row(store, req.key)
+        if row is None:
+            row = run_one(req, str(dev), on_eval=on_eval)
+            row.update(study=job.study, trial=job.number)
+            if store is not None:
+                store.write(req.key, row)
+        rows.append({**_clean(row), "run_key": req.key})
+        return row
+
+    requests = list(job.requests)
+    try:
+        if job.mode == "tune":
+            _inner_tune(job, requests, do_run)
+        else:
+            for i, req in enumerate(requests):
+                do_run(req)
+                if state["pruned"]:
+                    raise Pruned()
+                if job.report == "run" and report(i, mad_score(rows, job.metric)):
+                    raise Pruned()
+    except Pruned:
+        state["pruned"] = True
+    if job.fault_kill:  # every run came from the store: die before reporting back
+        os.kill(os.getpid(), signal.SIGKILL)
+    metrics = {"mad_score": mad_score(rows, job.metric)}
+    if len(requests) == 1 and job.mode != "tune" and rows:
+        metrics["mad_score"] = row_score(rows[0], job.metric)
+    metrics["params"] = next((int(r["params"]) for r in rows if r.get("params") not in (None,)
+                              and not (isinstance(r.get("params"), float) and math.isnan(r["params"]))), 0)
+    if job.measure_throughput and requests and not state["pruned"]:
+        try:
+            metrics["throughput"] = measure_throughput(job.spec, requests[0].setting,
+                                                       requests[0].training.batch_size, dev)
+        except Exception as exc:  # noqa: BLE001
+            metrics["throughput"] = 0.0
+            metrics["throughput_error"] = repr(exc)
+    statuses = {r.get("status") for r in rows}
+    return {"status": "pruned" if state["pruned"] else "ok", "rows": rows, "metrics": metrics,
+            "reason": "pruned on intermediate accuracy" if state["pruned"] else None,
+            "diverged": "diverged" in statuses, "node": socket.gethostname(), "pid": os.getpid()}
+
+
+def _inner_tune(job: TrialJob, requests: list, do_run) -> None:
+    """Per setting, a small in-memory TPE study over the space's training distributions."""
+    import optuna
+
+    from ..runner import RunRequest
+    from ..train.config import TrainConfig
+    from .objectives import row_score
+    from .space import Dist
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {k: Dist.model_validate(v) for k, v in job.inner_space.items()}
+    for req in requests:
+        inner = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=2))
+        for _ in range(job.inner_trials):
+            t = inner.ask()
+            values = {k: d.suggest(t, k) for k, d in space.items()}
+            try:
+                cfg = TrainConfig.model_validate({**req.training.model_dump(), **values})
+            except Exception:  # noqa: BLE001 - e.g. lr below min_lr
+                inner.tell(t, state=optuna.trial.TrialState.PRUNED)
+                continue
+            row = do_run(RunRequest(req.spec, req.setting, cfg))
+            inner.tell(t, row_score(row, job.metric))

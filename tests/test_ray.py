@@ -1,0 +1,85 @@
+"""The Ray executor: unreachable address, a two-node loopback cluster, a node stopped mid-search."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mad_bench.tune.commands import main
+
+ray = pytest.importorskip("ray")
+RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+TINY = {"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2, "rotary_dim": 2},
+                                                   {"type": "swiglu", "d_inner": 32}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_address_fails_fast(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump({"name": "s", "base": TINY}))
+    t0 = time.time()
+    assert main(["search", str(space), "--suite", "smoke", "--trials", "1", "--results", str(tmp_path),
+                 "--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"]) == 2
+    assert time.time() - t0 < 10
+    assert "cannot reach a Ray cluster" in capsys.readouterr().err
+
+
+def test_two_node_cluster_with_node_stopped(tmp_path):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "s", "base": TINY, "d_model": [16, 32, 48, 64],
+        "slots": [{"index": 0, "choices": ["attention", "short-conv"]}], "scoring": {"mode": "fixed"}}))
+    node2 = None
+    try:
+        subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "1",
+                        "--node-ip-address", "127.0.0.1", "--object-store-memory", "100000000",
+                        "--include-dashboard", "false", "--disable-usage-stats"],
+                       check=True, env=ENV, capture_output=True, timeout=120)
+        node2 = subprocess.Popen([RAY, "start", "--address", address, "--num-cpus", "1",
+                                  "--node-ip-address", "127.0.0.1", "--resources", '{"node2": 1}',
+                                  "--object-store-memory", "100000000", "--block"],
+                                 env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "mad_bench.tune.commands", "search", str(space), "--suite", "smoke",
+               "--tasks", "in-context-recall", "--epochs", "1", "--results", str(tmp_path / "res"),
+               "--study", "r", "--executor", "ray", "--address", address, "--sampler", "random",
+               "--max-retries", "3"]
+        deadline = time.time() + 60  # wait for the second node to join
+        while time.time() < deadline:
+            out = subprocess.run([RAY, "status", "--address", address], env=ENV, capture_output=True, text=True)
+            if "2.0 CPU" in out.stdout or "0.0/2.0 CPU" in out.stdout:
+                break
+            time.sleep(1)
+        # a search on both nodes
+        first = subprocess.run(cmd + ["--trials", "4"], env=ENV, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "2 at once" in first.stdout
+        # stop the worker node mid-search: the search still completes
+        proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)
+        node2.terminate()
+        node2.wait(60)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        study = optuna.load_study(study_name="r", storage=JournalStorage(
+            JournalFileBackend(str(tmp_path / "res" / "r" / "journal.log"))))
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 9
+    finally:
+        if node2 is not None and node2.poll() is None:
+            node2.kill()
+        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
