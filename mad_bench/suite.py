@@ -35,6 +35,8 @@ class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     baseline: dict[str, Any] = Field(default_factory=dict)
     changes: dict[str, list[Any]] = Field(default_factory=dict)
+    settings: list[dict[str, Any]] = Field(
+        default_factory=list, description="extra settings, each a set of variables over the baseline")
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of the suite's training")
 
 
@@ -150,6 +152,8 @@ def expand(suite: Suite, tasks: list[str] | None = None, overrides: dict[str, An
         entry = suite.tasks[task]
         problems = _check_keys(task, entry.baseline, f"tasks.{task}.baseline")
         problems += _check_keys(task, entry.changes, f"tasks.{task}.changes")
+        for i, extra in enumerate(entry.settings):
+            problems += _check_keys(task, extra, f"tasks.{task}.settings[{i}]")
         if problems:
             raise SpecError(problems)
         training = _make_training({**suite.training, **entry.training, **(train_overrides or {})},
@@ -158,6 +162,8 @@ def expand(suite: Suite, tasks: list[str] | None = None, overrides: dict[str, An
         variants = [("baseline", {})]
         if not baseline_only:
             variants += [(f"{k}={v}", {k: v}) for k, values in entry.changes.items() for v in values]
+            variants += [(",".join(f"{k}={v}" for k, v in extra.items()), extra)
+                         for extra in entry.settings]
         for setting_id, change in variants:
             values = {**entry.baseline, **change, **local}
             ts = _make_setting(task, values, f"tasks.{task}[{setting_id}]")

@@ -58,3 +58,18 @@ def test_bad_suite_file(tmp_path):
     bad.write_text("name: s\ntasks:\n  in-context-recall:\n    baseline: {vocab_sise: 16}\n")
     with pytest.raises(SpecError, match="vocab_sise: unknown setting.*did you mean 'vocab_size'"):
         expand(load_suite(str(bad)))
+
+
+def test_mqar_grid_lists_explicit_settings():
+    settings = expand(load_suite("mqar"))
+    pairs = [(s.task_setting.seq_len, s.task_setting.num_kv_pairs) for s in settings]
+    assert pairs[0] == (64, 4) and (512, 128) in pairs and len(pairs) == 12
+    assert settings[-1].setting_id == "seq_len=512,num_kv_pairs=128"
+    assert all(s.task_setting.vocab_size == 8192 for s in settings)
+
+
+def test_every_shipped_suite_expands():
+    from mad_bench.suite import SUITES_DIR
+
+    for path in SUITES_DIR.glob("*.yaml"):
+        assert expand(load_suite(path.stem)), path
