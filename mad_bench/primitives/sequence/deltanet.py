@@ -16,13 +16,15 @@ to a multiple of ``chunk_size``.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels.delta_rule import chunk_delta_rule as chunk_delta_rule_triton
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import CausalShortConv, HeadNorm, chunk_delta_rule, chunked_flops_per_token
@@ -56,6 +58,8 @@ class DeltaNetConfig(SequenceMixerConfig):
 @register(DeltaNetConfig)
 class DeltaNet(SequenceMixer):
     """DeltaNet: delta-rule fast weights with L2-normalised q/k and sigmoid write strengths."""
+
+    has_triton: ClassVar[bool] = True
 
     def __init__(self, cfg: DeltaNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -100,7 +104,10 @@ class DeltaNet(SequenceMixer):
         if self.cfg.short_conv:
             q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
         q, k, v, beta = self._heads(q, k, v, x)
-        o = chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size)
+        if resolve_impl(self.cfg.impl, x) == "triton":
+            o = chunk_delta_rule_triton(q, k, v, beta, scale=self.dk**-0.5, impl="triton")
+        else:
+            o = chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

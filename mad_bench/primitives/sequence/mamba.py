@@ -19,13 +19,15 @@ the layer calls its time-major core :func:`chunked_scan`), a chunked two-level s
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels.dispatch import resolve_impl
+from ...kernels.selective_scan import selective_scan as selective_scan_triton
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -212,6 +214,8 @@ class MambaConfig(SequenceMixerConfig):
 class Mamba(SequenceMixer):
     """Mamba-1 selective SSM: gated conv + input-dependent diagonal state-space scan."""
 
+    has_triton: ClassVar[bool] = True
+
     def __init__(self, cfg: MambaConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         E, N = cfg.expand * d_model, cfg.d_state
@@ -240,8 +244,14 @@ class Mamba(SequenceMixer):
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # [B, L, E]
         xc = F.silu(causal_depthwise_conv(xs, self.conv1d.weight, self.conv1d.bias))
         dt, Bm, Cm = self._split(xc)
-        delta = F.softplus((dt + self.dt_proj.bias).float())
         A = -torch.exp(self.A_log.float())
+        if resolve_impl(self.cfg.impl, x) == "triton":  # fused scan + bias/softplus + D + gate
+            y = selective_scan_triton(
+                xc.transpose(1, 2), dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
+                self.D, z.transpose(1, 2), self.dt_proj.bias, True, impl="triton",
+            )
+            return self.out_proj(y.transpose(1, 2).to(x.dtype))
+        delta = F.softplus((dt + self.dt_proj.bias).float())
         y, _ = chunked_scan(xc, delta, A, Bm[:, :, None], Cm[:, :, None], None, self.cfg.chunk_size)
         y = (y + self.D.float() * xc.float()) * F.silu(z.float())
         return self.out_proj(y.to(x.dtype))
