@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from mad_bench.tune.commands import main
+from mad_bench.cli import main
 
 ray = pytest.importorskip("ray")
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
@@ -53,7 +53,7 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
                                   "--node-ip-address", "127.0.0.1", "--resources", '{"node2": 1}',
                                   "--object-store-memory", "100000000", "--block"],
                                  env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cmd = [sys.executable, "-m", "mad_bench.tune.commands", "search", str(space), "--suite", "smoke",
+        cmd = [sys.executable, "-m", "mad_bench.cli", "search", str(space), "--suite", "smoke",
                "--tasks", "in-context-recall", "--epochs", "1", "--results", str(tmp_path / "res"),
                "--study", "r", "--executor", "ray", "--address", address, "--sampler", "random",
                "--max-retries", "3"]

@@ -1,11 +1,8 @@
 """Architecture search: spaces, invalid samples, worker death, driver death + --resume."""
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -14,7 +11,7 @@ import yaml
 from mad_bench.results.store import ResultsStore
 from mad_bench.spec import SpecError
 from mad_bench.tune import load_space
-from mad_bench.tune.commands import main
+from mad_bench.cli import main
 
 TINY = {"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2, "rotary_dim": 2},
                                                    {"type": "swiglu", "d_inner": 32}]}
@@ -112,7 +109,7 @@ def test_worker_killed_is_retried_then_failed(tmp_path, monkeypatch):
 
 def test_driver_killed_then_resume(tmp_path):
     space = write_space(tmp_path, d_model=[16, 32, 48])
-    cmd = [sys.executable, "-m", "mad_bench.tune.commands"] + search(
+    cmd = [sys.executable, "-m", "mad_bench.cli"] + search(
         tmp_path, space, "--trials", "6", "--executor", "local", "--in-process", "--sampler", "random")
     journal = tmp_path / "res" / "s" / "journal.log"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -3,7 +3,7 @@ import optuna
 import yaml
 
 from mad_bench.results.store import ResultsStore
-from mad_bench.tune.commands import main
+from mad_bench.cli import main
 
 TINY = {"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2, "rotary_dim": 2},
                                                    {"type": "swiglu", "d_inner": 32}]}

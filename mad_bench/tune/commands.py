@@ -1,13 +1,11 @@
 """``madbench tune`` and ``madbench search``.
 
-``register(subparsers)`` adds both to the main CLI; ``python -m mad_bench.tune.commands`` runs
-them standalone (same error handling: ``error: <msg>``, exit status 2).
+``register(subparsers)`` adds both to the main CLI (``mad_bench.cli``).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 SEARCH_SAMPLERS = ("tpe", "nsga2", "random")
@@ -276,25 +274,3 @@ def _with_defaults(fn, **defaults):
         return fn(args)
     run.__name__ = fn.__name__
     return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..spec import SpecError
-
-    parser = argparse.ArgumentParser(prog="madbench")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except SpecError as exc:
-        for line in exc.format().splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
