@@ -128,6 +128,8 @@ def _execute(requests, args, title: str):
     from .results import ResultsStore
     from .runner import execute
 
+    if args.engine == "ensemble" and args.workers > 1:
+        raise UsageError("--engine ensemble trains a whole grid in one process: use --workers 1")
     store = ResultsStore(args.results)
     store.ensure_writable()
     with make_progress(enabled=not args.no_progress) as progress:
@@ -141,8 +143,14 @@ def _execute(requests, args, title: str):
         def bar(req):
             return RunBar(progress, req.describe())
 
-        rows, skipped = execute(requests, store, device=args.device, workers=args.workers,
-                                force=args.force, on_row=on_row, progress_factory=bar)
+        if args.engine == "ensemble":
+            from .engine import execute_engine
+
+            rows, skipped = execute_engine(requests, store, device=args.device, force=args.force,
+                                           on_row=on_row, progress_factory=bar)
+        else:
+            rows, skipped = execute(requests, store, device=args.device, workers=args.workers,
+                                    force=args.force, on_row=on_row, progress_factory=bar)
         progress.update(overall, completed=len(requests))
     return store, rows, skipped
 
@@ -168,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
-def _print_scores(frame, suite_name: str, metric: str) -> None:
+def _print_scores(frame, suite_name: str, metric: str, task_order: list[str]) -> None:
     from .results.aggregate import mad_scores, setting_scores, task_scores
 
     frame = frame[frame["suite"] == suite_name]
@@ -176,7 +184,7 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
     tasks = task_scores(settings)
     mad = mad_scores(tasks)
     table = Table(title=f"{suite_name}: {metric} (best grid point per setting, mean over settings)")
-    order = {t: i for i, t in enumerate(dict.fromkeys(frame["task"]))}
+    order = {t: i for i, t in enumerate(task_order)}
     task_names = sorted(dict.fromkeys(tasks["task"]), key=lambda t: order.get(t, len(order)))
     table.add_column("spec")
     for t in task_names:
@@ -213,7 +221,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"failed: {r['spec']} {r['task']} [{r['setting']}]: {r.get('error')}", file=sys.stderr)
     frame = store.load()
     hashes = {s.spec_hash() for s in specs}
-    _print_scores(frame[frame["spec_hash"].isin(hashes)], suite.name, args.metric)
+    _print_scores(frame[frame["spec_hash"].isin(hashes)], suite.name, args.metric,
+                  list(dict.fromkeys(s.task for s in settings)))
     return 1 if failed else 0
 
 
@@ -249,6 +258,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run runs already in the store")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--engine", choices=["plain", "ensemble"], default="plain",
+                   help="plain: one run at a time; ensemble: the lr x wd grid of a setting "
+                        "trained as one batched model (same results, fewer launches on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

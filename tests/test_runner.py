@@ -71,3 +71,27 @@ def test_unwritable_results_dir(tmp_path, capsys):
                    "--results", str(blocker), "--epochs", "1") == 2
     err = capsys.readouterr().err
     assert "not writable" in err and "Traceback" not in err
+
+
+def test_bench_with_the_ensemble_engine_matches_plain(tmp_path, capsys):
+    suite = tmp_path / "two-lr.yaml"
+    suite.write_text(
+        "name: two-lr\ntraining: {epochs: 2, batch_size: 16, stop_at_accuracy: null}\n"
+        "grid: {lr: [1.0e-3, 3.0e-3], weight_decay: [0.0]}\n"
+        "tasks:\n  in-context-recall:\n    baseline: {vocab_size: 8, seq_len: 16,"
+        " num_train_examples: 64, num_test_examples: 32}\n")
+    spec = tmp_path / "small.yaml"
+    spec.write_text("name: small\nd_model: 32\nlayers: [{type: attention, n_heads: 4}, swiglu]\n")
+    frames = {}
+    for engine in ("plain", "ensemble"):
+        out = tmp_path / engine
+        assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(out),
+                       "--device", "cpu", "--engine", engine) == 0
+        frames[engine] = ResultsStore(out).load().sort_values("lr").reset_index(drop=True)
+    plain, ens = frames["plain"], frames["ensemble"]
+    assert list(plain["run_key"]) == list(ens["run_key"]) and len(plain) == 2
+    assert (plain["test_acc"] - ens["test_acc"]).abs().max() < 1e-4
+    assert (plain["test_loss"] - ens["test_loss"]).abs().max() < 1e-4
+    assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(tmp_path / "x"),
+                   "--engine", "ensemble", "--workers", "2") == 2
+    assert "use --workers 1" in capsys.readouterr().err

@@ -1,0 +1,7 @@
+"""Throughput engine: the lr x wd grid of one (spec, setting) trained as one batched ensemble
+(vmapped functional model, flat AdamW, device-side data and metrics, whole-step CUDA graphs),
+computing the same function as the plain trainer. See :mod:`.ensemble` for the design."""
+from .ensemble import Ensemble, EngineInfo, EngineOptions, train_grid
+from .execute import execute_engine, group_requests
+
+__all__ = ["Ensemble", "EngineInfo", "EngineOptions", "train_grid", "execute_engine", "group_requests"]

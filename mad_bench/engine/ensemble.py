@@ -1,0 +1,639 @@
+"""Train the lr x weight-decay grid of one (spec, setting) as one batched ensemble.
+
+The plain trainer (:mod:`mad_bench.train.trainer`) trains the G grid points of a setting one
+after another; every one of them builds the same model from the same seed, reads the same
+data in the same shuffled order, and differs only in lr and weight decay. The engine trains
+them together and computes the same function:
+
+* **one model, G parameter sets.** The parameters of all members live in one flat
+  ``[G, N]`` fp32 buffer (Adam's two moments likewise); each parameter of the model is a
+  ``[G, *shape]`` leaf view into it. The model runs as
+  ``vmap(functional_call(model, params, x), in_dims=(0, None), randomness="same")``: the
+  members share the batch, each uses its own parameters. One backward of the summed
+  per-member losses gives every member its exact own gradient (members are independent).
+* **AdamW by hand on the flat buffers**, with torch.optim.AdamW's update formula
+  (decoupled weight decay ``p *= 1 - lr wd``, ``m.lerp_(g, 1 - b1)``,
+  ``v = b2 v + (1 - b2) g^2``, ``p += -(lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)``) and
+  per-member coefficients; gradient clipping with a per-member norm (``clip_grad_norm_``'s
+  ``max_norm / (norm + 1e-6)`` clamped to 1). The per-step coefficients of the whole run
+  (cosine schedule x bias corrections, computed on the host in float64 exactly as torch
+  does) sit in a device table indexed by a device step counter: no host value enters a step.
+* **data on the device once**; the epoch's permutation (``torch.randperm`` on the CPU
+  generator seeded ``seed + 1``, as in the trainer) is copied once per epoch into a static
+  device buffer and each step gathers its batch through a device batch counter.
+* **metrics on the device**: per-member loss sums, finiteness flags and accuracy counts are
+  accumulated in static buffers; the host reads them once per epoch (one sync).
+* **whole-step CUDA graphs** (:mod:`.graphs`): forward, backward, clipping, AdamW and metric
+  accumulation of a training step, and the forward + metrics of an evaluation batch, are each
+  captured once and replayed; capture failures fall back to eager execution (logged).
+* **stopping per member**: the host applies the trainer's rules per member after every
+  epoch (diverged, eval_select best/last, stop-at-accuracy, early stop, pruning callback). A
+  stopped member is frozen (its step size is masked to 0, weight decay to 1) and, with
+  ``compact`` (default), dropped from the ensemble at the epoch boundary (the buffers shrink
+  and the graphs are re-captured). When every member has stopped the ensemble stops.
+
+Fallback: some primitives have no vmap batching rule (``torch.nn.LSTM`` / ``GRU``), or batch
+incorrectly. Before training, a vmapped forward + backward on a 2-example batch is tried and
+compared with a per-member forward; if it fails the engine runs the members' forwards in a
+Python loop inside the same step (``mode="loop"``): same flat optimizer, metrics and graph
+capture, G forward passes per step instead of one.
+
+Numerics: members follow the plain trainer's trajectory up to fp32 rounding (batched matmuls
+and a single flat gradient norm sum in a different order); see tests/test_engine.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from ..compiler import build_model
+from ..spec import ArchitectureSpec
+from ..tasks.base import IGNORE_INDEX
+from ..tasks.metrics import AccuracyCounts
+from ..train.config import TrainConfig
+from ..train.trainer import RunResult, cosine_lr, resolve_device
+from .graphs import Program
+from .metrics import batched_counts
+
+log = logging.getLogger("mad_bench.engine")
+
+ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which the trainer uses
+
+
+@dataclass
+class EngineOptions:
+    mode: str = "auto"
+    """``auto``: vmap when the probe passes, else loop; ``vmap`` / ``loop`` force one."""
+    capture: bool | None = None
+    """Capture steps in CUDA graphs (None: on CUDA). Ignored on CPU."""
+    capture_eval: bool = True
+    """Also capture the evaluation forward."""
+    compact: bool = True
+    """Drop stopped members from the ensemble at epoch boundaries (re-captures the graphs)."""
+    capture_warmup: int = 3
+    max_members: int | None = None
+    """Split a larger grid into ensembles of at most this many members (memory)."""
+    probe: bool = True
+    """Compare a vmapped forward with a per-member forward before training."""
+    emulate_capture: bool = False
+    """Tests: run the capture's warm-up + state restore where no CUDA graph can be made."""
+
+
+@dataclass
+class EngineInfo:
+    """What the engine did for one grid (filled by :func:`train_grid` when passed in)."""
+    mode: str = ""
+    members: int = 0
+    captured_train: bool = False
+    captured_eval: bool = False
+    capture_failure: str | None = None
+    fallback_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+    steps: int = 0            # ensemble steps run (each trains every active member)
+    member_steps: int = 0     # sum over steps of active members
+    recaptures: int = 0
+    setup_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    """The trainer's autocast (bf16 on CUDA by default), without the weight-cast cache, which
+    must be off inside CUDA graph capture (torch.cuda.graphs docs)."""
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False)
+
+
+def _schedule_table(cfgs: Sequence[TrainConfig], total_steps: int) -> torch.Tensor:
+    """``[total_steps, 3, G]`` float64: AdamW's per-step scalars of each member, computed as
+    ``torch.optim.AdamW`` computes them (Python floats): ``1 - lr wd``, ``-(lr / bc1)``,
+    ``sqrt(bc2)`` with the trainer's cosine lr of that step."""
+    rows = []
+    for s in range(total_steps):
+        t = float(s + 1)  # AdamW's step count after its increment
+        cols = []
+        for cfg in cfgs:
+            beta1, beta2 = cfg.betas
+            lr = cosine_lr(s, total_steps, cfg)
+            bc1 = 1 - beta1 ** t
+            bc2 = 1 - beta2 ** t
+            cols.append((1 - lr * cfg.weight_decay, -(lr / bc1), bc2 ** 0.5))
+        rows.append(list(zip(*cols)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@dataclass
+class _Member:
+    index: int                # position in the caller's grid
+    cfg: TrainConfig
+    result: RunResult
+    best_loss: float = math.inf
+    evals_since_best: int = 0
+    wall_s: float = 0.0
+    done: bool = False
+
+
+class Ensemble:
+    """G members of one (model, data) trained in lockstep; see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, cfgs: Sequence[TrainConfig], x_train, y_train,
+                 x_test, y_test, vocab: int, device: torch.device, options: EngineOptions,
+                 info: EngineInfo | None = None, on_eval: Sequence | None = None):
+        base = cfgs[0]
+        for c in cfgs[1:]:
+            same = c.model_copy(update={"lr": base.lr, "weight_decay": base.weight_decay})
+            if same != base:
+                raise ValueError("ensemble members may differ only in lr and weight_decay")
+        self.model, self.base_cfg, self.dev, self.opts = model, base, device, options
+        self.vocab = vocab
+        self.info = info or EngineInfo()
+        n_params = sum(p.numel() for p in model.parameters())
+        self.members = [_Member(i, c, RunResult(status="ok", stop_reason="completed", params=n_params))
+                        for i, c in enumerate(cfgs)]
+        self.on_eval = list(on_eval) if on_eval is not None else [None] * len(cfgs)
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+        self.n, self.bs = x_train.shape[0], base.batch_size
+        self.steps_per_epoch = math.ceil(self.n / self.bs)
+        self.total_steps = self.steps_per_epoch * base.epochs
+        self.n_full = self.n // self.bs
+        self.n_test = x_test.shape[0]
+        self.n_test_full = self.n_test // self.bs
+        self.autocast = lambda: _autocast(device, base)
+        self.capture = (options.capture if options.capture is not None else True) and device.type == "cuda"
+
+        # parameters: one flat [G, N] buffer; unused parameters (no gradient) are not updated,
+        # as torch.optim skips parameters whose .grad is None
+        named = list(model.named_parameters())
+        dtypes = {p.dtype for _, p in named}
+        if dtypes != {torch.float32}:
+            raise ValueError(f"the engine expects fp32 parameters, got {dtypes}")
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        flat0 = torch.cat([p.detach().reshape(-1) for _, p in named]).to(device)
+        G = len(cfgs)
+        self.slots = list(range(G))  # slot -> member index
+        self.flat = flat0.unsqueeze(0).repeat(G, 1).contiguous()
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.sched = _schedule_table(cfgs, self.total_steps).to(device)
+        self.active = torch.ones(G, dtype=torch.bool, device=device)
+        self.used_mask: torch.Tensor | None = None
+        self.has_aux = False
+        self.mode = "vmap"
+        # dropout > 0: vmap(randomness="same") draws one mask per call, as each plain run does;
+        # loop mode replays the RNG state for each member (host-side: not capturable)
+        self.dropout = float(getattr(getattr(model, "spec", None), "dropout", 0.0) or 0.0)
+        self.replay_rng = False
+        # counters and static buffers
+        self.step_ctr = torch.zeros(1, dtype=torch.long, device=device)
+        self.batch_ctr = torch.zeros(1, dtype=torch.long, device=device)
+        self.eval_ctr = torch.zeros(1, dtype=torch.long, device=device)
+        self.order = torch.zeros(self.n, dtype=torch.long, device=device)
+        self._rebuild_views()
+        self._alloc_metrics()
+        self.train_prog: Program | None = None
+        self.eval_prog: Program | None = None
+
+    # ------------------------------------------------------------------ state layout
+    @property
+    def G(self) -> int:
+        return self.flat.shape[0]
+
+    def _rebuild_views(self) -> None:
+        G = self.G
+        self.leaves: list[torch.Tensor] = []
+        off = 0
+        for shape, n in zip(self.shapes, self.numels):
+            v = self.flat[:, off:off + n].view(G, *shape)
+            v.requires_grad_(True)
+            self.leaves.append(v)
+            off += n
+        self.params = dict(zip(self.names, self.leaves))
+        self.offsets = (torch.arange(G, device=self.dev) * (self.vocab + 1))[:, None]
+
+    def _alloc_metrics(self) -> None:
+        G, C, dev = self.G, self.vocab, self.dev
+        self.tr_loss = torch.zeros(G, dtype=torch.float64, device=dev)
+        self.tr_finite = torch.ones(G, dtype=torch.bool, device=dev)
+        self.tr_counts = [torch.zeros(G, C, dtype=torch.long, device=dev) for _ in range(3)]
+        self.ev_loss = torch.zeros(G, dtype=torch.float64, device=dev)
+        self.ev_n = torch.zeros((), dtype=torch.float64, device=dev)
+        self.ev_counts = [torch.zeros(G, C, dtype=torch.long, device=dev) for _ in range(3)]
+
+    def _train_state(self) -> list[torch.Tensor]:
+        return [self.flat, self.exp_avg, self.exp_avg_sq, self.step_ctr, self.batch_ctr,
+                self.tr_loss, self.tr_finite, *self.tr_counts]
+
+    def _eval_state(self) -> list[torch.Tensor]:
+        return [self.eval_ctr, self.ev_loss, self.ev_n, *self.ev_counts]
+
+    # ------------------------------------------------------------------ the model
+    def _member_fn(self):
+        model, has_aux = self.model, self.has_aux
+
+        def fn(params, x):
+            logits = functional_call(model, params, (x,))
+            if has_aux:
+                return logits, model.aux_loss()
+            return logits
+
+        return fn
+
+    def _forward(self, x: torch.Tensor, mode: str | None = None):
+        """``x[B, L]`` -> (logits ``[G, B, L, V]``, aux ``[G]`` or None)."""
+        mode = mode or self.mode
+        fn = self._member_fn()
+        if mode == "vmap":
+            out = vmap(fn, in_dims=(0, None), randomness="same")(self.params, x)
+        else:
+            outs = []
+            replay = self.replay_rng and self.model.training
+            if replay:  # every member draws the dropout masks its plain run would draw
+                states = (torch.get_rng_state(),
+                          torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None)
+            for g in range(self.G):
+                if replay:
+                    torch.set_rng_state(states[0])
+                    if states[1] is not None:
+                        torch.cuda.set_rng_state(states[1], self.dev)
+                outs.append(fn({k: v[g] for k, v in self.params.items()}, x))
+            out = tuple(torch.stack(o) for o in zip(*outs)) if self.has_aux else torch.stack(outs)
+        return out if self.has_aux else (out, None)
+
+    def _losses(self, x, y, mode: str | None = None):
+        G = self.G
+        with self.autocast():
+            logits, aux = self._forward(x, mode)
+            lg = logits.float()
+            ce = F.cross_entropy(lg.flatten(0, -2), y.expand(G, *y.shape).reshape(-1),
+                                 ignore_index=IGNORE_INDEX, reduction="none").view(G, -1)
+            loss = ce.sum(1) / (y != IGNORE_INDEX).sum()
+            total = loss + self.base_cfg.aux_loss_weight * aux if aux is not None else loss
+        return total, loss, lg
+
+    # ------------------------------------------------------------------ one step
+    def _step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        G, cfg = self.G, self.base_cfg
+        total, loss, logits = self._losses(x, y)
+        grads = torch.autograd.grad(total.sum(), self.leaves, allow_unused=True)
+        with torch.no_grad():
+            g = torch.cat([gr.reshape(G, -1) if gr is not None else
+                           torch.zeros(G, n, device=self.dev) for gr, n in zip(grads, self.numels)], 1)
+            del grads
+            coef = self.sched.index_select(0, self.step_ctr).squeeze(0).float()  # [3, G]
+            decay = torch.where(self.active, coef[0], 1.0)[:, None]
+            neg_step = torch.where(self.active, coef[1], 0.0)[:, None]
+            bc2_sqrt = coef[2][:, None]
+            if cfg.grad_clip is not None:
+                norm = torch.linalg.vector_norm(g, dim=1)
+                clip = (cfg.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+                g.mul_(clip[:, None])
+            if self.used_mask is not None:
+                decay = 1 + (decay - 1) * self.used_mask
+            beta1, beta2 = cfg.betas
+            self.flat.mul_(decay)
+            self.exp_avg.lerp_(g, 1 - beta1)
+            self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(ADAM_EPS)
+            self.flat.addcdiv_(self.exp_avg * neg_step, denom)
+            self.step_ctr.add_(1)
+            # metrics (the trainer logs the task loss, without the auxiliary term)
+            loss = loss.detach()
+            self.tr_finite.logical_and_(torch.isfinite(loss))
+            self.tr_loss.add_(loss.double())
+            preds = logits.detach().argmax(-1).view(G, -1)
+            for acc, c in zip(self.tr_counts, batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)):
+                acc.add_(c)
+
+    def _train_step(self) -> None:
+        idx = self.order[: self.n_full * self.bs].view(self.n_full, self.bs)
+        idx = idx.index_select(0, self.batch_ctr.remainder(self.n_full)).view(self.bs)
+        self._step_on(self.x_train.index_select(0, idx), self.y_train.index_select(0, idx))
+        self.batch_ctr.add_(1)
+
+    def _train_tail(self) -> None:
+        idx = self.order[self.n_full * self.bs:]
+        self._step_on(self.x_train.index_select(0, idx), self.y_train.index_select(0, idx))
+
+    @torch.no_grad()
+    def _eval_on(self, x, y) -> None:
+        G = self.G
+        with self.autocast():
+            logits, _ = self._forward(x)
+        lg = logits.float()
+        ce = F.cross_entropy(lg.flatten(0, -2), y.expand(G, *y.shape).reshape(-1),
+                             ignore_index=IGNORE_INDEX, reduction="none").view(G, -1).sum(1)
+        self.ev_loss.add_(ce.double())
+        self.ev_n.add_((y != IGNORE_INDEX).sum())
+        preds = lg.argmax(-1).view(G, -1)
+        for acc, c in zip(self.ev_counts, batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)):
+            acc.add_(c)
+
+    def _eval_step(self) -> None:
+        L = self.x_test.shape[1]
+        xs = self.x_test[: self.n_test_full * self.bs].view(self.n_test_full, self.bs, L)
+        ys = self.y_test[: self.n_test_full * self.bs].view(self.n_test_full, self.bs, L)
+        row = self.eval_ctr.remainder(self.n_test_full)
+        self._eval_on(xs.index_select(0, row).squeeze(0), ys.index_select(0, row).squeeze(0))
+        self.eval_ctr.add_(1)
+
+    def _eval_tail(self) -> None:
+        lo = self.n_test_full * self.bs
+        self._eval_on(self.x_test[lo:], self.y_test[lo:])
+
+    # ------------------------------------------------------------------ setup
+    def probe(self) -> None:
+        """Pick vmap or loop (see the module docstring); find unused parameters and aux losses."""
+        x, y = self.x_train[:2], self.y_train[:2]
+        mode = self.opts.mode
+        if mode not in ("auto", "vmap", "loop"):
+            raise ValueError(f"mode must be auto|vmap|loop, got {mode!r}")
+        with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
+            # aux losses and unused parameters, from one plain forward + backward
+            with self.autocast():
+                out = self.model(x)
+                self.has_aux = self.model.aux_loss() is not None
+            params = list(self.model.parameters())
+            grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+            unused = [name for name, gr in zip(self.names, grads) if gr is None]
+            if unused:
+                mask = torch.cat([torch.full((n,), float(gr is not None)) for gr, n in zip(grads, self.numels)])
+                self.used_mask = mask.to(self.dev)[None]
+                self.info.notes.append(f"parameters without gradient, not updated: {unused}")
+            if mode == "loop":
+                self.mode = "loop"
+                return
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    total, loss, _ = self._losses(x, y, mode="vmap")
+                    torch.autograd.grad(total.sum(), self.leaves, allow_unused=True)
+                slow = sorted({str(w.message).split(" Please")[0] for w in caught
+                               if "performance drop" in str(w.message)})
+                self.info.notes += slow
+                if self.opts.probe:  # compared without dropout (eval mode)
+                    self.model.eval()
+                    try:
+                        with torch.no_grad():
+                            _, loss, _ = self._losses(x, y, mode="vmap")
+                            _, ref, _ = self._losses(x, y, mode="loop")
+                    finally:
+                        self.model.train()
+                    tol = 1e-2 if self.dev.type == "cuda" else 1e-4
+                    if not torch.allclose(loss.detach(), ref.detach(), rtol=tol, atol=tol):
+                        raise RuntimeError(f"vmapped loss {loss.tolist()} != per-member loss {ref.tolist()}")
+                self.mode = "vmap"
+            except Exception as exc:  # noqa: BLE001
+                if mode == "vmap":
+                    raise
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                self.info.fallback_reason = reason
+                log.info("vmap unavailable for this spec, per-member loop (%s)", reason)
+                self.mode = "loop"
+
+    def build_programs(self) -> None:
+        capture = self.capture
+        self.replay_rng = self.mode == "loop" and self.dropout > 0
+        if self.replay_rng:
+            capture = False  # the RNG replay is host-side
+        self.model.train()
+        emulate = self.opts.emulate_capture
+        self.train_prog = Program("train step", self._train_step, self.dev, self._train_state(),
+                                  capture and self.n_full > 0, self.opts.capture_warmup,
+                                  emulate and self.n_full > 0)
+        self.model.eval()
+        self.eval_prog = Program("eval step", self._eval_step, self.dev, self._eval_state(),
+                                 capture and self.opts.capture_eval and self.n_test_full > 0,
+                                 self.opts.capture_warmup, emulate and self.n_test_full > 0)
+        self.model.train()
+        self.info.captured_train = self.train_prog.captured
+        self.info.captured_eval = self.eval_prog.captured
+        self.info.capture_failure = self.train_prog.failure or self.eval_prog.failure
+
+    def _compact(self) -> None:
+        keep = [s for s, m in enumerate(self.slots) if not self.members[m].done]
+        if len(keep) == self.G:
+            return
+        sel = torch.tensor(keep, device=self.dev)
+        self.flat = self.flat.index_select(0, sel).contiguous()
+        self.exp_avg = self.exp_avg.index_select(0, sel).contiguous()
+        self.exp_avg_sq = self.exp_avg_sq.index_select(0, sel).contiguous()
+        self.sched = self.sched.index_select(2, sel).contiguous()
+        self.active = torch.ones(len(keep), dtype=torch.bool, device=self.dev)
+        self.slots = [self.slots[s] for s in keep]
+        self.on_eval = self.on_eval  # indexed by member, unchanged
+        self.train_prog = self.eval_prog = None  # frees the old graphs and their memory pools
+        if self.dev.type == "cuda":
+            torch.cuda.empty_cache()
+        self._rebuild_views()
+        self._alloc_metrics()
+        self.build_programs()
+        self.info.recaptures += 1
+
+    # ------------------------------------------------------------------ the epoch loop
+    def _read(self, evaluated: bool) -> list[dict]:
+        """One host sync: each slot's train (and eval) numbers as Python floats."""
+        cols = [self.tr_finite.double(), self.tr_loss]
+        per = []
+        for g in range(self.G):
+            vals = [AccuracyCounts(*(c[g] for c in self.tr_counts)).micro()]
+            if evaluated:
+                ev = AccuracyCounts(*(c[g] for c in self.ev_counts))
+                vals += [ev.micro(), ev.macro(), self.ev_loss[g] / self.ev_n.clamp(min=1)]
+            per.append(torch.stack([v.double() for v in vals]))
+        table = torch.cat([torch.stack(cols, 1), torch.stack(per)], 1).tolist()
+        keys = ["finite", "loss_sum", "train_acc"] + (["acc", "acc_macro", "loss"] if evaluated else [])
+        return [dict(zip(keys, row)) for row in table]
+
+    def _stop(self, m: _Member, slot: int) -> None:
+        m.done = True
+        self.active[slot] = False
+
+    def run(self, progress=None) -> list[RunResult]:
+        cfg = self.base_cfg
+        shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
+        if progress is not None:
+            progress.start(self.total_steps)
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            running = [self.members[s] for s in self.slots if not self.members[s].done]
+            n_active = len(running)
+            order = torch.randperm(self.n, generator=shuffle)
+            self.order.copy_(order)
+            self.batch_ctr.zero_()
+            self.tr_loss.zero_()
+            self.tr_finite.fill_(True)
+            for c in self.tr_counts:
+                c.zero_()
+            self.model.train()
+            for _ in range(self.n_full):
+                self.train_prog()
+            if self.n_full * self.bs < self.n:
+                self._train_tail()
+            self.info.steps += self.steps_per_epoch
+            self.info.member_steps += self.steps_per_epoch * n_active
+            evaluated = not (epoch % cfg.eval_every and epoch != cfg.epochs)
+            if evaluated:
+                self.model.eval()
+                self.eval_ctr.zero_()
+                self.ev_loss.zero_()
+                self.ev_n.zero_()
+                for c in self.ev_counts:
+                    c.zero_()
+                for _ in range(self.n_test_full):
+                    self.eval_prog()
+                if self.n_test_full * self.bs < self.n_test:
+                    self._eval_tail()
+                self.model.train()
+            stats = self._read(evaluated)
+            if progress is not None:
+                progress.advance(self.steps_per_epoch)
+            self._apply_rules(epoch, stats, evaluated, progress)
+            dt = time.perf_counter() - t0
+            for m in running:
+                m.wall_s += dt / n_active
+            if all(m.done for m in self.members):
+                break
+            if self.opts.compact and any(self.members[s].done for s in self.slots):
+                t1 = time.perf_counter()
+                self._compact()
+                dt = time.perf_counter() - t1
+                alive = [m for m in self.members if not m.done]
+                for m in alive:
+                    m.wall_s += dt / len(alive)
+        return [m.result for m in self.members]
+
+    def _apply_rules(self, epoch: int, stats: list[dict], evaluated: bool, progress) -> None:
+        """trainer._fit's per-epoch rules, for each member still running."""
+        cfg = self.base_cfg
+        best_acc, best_loss_seen = -1.0, math.inf
+        for slot, mi in enumerate(self.slots):
+            m = self.members[mi]
+            if m.done:
+                continue
+            r, s = m.result, stats[slot]
+            r.epochs_run = epoch
+            if not s["finite"]:
+                r.status = r.stop_reason = "diverged"
+                r.train_loss = float("nan")
+                self._stop(m, slot)
+                continue
+            r.train_loss = s["loss_sum"] / self.steps_per_epoch
+            r.train_acc = s["train_acc"]
+            if not evaluated:
+                continue
+            metrics = {"acc": s["acc"], "acc_macro": s["acc_macro"], "loss": s["loss"]}
+            record = {"epoch": epoch, "train_loss": r.train_loss, "train_acc": r.train_acc,
+                      **{f"test_{k}": v for k, v in metrics.items()}}
+            r.history.append(record)
+            if not math.isfinite(metrics["loss"]):
+                r.status = r.stop_reason = "diverged"
+                self._stop(m, slot)
+                continue
+            improved = metrics["loss"] < m.best_loss
+            if improved:
+                m.best_loss, m.evals_since_best = metrics["loss"], 0
+            else:
+                m.evals_since_best += 1
+            if cfg.eval_select == "last" or improved:
+                r.test_acc, r.test_acc_macro = metrics["acc"], metrics["acc_macro"]
+                r.test_loss, r.best_epoch = metrics["loss"], epoch
+            best_acc = max(best_acc, metrics["acc"])
+            best_loss_seen = min(best_loss_seen, metrics["loss"])
+            cb = self.on_eval[mi]
+            if cb is not None and cb(epoch, record):
+                r.status = r.stop_reason = "pruned"
+                self._stop(m, slot)
+                continue
+            if cfg.stop_at_accuracy is not None and metrics["acc"] >= cfg.stop_at_accuracy:
+                r.test_acc, r.test_acc_macro = metrics["acc"], metrics["acc_macro"]
+                r.test_loss, r.best_epoch = metrics["loss"], epoch
+                r.stop_reason = "perfect"
+                self._stop(m, slot)
+                continue
+            if cfg.early_stop_patience is not None and m.evals_since_best >= cfg.early_stop_patience:
+                r.stop_reason = "early_stop"
+                self._stop(m, slot)
+        if evaluated and progress is not None and best_acc >= 0:
+            progress.advance(0, acc=best_acc, loss=best_loss_seen, epoch=epoch)
+
+
+def train_grid(spec: ArchitectureSpec, setting, base_cfg: TrainConfig,
+               grid: Sequence[tuple[float, float]], device: str | torch.device | None = None,
+               progress=None, data=None, options: EngineOptions | None = None,
+               on_eval: Sequence | None = None, info: EngineInfo | None = None) -> list[RunResult]:
+    """Train ``spec`` on ``setting`` at every ``(lr, weight_decay)`` of ``grid`` (all other
+    hyperparameters, the seed included, from ``base_cfg``); one RunResult per grid point, in
+    order, equal (up to fp32 rounding) to ``trainer.train`` of that point.
+
+    ``on_eval``: one trainer-style callback (or None) per grid point. ``info``: an
+    :class:`EngineInfo` to fill with what the engine did (mode, capture, fallbacks).
+    """
+    opts = options or EngineOptions()
+    cfgs = [TrainConfig.model_validate({**base_cfg.model_dump(), "lr": lr, "weight_decay": wd})
+            for lr, wd in grid]
+    if not cfgs:
+        return []
+    chunk = opts.max_members or len(cfgs)
+    if len(cfgs) > chunk:
+        out: list[RunResult] = []
+        data = data or (setting.generate("train", base_cfg.seed), setting.generate("test", base_cfg.seed))
+        for lo in range(0, len(cfgs), chunk):
+            cb = on_eval[lo:lo + chunk] if on_eval is not None else None
+            out += train_grid(spec, setting, base_cfg, grid[lo:lo + chunk], device, progress, data,
+                              opts, cb, info)
+        return out
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    info = info if info is not None else EngineInfo()
+    t0 = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            ens = build_ensemble(spec, setting, cfgs, dev, data, opts, info, on_eval)
+            setup = time.perf_counter() - t0
+            info.setup_s += setup
+            results = ens.run(progress)
+    except torch.cuda.OutOfMemoryError:
+        if len(cfgs) == 1:
+            raise
+        ens = None
+        torch.cuda.empty_cache()
+        half = math.ceil(len(cfgs) / 2)
+        info.notes.append(f"out of memory with {len(cfgs)} members: ensembles of {half}")
+        log.warning("out of memory with %d members, retrying as ensembles of %d", len(cfgs), half)
+        return train_grid(spec, setting, base_cfg, grid, dev, progress, data,
+                          dataclasses.replace(opts, max_members=half), on_eval, info)
+    info.wall_s += time.perf_counter() - t0
+    for m, r in zip(ens.members, results):
+        r.wall_s = m.wall_s + setup / len(results)
+    return results
+
+
+def build_ensemble(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig], device: torch.device,
+                   data=None, options: EngineOptions | None = None, info: EngineInfo | None = None,
+                   on_eval: Sequence | None = None) -> Ensemble:
+    """Data on the device, the model built as the trainer builds it (``manual_seed(seed)``
+    first: call inside ``torch.random.fork_rng`` to leave the caller's RNG alone), probed and
+    with its step programs captured: ready to ``run``."""
+    opts = options or EngineOptions()
+    seed = cfgs[0].seed
+    train_data, test_data = data or (setting.generate("train", seed), setting.generate("test", seed))
+    x_train, y_train = train_data.inputs.to(device), train_data.targets.to(device)
+    x_test, y_test = test_data.inputs.to(device), test_data.targets.to(device)
+    vocab = setting.model_vocab_size()
+    torch.manual_seed(seed)
+    model = build_model(spec, vocab_size=vocab, max_len=x_train.shape[1],
+                        backbone=setting.backbone).to(device)
+    ens = Ensemble(model, cfgs, x_train, y_train, x_test, y_test, vocab, device, opts, info, on_eval)
+    ens.probe()
+    ens.build_programs()
+    ens.info.mode, ens.info.members = ens.mode, len(cfgs)
+    return ens

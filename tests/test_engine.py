@@ -1,0 +1,216 @@
+"""The ensemble engine computes what the plain trainer computes, member by member."""
+import math
+
+import pytest
+import torch
+
+from mad_bench import load_spec
+from mad_bench.engine import EngineInfo, EngineOptions, execute_engine, train_grid
+from mad_bench.engine.ensemble import build_ensemble
+from mad_bench.engine.metrics import batched_counts
+from mad_bench.results import ResultsStore
+from mad_bench.runner import execute, plan
+from mad_bench.suite import expand, load_suite
+from mad_bench.tasks import get_task
+from mad_bench.tasks.metrics import accuracy_counts
+from mad_bench.train.config import TrainConfig
+from mad_bench.train.trainer import cosine_lr, train
+
+RECALL = get_task("in-context-recall")(vocab_size=8, seq_len=16, num_train_examples=128,
+                                       num_test_examples=64)
+ATTENTION = load_spec({"name": "att", "d_model": 32, "repeat": 2,
+                       "layers": [{"type": "attention", "n_heads": 4, "rotary_dim": 0}, "swiglu"]})
+LSTM = load_spec({"name": "lstm", "d_model": 16, "repeat": 1, "layers": ["lstm", "swiglu"]})
+CFG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, weight_decay=0.0, stop_at_accuracy=None)
+GRID = [(1e-3, 0.0), (1e-2, 0.1), (3e-3, 0.0)]
+FIELDS = ("test_acc", "test_acc_macro", "test_loss", "train_acc", "train_loss")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: threads only contend on a shared CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def plain(spec, cfg, lr, wd, setting=RECALL):
+    return train(spec, setting, cfg.model_copy(update={"lr": lr, "weight_decay": wd}), device="cpu")
+
+
+def assert_same(engine, reference, tol=1e-4):
+    a, b = engine.to_dict(), reference.to_dict()
+    for k in ("status", "stop_reason", "epochs_run", "best_epoch", "params"):
+        assert a[k] == b[k], (k, a[k], b[k])
+    for k in FIELDS:
+        assert a[k] == pytest.approx(b[k], abs=tol, nan_ok=True), (k, a[k], b[k])
+    assert len(engine.history) == len(reference.history)
+
+
+def test_batched_counts_equal_accuracy_counts():
+    g = torch.Generator().manual_seed(0)
+    preds = torch.randint(-1, 7, (3, 50), generator=g)
+    targets = torch.randint(0, 6, (50,), generator=g)
+    targets[::4] = -100
+    offsets = torch.arange(3)[:, None] * 7
+    tp, sup, pred = batched_counts(preds, targets, 6, offsets)
+    for i in range(3):
+        ref = accuracy_counts(preds[i], targets, 6)
+        assert torch.equal(tp[i], ref.tp) and torch.equal(sup[i], ref.support)
+        assert torch.equal(pred[i], ref.predicted)
+
+
+def test_one_member_follows_torch_adamw_and_clipping_step_by_step():
+    """Parameters after each step: ensemble member g == torch.optim.AdamW + clip_grad_norm_."""
+    cfgs = [CFG.model_copy(update={"lr": lr, "weight_decay": wd, "grad_clip": 0.05}) for lr, wd in GRID]
+    with torch.random.fork_rng():
+        ens = build_ensemble(ATTENTION, RECALL, cfgs, torch.device("cpu"))
+    assert ens.mode == "vmap"
+    data = RECALL.generate("train", CFG.seed)
+    order = torch.randperm(128, generator=torch.Generator().manual_seed(CFG.seed + 1))
+    ens.order.copy_(order)
+    models, opts = [], []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)
+        from mad_bench.compiler import build_model
+        m = build_model(ATTENTION, vocab_size=8, max_len=16)
+        models.append(m)
+        opts.append(torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas))
+    total = ens.total_steps
+    for step in range(4):
+        ens._train_step()
+        idx = order[step * 32:(step + 1) * 32]
+        x, y = data.inputs[idx], data.targets[idx]
+        for g, (m, opt, cfg) in enumerate(zip(models, opts, cfgs)):
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(step, total, cfg)
+            loss = torch.nn.functional.cross_entropy(m(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+            opt.step()
+            mine = ens.flat[g]
+            ref = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+            assert torch.allclose(mine, ref, rtol=1e-5, atol=1e-6), (step, g, (mine - ref).abs().max())
+
+
+def test_ensemble_members_equal_plain_trainer():
+    info = EngineInfo()
+    results = train_grid(ATTENTION, RECALL, CFG, GRID, device="cpu", info=info)
+    assert info.mode == "vmap" and info.members == 3 and info.steps == 3 * 4
+    for (lr, wd), r in zip(GRID, results):
+        assert_same(r, plain(ATTENTION, CFG, lr, wd))
+
+
+def test_capture_warmup_leaves_the_training_state_untouched():
+    """The CUDA-graph path's warm-up really trains; its snapshot/restore must undo all of it
+    (emulated on CPU: warm-up + restore, no graph), compaction re-captures included."""
+    cfg = CFG.model_copy(update={"epochs": 3, "stop_at_accuracy": 0.3})
+    setting = get_task("in-context-recall")(vocab_size=8, seq_len=16, num_train_examples=80,
+                                            num_test_examples=40)  # 2 full batches + a tail
+    grid = [(1e-4, 0.0), (1e-2, 0.1)]
+    ref = train_grid(ATTENTION, setting, cfg, grid, device="cpu")
+    info = EngineInfo()
+    got = train_grid(ATTENTION, setting, cfg, grid, device="cpu", info=info,
+                     options=EngineOptions(emulate_capture=True, capture_warmup=3))
+    assert [r.stop_reason for r in got] == ["completed", "perfect"] and info.recaptures == 1
+    for a, b in zip(got, ref):
+        assert a.to_dict() | {"wall_s": 0} == b.to_dict() | {"wall_s": 0}
+        assert a.history == b.history
+    assert_same(got[1], plain(ATTENTION, cfg, *grid[1], setting=setting))
+
+
+def test_stopped_member_is_frozen_and_reported_at_its_stop_epoch():
+    grid = [(1e-4, 0.0), (1e-2, 0.1), (3e-3, 0.0)]
+    cfg = CFG.model_copy(update={"epochs": 4})
+    free = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu")
+    # a threshold the fast member reaches at epoch 2 and the slow one never does
+    threshold = free[1].history[1]["test_acc"]
+    assert max(h["test_acc"] for h in free[0].history) < threshold
+    cfg = cfg.model_copy(update={"stop_at_accuracy": threshold})
+    cfgs = [cfg.model_copy(update={"lr": lr, "weight_decay": wd}) for lr, wd in grid]
+    snapshots, holder = {}, {}
+
+    def snap(g):
+        def cb(epoch, record):
+            ens = holder["ens"]
+            snapshots[(g, epoch)] = ens.flat[ens.slots.index(g)].clone()
+            return False
+        return cb
+
+    with torch.random.fork_rng():
+        ens = build_ensemble(ATTENTION, RECALL, cfgs, torch.device("cpu"),
+                             options=EngineOptions(compact=False), on_eval=[snap(g) for g in range(3)])
+        holder["ens"] = ens
+        results = ens.run()
+    assert results[1].stop_reason == "perfect" and results[1].epochs_run <= 2
+    assert results[0].stop_reason == "completed" and results[0].epochs_run == 4
+    stop_epoch = results[1].epochs_run
+    assert results[1].best_epoch == stop_epoch and results[1].test_acc >= threshold
+    assert torch.equal(ens.flat[1], snapshots[(1, stop_epoch)])  # frozen since its stop
+    assert not torch.equal(ens.flat[0], snapshots[(0, stop_epoch)])  # the others train on
+    assert_same(results[1], plain(ATTENTION, cfg, *grid[1]))
+    # until its stop a member is the free-running member; the slow one is unaffected
+    assert results[1].history == free[1].history[:stop_epoch]
+    assert_same(results[0], free[0], tol=1e-6)
+    # dropping stopped members (compact, the default) changes nothing but the speed
+    info = EngineInfo()
+    compacted = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", info=info)
+    assert info.recaptures >= 1 and info.member_steps < 3 * info.steps
+    for r, c in zip(results, compacted):
+        assert_same(c, r)
+
+
+def test_non_vmappable_spec_falls_back_to_a_member_loop_equal_to_plain():
+    info = EngineInfo()
+    cfg = CFG.model_copy(update={"epochs": 2})
+    results = train_grid(LSTM, RECALL, cfg, GRID[:2], device="cpu", info=info)
+    assert info.mode == "loop" and "lstm" in info.fallback_reason
+    for (lr, wd), r in zip(GRID[:2], results):
+        assert_same(r, plain(LSTM, cfg, lr, wd))
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_dropout_masks_match_the_plain_runs(mode):
+    """vmap(randomness="same") and the loop's RNG replay draw each plain run's masks."""
+    spec = ATTENTION.model_copy(update={"dropout": 0.1})
+    cfg = CFG.model_copy(update={"epochs": 1})
+    info = EngineInfo()
+    results = train_grid(spec, RECALL, cfg, GRID[:2], device="cpu", options=EngineOptions(mode=mode), info=info)
+    assert info.mode == mode
+    for (lr, wd), r in zip(GRID[:2], results):
+        assert_same(r, plain(spec, cfg, lr, wd))
+
+
+def test_divergence_is_per_member():
+    """A member whose weights blow up ends 'diverged' like its plain run; the others train on."""
+    cfg = CFG.model_copy(update={"epochs": 2})
+    grid = [(1e-3, 0.0), (1.0, 1e30)]  # decay factor 1 - 1e30: inf weights within two steps
+    results = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu")
+    ref = plain(ATTENTION, cfg, *grid[1])
+    assert ref.status == "diverged" and ref.epochs_run == 1
+    assert_same(results[1], ref)
+    assert math.isnan(results[1].train_loss)
+    assert_same(results[0], plain(ATTENTION, cfg, *grid[0]))
+
+
+def test_execute_engine_writes_the_plain_runners_rows(tmp_path):
+    settings = expand(load_suite("smoke"), ["in-context-recall", "compression"], train_overrides={"epochs": 1})
+    spec = load_spec({"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2,
+                                                                 "rotary_dim": 0}, "swiglu"]})
+    requests = plan([spec], settings, grid=[(1e-3, 0.0), (5e-4, 0.1)])
+    plain_store, engine_store = ResultsStore(tmp_path / "plain"), ResultsStore(tmp_path / "engine")
+    plain_rows, _ = execute(requests, plain_store, device="cpu")
+    seen = []
+    rows, skipped = execute_engine(requests, engine_store, device="cpu",
+                                   on_grid=lambda reqs, info: seen.append((len(reqs), info.mode)))
+    assert skipped == 0 and len(rows) == len(requests) and seen == [(2, "vmap"), (2, "vmap")]
+    assert all(engine_store.has(r.key) for r in requests)
+    a, b = plain_store.load(), engine_store.load()
+    assert list(a.columns) == list(b.columns)
+    a, b = a.set_index("run_key").sort_index(), b.set_index("run_key").sort_index()
+    assert (a["status"] == b["status"]).all() and (a["epochs_run"] == b["epochs_run"]).all()
+    assert ((a["test_acc"] - b["test_acc"]).abs() <= 1e-4).all()
+    # the engine skips what either trainer already wrote
+    assert execute_engine(requests, plain_store, device="cpu") == ([], len(requests))
