@@ -111,7 +111,9 @@ def _grid_from_args(args, suite, use_suite_grid: bool):
         lrs = [args.lr] if args.lr is not None else (suite.grid.lr if use_suite_grid else [None])
         wds = [args.wd] if args.wd is not None else (suite.grid.weight_decay if use_suite_grid else [None])
         return [(lr, wd) for lr in lrs for wd in wds]
-    return suite.grid.points() if use_suite_grid else None
+    if use_suite_grid or len(suite.grid.points()) == 1:  # a one-point grid is the suite's choice
+        return suite.grid.points()
+    return None
 
 
 def _resolve_grid(grid, settings):

@@ -50,12 +50,14 @@ def test_typo_in_primitive_suggests():
 
 def test_unknown_key_names_field():
     (path, msg), = problems({"name": "t", "layers": [{"type": "attention", "n_head": 4}]})
-    assert path == "layers[0].n_head" and "unknown key" in msg
+    assert path == "layers[0].n_head" and "unknown key" in msg and "did you mean 'n_heads'" in msg
+    (path, msg), = problems({"name": "t", "layers": [{"type": "swiglu", "zzz": 1}]})
+    assert path == "layers[0].zzz" and "valid: type, d_inner, bias" in msg
 
 
 def test_unknown_top_level_key():
     (path, msg), = problems(dict(BASE, d_modle=64))
-    assert path == "d_modle" and "unknown key" in msg
+    assert path == "d_modle" and "unknown key" in msg and "did you mean 'd_model'" in msg
 
 
 def test_wrong_type_names_value():

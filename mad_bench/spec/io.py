@@ -43,7 +43,7 @@ def validate_document(model: type[M], data: Any, source: str | None = None,
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc, union_fields, source) from None
+        raise from_validation_error(exc, union_fields, source, model=model) from None
 
 
 def load_spec(source: str | Path | dict | ArchitectureSpec) -> ArchitectureSpec:
