@@ -16,10 +16,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import torch
+from pydantic import ValidationError
 
 from . import __version__
 from .results.store import ResultsStore, run_key
 from .spec import ArchitectureSpec
+from .spec.errors import from_validation_error
 from .suite import Setting
 from .train.config import TrainConfig
 from .train.trainer import RunResult, resolve_device, train
@@ -58,8 +60,11 @@ def plan(specs: list[ArchitectureSpec], settings: list[Setting],
             points = grid or [(setting.training.lr, setting.training.weight_decay)]
             for lr, wd in points:
                 for seed in seeds or [setting.training.seed]:
-                    cfg = setting.training.model_copy(update={"lr": lr, "weight_decay": wd, "seed": seed})
-                    TrainConfig.model_validate(cfg.model_dump())  # re-check bounds (min_lr <= lr)
+                    try:  # validated: bounds and min_lr <= lr
+                        cfg = TrainConfig.model_validate(
+                            {**setting.training.model_dump(), "lr": lr, "weight_decay": wd, "seed": seed})
+                    except ValidationError as exc:
+                        raise from_validation_error(exc, model=TrainConfig) from None
                     requests.append(RunRequest(spec, setting, cfg))
     return requests
 
