@@ -372,3 +372,26 @@ class CausalShortConv(nn.Module):
         window = torch.cat((cache.to(x_t.dtype), x_t[:, :, None]), dim=-1)  # [B, D, k]
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return y, window[:, :, 1:]
+
+
+def head_width(d_model: int, expand: float, field: str, n_heads: int) -> int:
+    """``d_model * expand``, checked to be an integer that ``n_heads`` divides."""
+    dim = d_model * expand
+    if dim != int(dim) or int(dim) % n_heads:
+        raise ValueError(
+            f"{field}={expand} gives width {dim} at d_model={d_model}, "
+            f"which must be an integer divisible by n_heads={n_heads}"
+        )
+    return int(dim)
+
+
+def add_qkv_projections(layer: nn.Module, cfg, d_model: int) -> None:
+    """The multi-head q/k/v projections the linear-attention layers share (no bias); sets
+    ``n_heads``, ``key_dim``, ``value_dim`` and the per-head ``dk``, ``dv`` on ``layer``."""
+    H = layer.n_heads = cfg.n_heads
+    layer.key_dim = head_width(d_model, cfg.expand_k, "expand_k", H)
+    layer.value_dim = head_width(d_model, cfg.expand_v, "expand_v", H)
+    layer.dk, layer.dv = layer.key_dim // H, layer.value_dim // H
+    layer.q_proj = nn.Linear(d_model, layer.key_dim, bias=False)
+    layer.k_proj = nn.Linear(d_model, layer.key_dim, bias=False)
+    layer.v_proj = nn.Linear(d_model, layer.value_dim, bias=False)

@@ -27,8 +27,9 @@ from ...kernels.delta_rule import chunk_delta_rule as chunk_delta_rule_triton
 from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import CausalShortConv, HeadNorm, chunk_delta_rule, chunked_flops_per_token
-from .gla import _dim
+from ._linear_common import (
+    CausalShortConv, HeadNorm, add_qkv_projections, chunk_delta_rule, chunked_flops_per_token, head_width,
+)
 
 _ACT = {"silu": F.silu, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1.0, "identity": lambda x: x}
 
@@ -51,8 +52,8 @@ class DeltaNetConfig(SequenceMixerConfig):
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
-        _dim(d_model, self.expand_k, "expand_k", self.n_heads)
-        _dim(d_model, self.expand_v, "expand_v", self.n_heads)
+        head_width(d_model, self.expand_k, "expand_k", self.n_heads)
+        head_width(d_model, self.expand_v, "expand_v", self.n_heads)
 
 
 @register(DeltaNetConfig)
@@ -64,13 +65,8 @@ class DeltaNet(SequenceMixer):
     def __init__(self, cfg: DeltaNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
-        H = self.n_heads = cfg.n_heads
-        self.key_dim = _dim(d_model, cfg.expand_k, "expand_k", H)
-        self.value_dim = _dim(d_model, cfg.expand_v, "expand_v", H)
-        self.dk, self.dv = self.key_dim // H, self.value_dim // H
-        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        add_qkv_projections(self, cfg, d_model)
+        H = self.n_heads
         self.b_proj = nn.Linear(d_model, H, bias=False)
         if cfg.short_conv:
             self.q_conv = CausalShortConv(self.key_dim, cfg.conv_size)

@@ -24,17 +24,10 @@ from ...kernels import chunked_linear_attention as cla
 from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import HeadNorm, chunk_gated_linear_attention, chunked_flops_per_token
+from ._linear_common import (
+    HeadNorm, add_qkv_projections, chunk_gated_linear_attention, chunked_flops_per_token, head_width,
+)
 
-
-def _dim(d_model: int, expand: float, field: str, n_heads: int) -> int:
-    dim = d_model * expand
-    if dim != int(dim) or int(dim) % n_heads:
-        raise ValueError(
-            f"{field}={expand} gives width {dim} at d_model={d_model}, "
-            f"which must be an integer divisible by n_heads={n_heads}"
-        )
-    return int(dim)
 
 
 class GatedLinearAttentionConfig(SequenceMixerConfig):
@@ -53,8 +46,8 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
-        _dim(d_model, self.expand_k, "expand_k", self.n_heads)
-        _dim(d_model, self.expand_v, "expand_v", self.n_heads)
+        head_width(d_model, self.expand_k, "expand_k", self.n_heads)
+        head_width(d_model, self.expand_v, "expand_v", self.n_heads)
         if self.chunk_size % self.sub_chunk_size:
             raise ValueError(
                 f"sub_chunk_size={self.sub_chunk_size} must divide chunk_size={self.chunk_size}"
@@ -70,13 +63,7 @@ class GatedLinearAttention(SequenceMixer):
     def __init__(self, cfg: GatedLinearAttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
-        H = self.n_heads = cfg.n_heads
-        self.key_dim = _dim(d_model, cfg.expand_k, "expand_k", H)
-        self.value_dim = _dim(d_model, cfg.expand_v, "expand_v", H)
-        self.dk, self.dv = self.key_dim // H, self.value_dim // H
-        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        add_qkv_projections(self, cfg, d_model)
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if cfg.output_gate else None
         self.gk_down = nn.Linear(d_model, cfg.gate_low_rank_dim, bias=False)
         self.gk_up = nn.Linear(cfg.gate_low_rank_dim, self.key_dim, bias=True)

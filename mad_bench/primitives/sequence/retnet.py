@@ -27,9 +27,10 @@ from ...kernels import chunked_linear_attention as cla
 from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import HeadNorm, chunk_simple_gla, chunked_flops_per_token
+from ._linear_common import (
+    HeadNorm, add_qkv_projections, chunk_simple_gla, chunked_flops_per_token, head_width,
+)
 from .attention import apply_rotary, rotary_tables
-from .gla import _dim
 
 
 class RetNetConfig(SequenceMixerConfig):
@@ -46,8 +47,8 @@ class RetNetConfig(SequenceMixerConfig):
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
-        dk = _dim(d_model, self.expand_k, "expand_k", self.n_heads) // self.n_heads
-        _dim(d_model, self.expand_v, "expand_v", self.n_heads)
+        dk = head_width(d_model, self.expand_k, "expand_k", self.n_heads) // self.n_heads
+        head_width(d_model, self.expand_v, "expand_v", self.n_heads)
         if self.rotary and dk % 2:
             raise ValueError(f"rotary=True needs an even key head dim, got {dk} (expand_k)")
 
@@ -61,13 +62,8 @@ class RetNet(SequenceMixer):
     def __init__(self, cfg: RetNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
-        H = self.n_heads = cfg.n_heads
-        self.key_dim = _dim(d_model, cfg.expand_k, "expand_k", H)
-        self.value_dim = _dim(d_model, cfg.expand_v, "expand_v", H)
-        self.dk, self.dv = self.key_dim // H, self.value_dim // H
-        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        add_qkv_projections(self, cfg, d_model)
+        H = self.n_heads
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.o_norm = HeadNorm(self.dv, cfg.norm, cfg.norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
