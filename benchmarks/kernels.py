@@ -320,6 +320,41 @@ OPS += [
 ]
 
 
+# ----------------------------------------------------------------------------- mLSTM
+# xLSTM's chunked stabilised mLSTM: q, k, v in [B, L, H, d] storage (H 8, d = D / 8; k pre-scaled
+# by d^-0.5 as in the layer), passed as [B, H, L, d] views; gates i~ [B, L, H] (~ N(0, 2^2)) and
+# forget pre-activations f~ (~ N(4, 1): xLSTM's forget bias 3..6), log f = logsigmoid(f~) in fp32.
+# torch = mlstm_chunked (chunk 64, fp32 inside); the fp64 reference is the same in fp64.
+from mad_bench.kernels.mlstm import mlstm as ml_mlstm  # noqa: E402
+
+ML_HEADS = 8
+
+
+def _ml_make(B, L, D, dt, dev):
+    H, d = ML_HEADS, D // ML_HEADS
+    return [_rn(B, L, H, d, dtype=dt, device=dev), _rn(B, L, H, d, dtype=dt, device=dev, scale=d**-0.5),
+            _rn(B, L, H, d, dtype=dt, device=dev), _rn(B, L, H, dtype=torch.float32, device=dev, scale=2.0),
+            _rn(B, L, H, dtype=torch.float32, device=dev, shift=4.0)]
+
+
+def _ml_call(impl):
+    def call(q, k, v, ig, fp):
+        t = lambda x: x.transpose(1, 2)  # noqa: E731
+        return ml_mlstm(t(q), t(k), t(v), t(ig.float()), t(F.logsigmoid(fp.float())), impl=impl)
+    return call
+
+
+OPS += [
+    OpBench(
+        "mlstm",
+        _ml_make, (0, 1, 2, 3, 4),
+        triton=_ml_call("triton"),
+        torch=_ml_call("torch"),
+        notes="xLSTM mLSTM (exp input gate, normaliser, stabiliser); H 8, K = V = D/8; torch = mlstm_chunked",
+    ),
+]
+
+
 # ----------------------------------------------------------------------------- measurement
 def _flat(out):
     return list(out) if isinstance(out, (tuple, list)) else [out]

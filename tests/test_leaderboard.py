@@ -239,3 +239,18 @@ def test_cli_and_report(store, tmp_path, capsys):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert run("report", "--results", root, "--out", str(tmp_path / "r.html")) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_spec_missing_tasks_ranks_after_complete_ones_and_is_never_best():
+    rows = list(_rows())
+    # "lucky" ran only t1's baseline and scored 1.0 there: a MAD score over 1 of 4 settings
+    rows.append({**rows[0], "spec": "lucky", "spec_hash": "lucky-h", "test_acc": 1.0,
+                 "test_acc_macro": 1.0, "lr": 1e-3})
+    rows.append({**rows[0], "spec": "lucky", "spec_hash": "lucky-h", "test_acc": 1.0,
+                 "test_acc_macro": 1.0, "lr": 1e-4})
+    board = build_leaderboard(pd.DataFrame(rows), by="task")
+    order = list(board.info["spec"])
+    assert order[-1] == "lucky" and order[:3] == ["attn_big", "attn", "hyena"]
+    assert not board.is_best("lucky-h", MAD_COLUMN) and board.is_best("attn_big-h", MAD_COLUMN)
+    lucky_row = next(line for line in board.render("md").splitlines() if "| lucky |" in line)
+    assert lucky_row.rstrip(" |").endswith("†")

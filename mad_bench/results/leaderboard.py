@@ -113,11 +113,13 @@ class Leaderboard:
         self._cells = {(r["key"], r["column"]): r for r in self.cells.to_dict("records")}
         self._best = {}
         for col in self.columns:
-            vals = [c["score"] for (k, cc), c in self._cells.items() if cc == col and _finite(c["score"])]
-            top = max(vals) if vals else None
-            self._best[col] = {k for (k, cc), c in self._cells.items()
-                               if cc == col and top is not None and _finite(c["score"])
-                               and math.isclose(c["score"], top, rel_tol=0, abs_tol=1e-12)}
+            # a cell over fewer settings / tasks than the others competes only if none is complete
+            candidates = [c for (k, cc), c in self._cells.items() if cc == col and _finite(c["score"])]
+            if any(c["covered"] for c in candidates):
+                candidates = [c for c in candidates if c["covered"]]
+            top = max((c["score"] for c in candidates), default=None)
+            self._best[col] = {c["key"] for c in candidates
+                               if math.isclose(c["score"], top, rel_tol=0, abs_tol=1e-12)}
 
     def is_best(self, key, column) -> bool:
         return key in self._best.get(column, set())
@@ -312,13 +314,28 @@ def _seed_std(per_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
              .assign(std=lambda d: d["std"].fillna(0.0)))
 
 
+def suite_task_order(frame: pd.DataFrame) -> list[str]:
+    """Tasks in their suite file's order where the suite is a shipped one, else as stored."""
+    stored = list(dict.fromkeys(frame["task"]))
+    suites = frame["suite"].dropna().unique()
+    if len(suites) == 1:
+        try:
+            from ..suite import load_suite
+
+            listed = list(load_suite(str(suites[0])).tasks)
+        except Exception:  # noqa: BLE001 - a custom suite that is not on disk: keep stored order
+            return stored
+        return [t for t in listed if t in stored] + [t for t in stored if t not in listed]
+    return stored
+
+
 def spec_cells(frame: pd.DataFrame, metric: str, by: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """Cells keyed by spec_hash: (cells, columns, mad) for by = task | setting."""
     settings = setting_scores(frame, metric=metric)
     tasks = task_scores(settings)
     mad = mad_scores(tasks)
     per_seed = _per_seed_scores(frame, metric)
-    task_order = list(dict.fromkeys(frame["task"]))
+    task_order = suite_task_order(frame)
     # coverage: every setting of the task that any spec has in the store
     all_settings = settings.groupby("task")["setting"].nunique().to_dict()
     n_tasks = len(task_order)
@@ -388,7 +405,11 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
     info = spec_info(frame)
     if by in ("task", "setting"):
         cells, columns, mad = spec_cells(frame, metric, by)
-        info = info.loc[list(mad["spec_hash"])]  # sorted by MAD score, best first
+        # complete specs first (a score over fewer tasks is not comparable), then by MAD score
+        covered = cells[cells["column"] == MAD_COLUMN].set_index("key")["covered"]
+        ranked = mad.assign(_covered=mad["spec_hash"].map(covered).fillna(False).astype(bool))
+        ranked = ranked.sort_values(["_covered", "mad_score"], ascending=[False, False], kind="stable")
+        info = info.loc[list(ranked["spec_hash"])]
         return Leaderboard(suite, metric, by, "spec", info, columns, cells,
                            info_columns=["spec", "params", "primitives"])
 

@@ -20,13 +20,15 @@ stabilised quadratic attention within chunks plus the (C, n, m) state carried be
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels.dispatch import resolve_impl
+from ...kernels.mlstm import mlstm as mlstm_triton
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from .mamba import causal_depthwise_conv, conv_step
@@ -40,6 +42,7 @@ def mlstm_chunked(
     log_f: torch.Tensor,
     chunk_size: int = 64,
     state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    compute_dtype: torch.dtype = torch.float32,
 ):
     """Chunked stabilised mLSTM, torch reference.
 
@@ -61,13 +64,14 @@ def mlstm_chunked(
 
     Every exponent is <= 0, so nothing overflows. Padded steps (to a multiple of T) have
     ``log f = 0`` and ``i~ = -inf`` (no decay, no input), so the final state is exact.
+    Computed in ``compute_dtype`` (fp32; fp64 gives a precise reference for kernel tests).
     """
     b, h, l, dk = q.shape
     dv = v.shape[-1]
     T = max(1, min(chunk_size, l))
     nc = -(-l // T)
     pad = nc * T - l
-    q, k, v, i_gate, log_f = q.float(), k.float(), v.float(), i_gate.float(), log_f.float()
+    q, k, v, i_gate, log_f = (t.to(compute_dtype) for t in (q, k, v, i_gate, log_f))
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         i_gate = F.pad(i_gate, (0, pad), value=float("-inf"))
@@ -99,9 +103,9 @@ def mlstm_chunked(
         n = q.new_zeros(b, h, dk)
         m = q.new_zeros(b, h)
     else:
-        C, n, m = (t.float() for t in state)
+        C, n, m = (t.to(compute_dtype) for t in state)
         m = m.detach()
-    g_end = g[..., -1].detach()  # [b, h, c]
+    g_end = g[..., -1]  # [b, h, c]; the carried state's decay has a gradient, m does not
     C_loc, n_loc = C_loc.unbind(2), n_loc.unbind(2)
     m_loc_c, g_end_c = m_loc.unbind(2), g_end.unbind(2)
     Cs, ns, ms = [], [], []
@@ -109,7 +113,7 @@ def mlstm_chunked(
         Cs.append(C)
         ns.append(n)
         ms.append(m)
-        m_new = torch.maximum(g_end_c[c] + m, m_loc_c[c])
+        m_new = torch.maximum(g_end_c[c].detach() + m, m_loc_c[c])
         a_old = (g_end_c[c] + m - m_new).exp()
         a_new = (m_loc_c[c] - m_new).exp()
         C = a_old[..., None, None] * C + a_new[..., None, None] * C_loc[c]
@@ -150,6 +154,8 @@ class MLSTMConfig(SequenceMixerConfig):
 @register(MLSTMConfig)
 class MLSTM(SequenceMixer):
     """xLSTM mLSTM: multi-head matrix memory with exponential gating and a stabiliser."""
+
+    has_triton: ClassVar[bool] = True
 
     def __init__(self, cfg: MLSTMConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -193,10 +199,12 @@ class MLSTM(SequenceMixer):
         if self.cfg.d_conv > 0:
             xc = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
         q, k, v, i_gate, log_f, o = self._project(x, xc)
-        h, _ = mlstm_chunked(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            i_gate.transpose(1, 2), log_f.transpose(1, 2), self.cfg.chunk_size,
-        )
+        args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                i_gate.transpose(1, 2), log_f.transpose(1, 2))
+        if resolve_impl(self.cfg.impl, x) == "triton":  # chunk length: the kernel's own
+            h = mlstm_triton(*args, impl="triton")
+        else:
+            h, _ = mlstm_chunked(*args, self.cfg.chunk_size)
         return self._out(h.transpose(1, 2).to(x.dtype), o)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
