@@ -355,6 +355,60 @@ OPS += [
 ]
 
 
+# ----------------------------------------------------------------------------- sLSTM, RWKV-6
+# sLSTM cell loop: wx [B, L, H, 4 d_h] (the layer's precomputed W x + b), R [H, d_h, 4 d_h] fp32,
+# H 4 (the layer's default), d_h = D / 4; torch = the layer's eager per-step loop. Not run on the
+# long set (d_h 256: the four R blocks no longer fit in registers).
+# RWKV-6 WKV: r, k, v in fla's [B, L, H, K] storage (K 16, MAD-Lab's head size; H = D / 16),
+# fp32 log decays -exp(N(-0.5, 1)), u [H, K]; our kernel takes [B, H, L, K] views; torch = the
+# primitive library's chunked form (chunk 16); fla = fla.ops.rwkv6.chunk_rwkv6 (scale 1).
+from mad_bench.kernels.rwkv6 import wkv6 as rw_wkv6  # noqa: E402
+from mad_bench.kernels.slstm import slstm_scan as sl_scan, slstm_scan_ref as sl_scan_ref  # noqa: E402
+
+SL_HEADS = 4
+RW_HEAD = 16
+
+
+def _sl_make(B, L, D, dt, dev):
+    H, dh = SL_HEADS, D // SL_HEADS
+    wx = torch.randn(B, L, H, 4, dh, device=dev)
+    wx[..., 1, :] += 3.0  # forget-gate bias (the layer's init: 3..6)
+    return [wx.view(B, L, H, 4 * dh).to(dt), _rn(H, dh, 4 * dh, dtype=torch.float32, device=dev, scale=dh**-0.5)]
+
+
+def _rw_make(B, L, D, dt, dev):
+    H, K = D // RW_HEAD, RW_HEAD
+    logw = -torch.exp(torch.randn(B, L, H, K, device=dev) - 0.5)
+    return [*(_rn(B, L, H, K, dtype=dt, device=dev) for _ in range(3)), logw,
+            _rn(H, K, dtype=torch.float32, device=dev, scale=0.5)]
+
+
+def _rw_call(fn, **kw):
+    return lambda r, k, v, w, u: fn(*_T(r, k, v, w), u, **kw)
+
+
+_fla_rwkv6 = _fla_fn("fla.ops.rwkv6", "chunk_rwkv6")
+
+OPS += [
+    OpBench(
+        "slstm_scan",
+        _sl_make, (0, 1),
+        triton=lambda wx, R: sl_scan(wx, R, impl="triton"),
+        torch=sl_scan_ref,
+        shape_sets=("mad", "tiny"),
+        notes="sLSTM time loop; H 4, d_h = D/4; triton = one program per (batch, head)",
+    ),
+    OpBench(
+        "wkv6",
+        _rw_make, (0, 1, 2, 3, 4),
+        triton=_rw_call(rw_wkv6, impl="triton"),
+        torch=_rw_call(rw_wkv6, impl="torch"),
+        notes=f"rwkv6 time mixing; K = V = {RW_HEAD}, H = D/{RW_HEAD}; triton = sequential recurrence",
+        extra=dict(baselines={"fla": lambda r, k, v, w, u: _fla_rwkv6(r, k, v, w, u, scale=1.0)[0].transpose(1, 2)}),
+    ),
+]
+
+
 # ----------------------------------------------------------------------------- measurement
 def _flat(out):
     return list(out) if isinstance(out, (tuple, list)) else [out]

@@ -25,7 +25,7 @@ terms, 64 for the decay); initialisation is RWKV-6's for a single layer (layer 0
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -100,6 +101,8 @@ def wkv6_chunked(r, k, v, logw, u, chunk: int):
 class RWKV6(SequenceMixer):
     """RWKV-6 time mixing: data-dependent shift and decay, matrix-valued per-head state."""
 
+    has_triton: ClassVar[bool] = True
+
     def __init__(self, cfg: RWKV6Config, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -150,7 +153,12 @@ class RWKV6(SequenceMixer):
         x_prev = F.pad(x, (0, 0, 1, -1))
         r, k, v, g, logw = self._inputs(x, x_prev)
         heads = lambda t: t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        o = wkv6_chunked(heads(r), heads(k), heads(v), heads(logw), self.bonus, self.cfg.chunk_size)
+        if resolve_impl(self.cfg.impl, x) == "triton":  # sequential WKV, state in registers
+            from ...kernels.rwkv6 import wkv6
+
+            o = wkv6(heads(r), heads(k), heads(v), heads(logw), self.bonus, impl="triton")
+        else:
+            o = wkv6_chunked(heads(r), heads(k), heads(v), heads(logw), self.bonus, self.cfg.chunk_size)
         return self._out(o.transpose(1, 2).reshape(B, L, D), g)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

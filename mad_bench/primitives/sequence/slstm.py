@@ -23,13 +23,14 @@ the input projections ``W x_t`` precomputed for all t and one batched matmul per
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...kernels.dispatch import resolve_impl
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -68,6 +69,8 @@ class SLSTMConfig(SequenceMixerConfig):
 class SLSTM(SequenceMixer):
     """xLSTM sLSTM: scalar memory, exponential gating, block-diagonal recurrence (sequential)."""
 
+    has_triton: ClassVar[bool] = True
+
     def __init__(self, cfg: SLSTMConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -96,6 +99,11 @@ class SLSTM(SequenceMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Bsz = x.shape[0]
+        if resolve_impl(self.cfg.impl, x) == "triton":  # the whole time loop in one kernel
+            from ...kernels.slstm import slstm_scan
+
+            h = slstm_scan(self._wx(x), self.R.float(), impl="triton")  # [B, L, H, d_h] fp32
+            return self.out(self._out(h).to(x.dtype))
         wx = self._wx(x).permute(1, 2, 0, 3).contiguous()  # [L, H, B, 4 d_h]
         state = self._zeros(Bsz, x.device)
         R = self.R.float()
