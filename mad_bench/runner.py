@@ -108,7 +108,22 @@ def run_one(req: RunRequest, device: str | None = None, progress=None,
         return make_row(req, None, dev, error=detail)
 
 
-def _worker(req: RunRequest, device: str | None, threads: int, root: str) -> dict[str, Any]:
+def _exit_with_parent(parent: int) -> None:
+    """Worker processes outlive a killed driver; this one ends itself when its parent goes."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(req: RunRequest, device: str | None, threads: int, root: str,
+            parent: int) -> dict[str, Any]:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     row = run_one(req, device)
     ResultsStore(root).write(req.key, row)
@@ -141,7 +156,8 @@ def execute(requests: list[RunRequest], store: ResultsStore, device: str | None 
         return rows, skipped
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_worker, req, device, threads, str(store.root)): req for req in todo}
+        futures = {pool.submit(_worker, req, device, threads, str(store.root), os.getpid()): req
+                   for req in todo}
         for i, fut in enumerate(as_completed(futures), 1):
             req = futures[fut]
             try:

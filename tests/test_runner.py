@@ -95,3 +95,44 @@ def test_bench_with_the_ensemble_engine_matches_plain(tmp_path, capsys):
     assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(tmp_path / "x"),
                    "--engine", "ensemble", "--workers", "2") == 2
     assert "use --workers 1" in capsys.readouterr().err
+
+
+def test_bench_workers_end_when_the_driver_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite = tmp_path / "slow.yaml"
+    suite.write_text(
+        "name: slow\ntraining: {epochs: 500, batch_size: 8, stop_at_accuracy: null}\n"
+        "grid: {lr: [1.0e-3, 2.0e-3], weight_decay: [0.0]}\n"
+        "tasks:\n  in-context-recall:\n    baseline: {vocab_size: 8, seq_len: 16,"
+        " num_train_examples: 64, num_test_examples: 16}\n")
+    driver = subprocess.Popen([sys.executable, "-m", "mad_bench.cli", "bench", TRANSFORMER,
+                               "--suite", str(suite), "--results", str(tmp_path / "r"),
+                               "--workers", "2", "--device", "cpu", "--no-progress"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(driver.pid)], capture_output=True,
+                             text=True).stdout.split()
+        return [int(p) for p in out]
+
+    deadline = time.time() + 60
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    workers = children()
+    assert workers, "no worker processes started"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 20
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
+                 "zombie" not in open(f"/proc/{p}/status").read().lower()]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "workers outlived the killed driver"
