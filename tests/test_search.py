@@ -108,9 +108,11 @@ def test_worker_killed_is_retried_then_failed(tmp_path, monkeypatch):
 
 
 def test_driver_killed_then_resume(tmp_path):
+    TRIALS = 16  # enough that a fast machine cannot finish them all before the kill lands
     space = write_space(tmp_path, d_model=[16, 32, 48])
     cmd = [sys.executable, "-m", "mad_bench.cli"] + search(
-        tmp_path, space, "--trials", "6", "--executor", "local", "--in-process", "--sampler", "random")
+        tmp_path, space, "--trials", str(TRIALS), "--executor", "local", "--in-process",
+        "--sampler", "random")
     journal = tmp_path / "res" / "s" / "journal.log"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -122,21 +124,21 @@ def test_driver_killed_then_resume(tmp_path):
                         break
                 except KeyError:  # the study is not created yet
                     pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
     before = {t.number: t for t in load(tmp_path).trials if t.state.name == "COMPLETE"}
-    assert 2 <= len(before) < 6
+    assert 2 <= len(before) < TRIALS
     rows_before = ResultsStore(tmp_path / "res").load().set_index("run_key")
     out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     trials = load(tmp_path).trials
     done = [t for t in trials if t.state.name == "COMPLETE"]
     stale = [t for t in trials if t.user_attrs.get("stale")]
-    assert len(done) == 6
+    assert len(done) == TRIALS
     # finished trials were not re-run: same values, their rows untouched
     for n, t in before.items():
         assert trials[n].values == t.values
