@@ -130,6 +130,13 @@ def _worker(req: RunRequest, device: str | None, threads: int, root: str,
     return row
 
 
+def pending(requests: list[RunRequest], store: ResultsStore,
+            force: bool = False) -> tuple[list[RunRequest], int]:
+    """The requests the store lacks (all with ``force``) and how many were skipped."""
+    todo = [r for r in requests if force or not store.has(r.key)]
+    return todo, len(requests) - len(todo)
+
+
 def execute(requests: list[RunRequest], store: ResultsStore, device: str | None = None,
             workers: int = 1, force: bool = False,
             on_row: Callable[[RunRequest, dict, int, int], None] | None = None,
@@ -139,8 +146,7 @@ def execute(requests: list[RunRequest], store: ResultsStore, device: str | None 
     ``on_row(request, row, done, total)`` is called as each run lands; ``progress_factory()``
     gives a per-run progress object (sequential execution only).
     """
-    todo = [r for r in requests if force or not store.has(r.key)]
-    skipped = len(requests) - len(todo)
+    todo, skipped = pending(requests, store, force)
     rows: list[dict] = []
     if not todo:
         return rows, skipped

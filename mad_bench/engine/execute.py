@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..results.store import ResultsStore
-from ..runner import RunRequest, make_row, run_one
+from ..runner import RunRequest, make_row, pending, run_one
 from ..train.trainer import resolve_device
 from .ensemble import EngineInfo, EngineOptions, train_grid
 
@@ -60,8 +60,7 @@ def execute_engine(requests: list[RunRequest], store: ResultsStore, device: str 
     that grid's runs go through the plain trainer (``runner.run_one``) instead.
     ``on_grid(requests, info)`` reports what the engine did for each grid.
     """
-    todo = [r for r in requests if force or not store.has(r.key)]
-    skipped = len(requests) - len(todo)
+    todo, skipped = pending(requests, store, force)
     rows: list[dict] = []
     if not todo:
         return rows, skipped
