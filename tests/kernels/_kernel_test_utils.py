@@ -30,3 +30,19 @@ def leaf(t: torch.Tensor) -> torch.Tensor:
 
 def as64(ts):
     return [leaf(t.detach().double()) if t is not None else None for t in ts]
+
+
+def check_layer_paths(ref, tri, x, out_tol: float, grad_tol: float, allow_unused: bool = False):
+    """A layer's Triton path equals its torch path: the output, and the gradients of the input
+    and of every parameter (``ref`` and ``tri`` hold the same weights)."""
+    xr, xt = leaf(x), leaf(x)
+    yr, yt = ref(xr), tri(xt)
+    check(yt, yr, out_tol, ["y"])
+    dy = torch.randn_like(yr)
+    gr = torch.autograd.grad(yr, [xr, *ref.parameters()], dy, allow_unused=allow_unused)
+    gt = torch.autograd.grad(yt, [xt, *tri.parameters()], dy, allow_unused=allow_unused)
+    names = ["x", *[n for n, _ in ref.named_parameters()]]
+    for a, b, n in zip(gt, gr, names):
+        assert (a is None) == (b is None), n
+        if b is not None:
+            check(a, b, grad_tol, [n])

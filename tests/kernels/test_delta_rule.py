@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mad_bench.kernels.delta_rule import chunk_delta_rule, delta_rule_ref
 from mad_bench.primitives.sequence._linear_common import recurrent_delta_rule
 
-from _kernel_test_utils import as64, check, grads, leaf
+from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
 
 TOL = 2e-5
 
@@ -84,11 +84,4 @@ def test_deltanet_layer_triton_equals_torch(device):
     tri = DeltaNet(DeltaNetConfig(impl="triton", n_heads=2), 24, 64).to(device)
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(2, 19, 24, device=device)
-    xr, xt = leaf(x), leaf(x)
-    yr, yt = ref(xr), tri(xt)
-    check(yt, yr, 1e-5, ["y"])
-    dy = torch.randn_like(yr)
-    pr = [xr, *ref.parameters()]
-    pt = [xt, *tri.parameters()]
-    names = ["x", *[n for n, _ in ref.named_parameters()]]
-    check(grads(yt, pt, dy), grads(yr, pr, dy), 1e-4, names)
+    check_layer_paths(ref, tri, x, 1e-5, 1e-4)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from mad_bench.kernels.mlstm import mlstm, mlstm_ref
 
-from _kernel_test_utils import as64, check, leaf, rel_err
+from _kernel_test_utils import as64, check, leaf, rel_err, check_layer_paths
 
 TOL = 1e-4
 NAMES = ["dq", "dk", "dv", "di", "df", "dC0", "dn0"]
@@ -169,14 +169,4 @@ def test_layer_triton_path_equals_torch_path(device, d_model, n_heads, chunk):
         m_torch.gates.weight.normal_(0.0, 1.0)
     m_tri.load_state_dict(m_torch.state_dict())
     x = torch.randn(2 if n_heads == 1 else 1, L, d_model, device=device)
-    xa, xb = leaf(x), leaf(x)
-    ya, yb = m_torch(xa), m_tri(xb)
-    check(yb, ya, TOL, ["y"])
-    gy = torch.randn_like(ya)
-    ga = torch.autograd.grad(ya, [xa, *m_torch.parameters()], gy, allow_unused=True)
-    gb = torch.autograd.grad(yb, [xb, *m_tri.parameters()], gy, allow_unused=True)
-    names = ["dx"] + [n for n, _ in m_torch.named_parameters()]
-    for a, b, n in zip(gb, ga, names):
-        assert (a is None) == (b is None), n
-        if b is not None:
-            assert rel_err(a, b) <= 2 * TOL, n
+    check_layer_paths(m_torch, m_tri, x, TOL, 2 * TOL, allow_unused=True)

@@ -5,7 +5,7 @@ import torch
 
 from mad_bench.kernels.rwkv6 import wkv6, wkv6_recurrent, wkv6_ref
 
-from _kernel_test_utils import as64, check, grads, leaf
+from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
 
 TOL = 1e-4
 NAMES = ["dr", "dk", "dv", "dlogw", "du"]
@@ -64,11 +64,4 @@ def test_rwkv6_layer_triton_equals_torch(device):
             p.add_(torch.randn_like(p) * 0.1)
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(2, 19, 24, device=device)
-    xr, xt = leaf(x), leaf(x)
-    yr, yt = ref(xr), tri(xt)
-    check(yt, yr, 1e-5, ["y"])
-    dy = torch.randn_like(yr)
-    pr = [xr, *ref.parameters()]
-    pt = [xt, *tri.parameters()]
-    names = ["x", *[n for n, _ in ref.named_parameters()]]
-    check(grads(yt, pt, dy), grads(yr, pr, dy), 1e-4, names)
+    check_layer_paths(ref, tri, x, 1e-5, 1e-4)

@@ -5,7 +5,7 @@ import torch
 
 from mad_bench.kernels.selective_scan import selective_scan, selective_scan_naive, selective_scan_ref
 
-from _kernel_test_utils import as64, check, grads, leaf
+from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
 
 TOL = 2e-5
 NAMES = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
@@ -97,11 +97,4 @@ def test_mamba_layer_triton_equals_torch(device):
     tri = Mamba(MambaConfig(impl="triton"), 12, 64).to(device)
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(2, 19, 12, device=device)
-    xr, xt = leaf(x), leaf(x)
-    yr, yt = ref(xr), tri(xt)
-    check(yt, yr, 1e-5, ["y"])
-    dy = torch.randn_like(yr)
-    pr = [xr, *ref.parameters()]
-    pt = [xt, *tri.parameters()]
-    names = ["x", *[n for n, _ in ref.named_parameters()]]
-    check(grads(yt, pt, dy), grads(yr, pr, dy), 1e-4, names)
+    check_layer_paths(ref, tri, x, 1e-5, 1e-4)
