@@ -214,3 +214,40 @@ def test_execute_engine_writes_the_plain_runners_rows(tmp_path):
     assert ((a["test_acc"] - b["test_acc"]).abs() <= 1e-4).all()
     # the engine skips what either trainer already wrote
     assert execute_engine(requests, plain_store, device="cpu") == ([], len(requests))
+
+
+BF16 = CFG.model_copy(update={"precision": "bf16"})
+
+
+@pytest.mark.parametrize("arch", ["mamba", "short-conv", "deltanet", "hyena", "mlstm", "transformer"])
+def test_vmapped_path_equals_the_member_loop_under_bf16(arch):
+    """The GPU runs bf16 autocast; vmap + autocast broke conv1d (fp32 bias next to bf16 input)
+    where fp32 runs were fine. Loss and every gradient must agree with the per-member loop."""
+    spec = load_spec(f"architectures/{arch}.yaml")
+    ens = build_ensemble(spec, RECALL, [BF16.model_copy(update={"lr": lr, "weight_decay": wd})
+                                        for lr, wd in GRID], torch.device("cpu"),
+                         options=EngineOptions(probe=False))
+    check = ens.compare_modes(ens.x_train[:4], ens.y_train[:4])
+    assert check.ok, check.describe()
+    assert check.tol == check.BF16_TOL
+
+
+def test_probe_rejects_a_vmapped_path_whose_gradients_differ(monkeypatch):
+    """A batching rule that gets gradients wrong (as CUDA's cuDNN attention did under vmap)
+    sends the spec to the per-member loop, with the reason."""
+    from mad_bench.engine import ensemble as ens_mod
+
+    real = ens_mod.Ensemble._forward
+
+    def wrong_under_vmap(self, x, mode=None):
+        logits, aux = real(self, x, mode)
+        if (mode or self.mode) == "vmap":  # right values, wrong gradient
+            logits = logits + (logits * 0.5 - (logits * 0.5).detach())
+        return logits, aux
+
+    monkeypatch.setattr(ens_mod.Ensemble, "_forward", wrong_under_vmap)
+    info = EngineInfo()
+    build_ensemble(ATTENTION, RECALL, [CFG, CFG.model_copy(update={"lr": 1e-2})], torch.device("cpu"),
+                   info=info)
+    assert info.mode == "loop"
+    assert "gradient rel err" in info.fallback_reason

@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import check_impl, jit, next_pow2, num_sms, pick, resolve_impl, tl, triton
+from .vmap_rules import vmap_apply
 
 __all__ = [
     "chunk_simple_gla", "chunk_gla", "chunk_simple_gla_ref", "chunk_gla_ref",
@@ -471,8 +472,8 @@ def _run(q, k, v, log_g, scale, initial_state, output_final_state, chunk_size):
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     q, k, v = q.to(dt), k.to(dt), v.to(dt)  # no-ops when they agree
-    o, ht = ChunkedLinearAttentionFunction.apply(q, k, v, log_g, initial_state, scale,
-                                                 bool(output_final_state), chunk_size)
+    o, ht = vmap_apply(ChunkedLinearAttentionFunction.apply, q, k, v, log_g, initial_state, scale,
+                       bool(output_final_state), chunk_size, fold_args=(0, 1, 2, 3, 4))
     return (o, ht) if output_final_state else o
 
 

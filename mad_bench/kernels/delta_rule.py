@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import check_impl, jit, next_pow2, pick, resolve_impl, tl, triton
+from .vmap_rules import vmap_apply
 
 __all__ = ["chunk_delta_rule", "delta_rule_ref", "DeltaRuleFunction"]
 
@@ -267,5 +268,6 @@ def chunk_delta_rule(q, k, v, beta, scale: float | None = None, initial_state=No
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if resolve_impl(impl, q) == "torch":
         return delta_rule_ref(q, k, v, beta, scale, initial_state, output_final_state)
-    o, sfin = DeltaRuleFunction.apply(q, k, v, beta, scale, initial_state)
+    o, sfin = vmap_apply(DeltaRuleFunction.apply, q, k, v, beta, scale, initial_state,
+                         fold_args=(0, 1, 2, 3, 5))
     return (o, sfin) if output_final_state else o

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import check_impl, jit, next_pow2, pick, resolve_impl, tl, triton
+from .vmap_rules import vmap_apply
 
 __all__ = ["wkv6", "wkv6_ref", "WKV6Function"]
 
@@ -247,4 +248,4 @@ def wkv6(r, k, v, logw, u, impl: str = "auto", chunk_size: int = 16):
     check_impl(impl)
     if resolve_impl(impl, r) == "torch":
         return wkv6_ref(r, k, v, logw, u, chunk_size)
-    return WKV6Function.apply(r, k, v, logw, u)
+    return vmap_apply(WKV6Function.apply, r, k, v, logw, u, fold_args=(0, 1, 2, 3))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .dispatch import check_impl, jit, next_pow2, pick, resolve_impl, tl, triton
+from .vmap_rules import vmap_apply
 
 __all__ = ["selective_scan", "selective_scan_ref", "selective_scan_naive", "SelectiveScanFunction"]
 
@@ -381,4 +382,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return _torch_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if B.dim() != 3 or C.dim() != 3:
         raise ValueError("the Triton selective scan takes B, C shared across channels: [b, n, l]")
-    return SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return vmap_apply(SelectiveScanFunction.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                      fold_args=(0, 1, 3, 4, 6))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import check_impl, jit, next_pow2, pick, resolve_impl, tl
+from .vmap_rules import vmap_apply
 
 __all__ = ["slstm_scan", "slstm_scan_ref", "SLSTMScanFunction"]
 
@@ -254,4 +255,4 @@ def slstm_scan(wx: torch.Tensor, R: torch.Tensor, impl: str = "auto") -> torch.T
     check_impl(impl)
     if resolve_impl(impl, wx) == "torch":
         return slstm_scan_ref(wx, R)
-    return SLSTMScanFunction.apply(wx, R).to(wx.dtype)
+    return vmap_apply(SLSTMScanFunction.apply, wx, R, fold_args=(0,)).to(wx.dtype)

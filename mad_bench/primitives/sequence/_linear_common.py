@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mamba import causal_depthwise_conv
+
 __all__ = [
     "chunk_gated_linear_attention",
     "chunk_simple_gla",
@@ -361,8 +363,7 @@ class CausalShortConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        L = x.shape[1]
-        return self.conv(x.transpose(1, 2))[..., :L].transpose(1, 2)
+        return causal_depthwise_conv(x, self.conv.weight, self.conv.bias)
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
         dim = self.conv.weight.shape[0]

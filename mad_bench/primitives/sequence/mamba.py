@@ -37,10 +37,18 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     """Causal depthwise conv along time: ``x[B, L, C]``, ``weight[C, 1, K]`` -> ``[B, L, C]``.
 
     ``y[t, c] = bias[c] + sum_j weight[c, 0, j] * x[t - (K - 1) + j, c]`` (zeros before t = 0).
+
+    Autocast's cast is done here, by hand: under ``vmap`` (the ensemble engine) the batched
+    conv1d receives autocast-cast and uncast operands mixed and rejects them.
     """
     K = weight.shape[-1]
-    xt = F.pad(x.transpose(1, 2), (K - 1, 0))
-    return F.conv1d(xt, weight, bias, groups=weight.shape[0]).transpose(1, 2)
+    dt = x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        dt = torch.get_autocast_dtype(x.device.type)
+    with torch.autocast(x.device.type, enabled=False):
+        xt = F.pad(x.to(dt).transpose(1, 2), (K - 1, 0))
+        y = F.conv1d(xt, weight.to(dt), None if bias is None else bias.to(dt), groups=weight.shape[0])
+    return y.transpose(1, 2)
 
 
 def conv_step(window: torch.Tensor, x_t: torch.Tensor, weight: torch.Tensor, bias):

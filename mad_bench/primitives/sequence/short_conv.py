@@ -18,6 +18,7 @@ from torch import nn
 
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
+from .mamba import causal_depthwise_conv
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "none": lambda x: x}
 
@@ -50,9 +51,7 @@ class ShortConv(SequenceMixer):
         self.act = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        L = x.shape[1]
-        u = self.in_proj(x).transpose(1, 2)  # [B, D, L]
-        c = self.conv(u)[..., :L].transpose(1, 2)
+        c = causal_depthwise_conv(self.in_proj(x), self.conv.weight, self.conv.bias)
         return self.out_proj(self.act(c))
 
     def init_state(self, batch_size: int, device=None, dtype=None):

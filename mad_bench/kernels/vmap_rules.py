@@ -1,0 +1,89 @@
+"""Kernels under ``torch.func.vmap``: the ensemble engine vmaps the whole model over its
+members, and a Triton kernel's ``autograd.Function`` has no batching rule of its own.
+
+:func:`vmap_apply` runs ``fn(*args)`` (an ``autograd.Function.apply``) directly when no
+argument is vmapped. Under vmap it goes through :class:`_VmapCall`, whose ``vmap`` rule sees the
+members' stacked tensors and either
+
+* **folds** the member dimension into the op's batch dimension (one launch for all members):
+  right when every vmapped argument is one of ``fold_args``, tensors whose dim 0 is the
+  batch (activations such as q, k, v, gates); an unvmapped one of them is expanded; or
+* **loops** over the members (one launch each) when a vmapped argument has no batch dimension
+  (a per-member parameter such as Mamba's ``A``), which cannot be folded.
+
+What the rule runs happens below the vmap level, on plain tensors, so autograd records the
+kernel's own Function and its Triton backward as in a plain run.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+
+def _is_vmapped(t) -> bool:
+    return isinstance(t, torch.Tensor) and torch._C._functorch.is_batchedtensor(t)
+
+
+def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = ()):
+    """``fn(*args)``, batched correctly when called inside ``vmap`` (see the module doc)."""
+    if not any(_is_vmapped(a) for a in args):
+        return fn(*args)
+    return _VmapCall.apply(fn, tuple(fold_args), *args)
+
+
+def _fold(args, in_dims, fold_args, G):
+    out = []
+    for i, (a, d) in enumerate(zip(args, in_dims)):
+        if not isinstance(a, torch.Tensor) or i not in fold_args:
+            out.append(a)
+            continue
+        a = a.movedim(d, 0) if d is not None else a.unsqueeze(0).expand(G, *a.shape)
+        out.append(a.reshape(G * a.shape[1], *a.shape[2:]))
+    return out
+
+
+def _unfold(out, G):
+    if isinstance(out, tuple):
+        return tuple(_unfold(o, G) for o in out)
+    if out is None:
+        return None
+    return out.reshape(G, out.shape[0] // G, *out.shape[1:])
+
+
+def _dims(out):
+    if isinstance(out, tuple):
+        return tuple(_dims(o) for o in out)
+    return None if out is None else 0
+
+
+class _VmapCall(torch.autograd.Function):
+    """Carrier of the batching rule; only ever reached under vmap (see :func:`vmap_apply`)."""
+
+    @staticmethod
+    def forward(fn, fold_args, *args):
+        return fn(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):  # pragma: no cover - vmap's rule records the kernel's own graph
+        raise RuntimeError("_VmapCall is differentiated through the kernel it calls")
+
+    @staticmethod
+    def vmap(info, in_dims, fn, fold_args, *args):
+        G = info.batch_size
+        dims = in_dims[2:]
+        vmapped = [i for i, d in enumerate(dims) if d is not None and isinstance(args[i], torch.Tensor)]
+        if all(i in fold_args for i in vmapped):
+            out = _unfold(fn(*_fold(args, dims, fold_args, G)), G)
+            return out, _dims(out)
+        outs = [fn(*[a.select(d, g) if d is not None and isinstance(a, torch.Tensor) else a
+                     for a, d in zip(args, dims)]) for g in range(G)]
+        if isinstance(outs[0], tuple):
+            out = tuple(None if o[0] is None else torch.stack(o) for o in zip(*outs))
+        else:
+            out = torch.stack(outs)
+        return out, _dims(out)
