@@ -305,7 +305,8 @@ def main(argv=None) -> int:
 
     summary, all_rows, grid_infos, checks = [], [], [], {}
     for arch in args.archs:
-        spec = load_spec(str(ARCHS.get(arch, arch)))
+        spec = load_spec(str(ARCHS.get(arch) or (ROOT / "architectures" / f"{arch}.yaml"
+                                                 if (ROOT / "architectures" / f"{arch}.yaml").exists() else arch)))
         requests = plan([spec], settings, grid=grid)
         bodies = {b: body_params(spec, b) for b in ("lm", "autoencoder")}
         t_warm = time.perf_counter()
@@ -360,7 +361,11 @@ def main(argv=None) -> int:
                 for line in entry.get(key, []):
                     print(f"    {key[:-1]}: {line}")
         if "plain" in phase_rows and "engine" in phase_rows:
-            checks[spec.name] = compare(phase_rows["plain"], phase_rows["engine"])
+            checks[spec.name] = c = compare(phase_rows["plain"], phase_rows["engine"])
+            print(f"  equivalence {spec.name}: {'PASS' if c['pass'] else 'FAIL'} ({c['compared']} runs, "
+                  f"max |d test_acc| {c['max_diff']:.4f}; {c['skipped_diverged']} diverged skipped)", flush=True)
+            for mm in c["mismatches"][:6]:
+                print(f"    mismatch: {mm}", flush=True)
 
     # ------------------------------------------------------------------ the table
     print()

@@ -221,7 +221,9 @@ class Ensemble:
         self.flat = flat0.unsqueeze(0).repeat(G, 1).contiguous()
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.sched = _schedule_table(cfgs, self.total_steps).to(device)
+        # one spare row: a capture's warm-up step (state restored after) may run at the end
+        sched = _schedule_table(cfgs, self.total_steps)
+        self.sched = torch.cat([sched, sched[-1:]]).to(device)
         self.active = torch.ones(G, dtype=torch.bool, device=device)
         self.used_mask: torch.Tensor | None = None
         self.has_aux = False
@@ -567,8 +569,8 @@ class Ensemble:
             dt = time.perf_counter() - t0
             for m in running:
                 m.wall_s += dt / n_active
-            if all(m.done for m in self.members):
-                break
+            if epoch == cfg.epochs or all(m.done for m in self.members):
+                break  # (no compaction after the last epoch: nothing is left to train)
             if self.opts.compact and any(self.members[s].done for s in self.slots):
                 t1 = time.perf_counter()
                 self._compact()

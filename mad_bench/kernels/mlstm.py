@@ -53,7 +53,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import check_impl, jit, next_pow2, num_sms, pick, resolve_impl, tl, triton
-from .vmap_rules import vmap_apply
+from .vmap_rules import is_vmapped, vmap_apply
 
 __all__ = ["mlstm", "mlstm_ref", "MLSTMFunction"]
 
@@ -524,7 +524,7 @@ def mlstm(q, k, v, i_gate, log_f, initial_state=None, output_final_state=False,
     q, k, v = q.to(dt), k.to(dt), v.to(dt)
     C0, n0, m0 = initial_state if initial_state is not None else (None, None, None)
     save = torch.is_grad_enabled() and any(  # the backward's saved row / chunk values
-        t is not None and t.requires_grad for t in (q, k, v, i_gate, log_f, C0, n0))
+        t is not None and (t.requires_grad or is_vmapped(t)) for t in (q, k, v, i_gate, log_f, C0, n0))
     o, C, n, m = vmap_apply(MLSTMFunction.apply, q, k, v, i_gate, log_f, C0, n0, m0,
                             bool(output_final_state), chunk_size, save, fold_args=tuple(range(8)))
     return (o, (C, n, m)) if output_final_state else o

@@ -21,13 +21,15 @@ from typing import Callable, Sequence
 import torch
 
 
-def _is_vmapped(t) -> bool:
+def is_vmapped(t) -> bool:
+    """True for a tensor inside ``vmap`` (its ``requires_grad`` reads False there even when the
+    members' tensors require grad)."""
     return isinstance(t, torch.Tensor) and torch._C._functorch.is_batchedtensor(t)
 
 
 def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = ()):
     """``fn(*args)``, batched correctly when called inside ``vmap`` (see the module doc)."""
-    if not any(_is_vmapped(a) for a in args):
+    if not any(is_vmapped(a) for a in args):
         return fn(*args)
     return _VmapCall.apply(fn, tuple(fold_args), *args)
 
