@@ -57,12 +57,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..compiler import build_model
 from ..spec import ArchitectureSpec
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
 from ..train.config import TrainConfig
-from ..train.trainer import RunResult, cosine_lr, resolve_device
+from ..train.core import RunResult, RunRules, autocast, cosine_lr, prepare_run, resolve_device, uses_bf16
 from .graphs import Program
 from .metrics import batched_counts
 
@@ -128,17 +127,6 @@ class ModeCheck:
                 f"(tolerance {self.tol:g})")
 
 
-def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-
-
-def _autocast(device: torch.device, cfg: TrainConfig):
-    """The trainer's autocast (bf16 on CUDA by default), without the weight-cast cache, which
-    must be off inside CUDA graph capture (torch.cuda.graphs docs)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device),
-                          cache_enabled=False)
-
-
 def _schedule_table(cfgs: Sequence[TrainConfig], total_steps: int) -> torch.Tensor:
     """``[total_steps, 3, G]`` float64: AdamW's per-step scalars of each member, computed as
     ``torch.optim.AdamW`` computes them (Python floats): ``1 - lr wd``, ``-(lr / bc1)``,
@@ -170,12 +158,13 @@ def _vmap_safe_attention(device: torch.device):
 @dataclass
 class _Member:
     index: int                # position in the caller's grid
-    cfg: TrainConfig
-    result: RunResult
-    best_loss: float = math.inf
-    evals_since_best: int = 0
+    rules: RunRules           # the trainer's per-epoch rules, this member's state
     wall_s: float = 0.0
     done: bool = False
+
+    @property
+    def result(self) -> RunResult:
+        return self.rules.result
 
 
 class Ensemble:
@@ -193,9 +182,10 @@ class Ensemble:
         self.vocab = vocab
         self.info = info or EngineInfo()
         n_params = sum(p.numel() for p in model.parameters())
-        self.members = [_Member(i, c, RunResult(status="ok", stop_reason="completed", params=n_params))
+        on_eval = list(on_eval) if on_eval is not None else [None] * len(cfgs)
+        self.members = [_Member(i, RunRules(c, RunResult(status="ok", stop_reason="completed",
+                                                         params=n_params), on_eval[i]))
                         for i, c in enumerate(cfgs)]
-        self.on_eval = list(on_eval) if on_eval is not None else [None] * len(cfgs)
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.n, self.bs = x_train.shape[0], base.batch_size
         self.steps_per_epoch = math.ceil(self.n / self.bs)
@@ -203,7 +193,7 @@ class Ensemble:
         self.n_full = self.n // self.bs
         self.n_test = x_test.shape[0]
         self.n_test_full = self.n_test // self.bs
-        self.autocast = lambda: _autocast(device, base)
+        self.autocast = lambda: autocast(device, base, cache=False)  # capture needs no cache
         self.capture = (options.capture if options.capture is not None else True) and device.type == "cuda"
 
         # parameters: one flat [G, N] buffer; unused parameters (no gradient) are not updated,
@@ -498,7 +488,6 @@ class Ensemble:
         self.sched = self.sched.index_select(2, sel).contiguous()
         self.active = torch.ones(len(keep), dtype=torch.bool, device=self.dev)
         self.slots = [self.slots[s] for s in keep]
-        self.on_eval = self.on_eval  # indexed by member, unchanged
         self.train_prog = self.eval_prog = None  # frees the old graphs and their memory pools
         if self.dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -549,7 +538,7 @@ class Ensemble:
                 self._train_tail()
             self.info.steps += self.steps_per_epoch
             self.info.member_steps += self.steps_per_epoch * n_active
-            evaluated = not (epoch % cfg.eval_every and epoch != cfg.epochs)
+            evaluated = self.members[0].rules.evaluates(epoch)
             if evaluated:
                 self.model.eval()
                 self.eval_ctr.zero_()
@@ -581,55 +570,25 @@ class Ensemble:
         return [m.result for m in self.members]
 
     def _apply_rules(self, epoch: int, stats: list[dict], evaluated: bool, progress) -> None:
-        """trainer._fit's per-epoch rules, for each member still running."""
-        cfg = self.base_cfg
+        """The trainer's per-epoch rules (:class:`RunRules`), for each member still running."""
         best_acc, best_loss_seen = -1.0, math.inf
         for slot, mi in enumerate(self.slots):
             m = self.members[mi]
             if m.done:
                 continue
-            r, s = m.result, stats[slot]
-            r.epochs_run = epoch
-            if not s["finite"]:
-                r.status = r.stop_reason = "diverged"
-                r.train_loss = float("nan")
+            s = stats[slot]
+            finite = bool(s["finite"])
+            if m.rules.after_training(epoch, finite, s["loss_sum"] / self.steps_per_epoch if finite else math.nan,
+                                      s["train_acc"]):
                 self._stop(m, slot)
                 continue
-            r.train_loss = s["loss_sum"] / self.steps_per_epoch
-            r.train_acc = s["train_acc"]
             if not evaluated:
                 continue
             metrics = {"acc": s["acc"], "acc_macro": s["acc_macro"], "loss": s["loss"]}
-            record = {"epoch": epoch, "train_loss": r.train_loss, "train_acc": r.train_acc,
-                      **{f"test_{k}": v for k, v in metrics.items()}}
-            r.history.append(record)
-            if not math.isfinite(metrics["loss"]):
-                r.status = r.stop_reason = "diverged"
-                self._stop(m, slot)
-                continue
-            improved = metrics["loss"] < m.best_loss
-            if improved:
-                m.best_loss, m.evals_since_best = metrics["loss"], 0
-            else:
-                m.evals_since_best += 1
-            if cfg.eval_select == "last" or improved:
-                r.test_acc, r.test_acc_macro = metrics["acc"], metrics["acc_macro"]
-                r.test_loss, r.best_epoch = metrics["loss"], epoch
-            best_acc = max(best_acc, metrics["acc"])
-            best_loss_seen = min(best_loss_seen, metrics["loss"])
-            cb = self.on_eval[mi]
-            if cb is not None and cb(epoch, record):
-                r.status = r.stop_reason = "pruned"
-                self._stop(m, slot)
-                continue
-            if cfg.stop_at_accuracy is not None and metrics["acc"] >= cfg.stop_at_accuracy:
-                r.test_acc, r.test_acc_macro = metrics["acc"], metrics["acc_macro"]
-                r.test_loss, r.best_epoch = metrics["loss"], epoch
-                r.stop_reason = "perfect"
-                self._stop(m, slot)
-                continue
-            if cfg.early_stop_patience is not None and m.evals_since_best >= cfg.early_stop_patience:
-                r.stop_reason = "early_stop"
+            if math.isfinite(metrics["loss"]):
+                best_acc = max(best_acc, metrics["acc"])
+                best_loss_seen = min(best_loss_seen, metrics["loss"])
+            if m.rules.after_eval(epoch, metrics):
                 self._stop(m, slot)
         if evaluated and progress is not None and best_acc >= 0:
             progress.advance(0, acc=best_acc, loss=best_loss_seen, epoch=epoch)
@@ -692,14 +651,7 @@ def build_ensemble(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
     first: call inside ``torch.random.fork_rng`` to leave the caller's RNG alone), probed and
     with its step programs captured: ready to ``run``."""
     opts = options or EngineOptions()
-    seed = cfgs[0].seed
-    train_data, test_data = data or (setting.generate("train", seed), setting.generate("test", seed))
-    x_train, y_train = train_data.inputs.to(device), train_data.targets.to(device)
-    x_test, y_test = test_data.inputs.to(device), test_data.targets.to(device)
-    vocab = setting.model_vocab_size()
-    torch.manual_seed(seed)
-    model = build_model(spec, vocab_size=vocab, max_len=x_train.shape[1],
-                        backbone=setting.backbone).to(device)
+    model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, cfgs[0].seed, device, data)
     ens = Ensemble(model, cfgs, x_train, y_train, x_test, y_test, vocab, device, opts, info, on_eval)
     ens.probe()
     ens.build_programs()

@@ -1,0 +1,154 @@
+"""The rules of one training run, in one place for the plain trainer and the ensemble engine.
+
+Both train a spec on a task setting the same way, and a change to a rule must reach both:
+
+* set-up: the device, the data on it, the model built from the run's seed (:func:`prepare_run`);
+* numerics: bf16 autocast on CUDA by default (:func:`autocast`), the cosine schedule
+  (:func:`cosine_lr`);
+* the per-epoch rules (:class:`RunRules`): divergence, ``eval_select`` best|last,
+  stop-at-accuracy, early stop, pruning by a callback, and the result they produce.
+
+The plain trainer applies them to one run; the engine to each member of an ensemble.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from ..compiler import build_model
+from .config import TrainConfig
+
+
+@dataclass
+class RunResult:
+    status: str                   # ok | diverged | pruned
+    stop_reason: str              # completed | perfect | early_stop | diverged | pruned
+    test_acc: float = float("nan")        # micro accuracy over scored positions
+    test_acc_macro: float = float("nan")  # MAD's metric: mean per-class accuracy
+    test_loss: float = float("nan")
+    train_acc: float = float("nan")
+    train_loss: float = float("nan")
+    epochs_run: int = 0
+    best_epoch: int = 0
+    params: int = 0
+    wall_s: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("history")
+        return out
+
+
+# (epoch, metrics) -> True to stop the run as pruned (an Optuna pruner's decision)
+EvalCallback = Callable[[int, dict], bool]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu)")
+    return torch.device(device)
+
+
+def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """``precision: auto`` is bf16 autocast on CUDA and fp32 elsewhere."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, cfg: TrainConfig, cache: bool = True):
+    """The run's autocast. ``cache=False`` for code captured in CUDA graphs, where autocast's
+    weight-cast cache must be off (torch.cuda.graphs docs)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device),
+                          cache_enabled=cache)
+
+
+def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def prepare_run(spec, setting, seed: int, device: torch.device, data=None):
+    """The data of ``setting`` (generated from ``seed`` unless ``data`` = (train, test) is
+    given) on ``device``, and the model built after ``torch.manual_seed(seed)``.
+
+    Seeds the global RNG: call inside ``torch.random.fork_rng`` to leave the caller's alone.
+    Returns ``(model, x_train, y_train, x_test, y_test, vocab)``."""
+    train_data, test_data = data or (setting.generate("train", seed), setting.generate("test", seed))
+    x_train, y_train = train_data.inputs.to(device), train_data.targets.to(device)
+    x_test, y_test = test_data.inputs.to(device), test_data.targets.to(device)
+    vocab = setting.model_vocab_size()
+    torch.manual_seed(seed)
+    model = build_model(spec, vocab_size=vocab, max_len=x_train.shape[1],
+                        backbone=setting.backbone).to(device)
+    return model, x_train, y_train, x_test, y_test, vocab
+
+
+@dataclass
+class RunRules:
+    """One run's stopping and selection rules, applied once per epoch; fills ``result``."""
+    cfg: TrainConfig
+    result: RunResult
+    on_eval: EvalCallback | None = None
+    best_loss: float = math.inf
+    evals_since_best: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.result.stop_reason != "completed"
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether ``epoch`` ends with an evaluation (every ``eval_every``, and the last)."""
+        return not (epoch % self.cfg.eval_every) or epoch == self.cfg.epochs
+
+    def after_training(self, epoch: int, finite: bool, train_loss: float, train_acc: float) -> bool:
+        """The epoch's training numbers (mean loss per step); True when the run stops here
+        (a non-finite loss: diverged)."""
+        r = self.result
+        r.epochs_run = epoch
+        if not finite:
+            r.status = r.stop_reason = "diverged"
+            r.train_loss = float("nan")
+            return True
+        r.train_loss = train_loss
+        r.train_acc = train_acc
+        return False
+
+    def after_eval(self, epoch: int, metrics: dict) -> bool:
+        """The epoch's test ``metrics`` (acc, acc_macro, loss); True when the run stops here."""
+        r, cfg = self.result, self.cfg
+        record = {"epoch": epoch, "train_loss": r.train_loss, "train_acc": r.train_acc,
+                  **{f"test_{k}": v for k, v in metrics.items()}}
+        r.history.append(record)
+        if not math.isfinite(metrics["loss"]):
+            r.status = r.stop_reason = "diverged"
+            return True
+        improved = metrics["loss"] < self.best_loss
+        if improved:
+            self.best_loss, self.evals_since_best = metrics["loss"], 0
+        else:
+            self.evals_since_best += 1
+        if cfg.eval_select == "last" or improved:
+            self._select(epoch, metrics)
+        if self.on_eval is not None and self.on_eval(epoch, record):
+            r.status = r.stop_reason = "pruned"
+            return True
+        if cfg.stop_at_accuracy is not None and metrics["acc"] >= cfg.stop_at_accuracy:
+            self._select(epoch, metrics)  # the score cannot improve further: report this epoch
+            r.stop_reason = "perfect"
+            return True
+        if cfg.early_stop_patience is not None and self.evals_since_best >= cfg.early_stop_patience:
+            r.stop_reason = "early_stop"
+            return True
+        return False
+
+    def _select(self, epoch: int, metrics: dict) -> None:
+        r = self.result
+        r.test_acc, r.test_acc_macro = metrics["acc"], metrics["acc_macro"]
+        r.test_loss, r.best_epoch = metrics["loss"], epoch
