@@ -80,6 +80,7 @@ def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
     spec, setting = req.spec, req.setting
     row: dict[str, Any] = {
         "spec": spec.name, "spec_hash": spec.spec_hash(), "primitives": spec.primitives_summary(),
+        "d_model": spec.d_model,
         "suite": setting.suite, "task": setting.task, "setting": setting.setting_id,
         **setting.variables(),
         "lr": req.training.lr, "weight_decay": req.training.weight_decay, "seed": req.training.seed,

@@ -35,11 +35,13 @@ class RunResult:
     params: int = 0
     wall_s: float = 0.0
     history: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # task-defined test columns (see train())
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("history")
-        return out
+        extra = out.pop("extra")
+        return {**out, **extra}
 
 
 # (epoch, metrics) -> True to stop the run as pruned (an Optuna pruner's decision)
@@ -102,9 +104,15 @@ def train(spec: ArchitectureSpec, setting, cfg: TrainConfig, device: str | None 
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        model = build_model(spec, vocab_size=vocab, max_len=x_train.shape[1],
+        model = build_model(spec, vocab_size=vocab, max_len=max(x_train.shape[1], x_test.shape[1]),
                             backbone=setting.backbone).to(dev)
         result = _fit(model, x_train, y_train, x_test, y_test, vocab, cfg, dev, on_eval, progress)
+        # task hook: extra test columns from the final model (mqar-mixture: accuracy per segment)
+        test_columns = getattr(setting, "test_columns", None)
+        if test_columns is not None and result.status == "ok":
+            model.eval()
+            with _autocast(dev, cfg):
+                result.extra = test_columns(model, x_test, test_data, cfg.batch_size)
     result.params = model.num_params()
     result.wall_s = time.perf_counter() - t0
     return result
