@@ -29,13 +29,8 @@ CK = 32  # steps between the forward's state checkpoints (= the backward's recom
 
 
 @jit
-def _gdr_fwd_kernel(
-    Q, K, V, BETA, LOGG, S0, O, ERR, CKPT, SFIN,
-    L, H, DK, DV, NCK, scale,
-    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
-    s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
-    HAS_S0: tl.constexpr, CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-):
+def _program(H, DK, DV, BK: tl.constexpr, BV: tl.constexpr):
+    """This program's (batch*head, value block): indices, masks and state offsets."""
     pid_bh = tl.program_id(0)
     pid_v = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -47,6 +42,18 @@ def _gdr_fwd_kernel(
     vm = vv < DV
     m2 = km[:, None] & vm[None, :]
     st_off = kk[:, None] * DV + vv[None, :]
+    return pid_v, b, h, bh, kk, km, vv, vm, m2, st_off
+
+
+@jit
+def _gdr_fwd_kernel(
+    Q, K, V, BETA, LOGG, S0, O, ERR, CKPT, SFIN,
+    L, H, DK, DV, NCK, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
+    HAS_S0: tl.constexpr, CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
     if HAS_S0:
         S = tl.load(S0 + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
     else:
@@ -85,17 +92,7 @@ def _gdr_bwd_kernel(
     s_ob, s_oh, s_ol, s_ov, s_dvb, s_dvh, s_dvl, s_dvv,
     HAS_DSFIN: tl.constexpr, CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
-    pid_bh = tl.program_id(0)
-    pid_v = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    bh = pid_bh.to(tl.int64)
-    kk = tl.arange(0, BK)
-    km = kk < DK
-    vv = pid_v * BV + tl.arange(0, BV)
-    vm = vv < DV
-    m2 = km[:, None] & vm[None, :]
-    st_off = kk[:, None] * DV + vv[None, :]
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
     if HAS_DSFIN:
         dS = tl.load(DSFIN + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
     else:
