@@ -32,6 +32,7 @@ CASES = {
     "base-conv-long-act": lambda: BaseConv(BaseConvConfig(conv="long", use_act=True), D, MAX),
     "h3": lambda: H3(H3Config(), D, MAX),
     "h3-hd2-n8": lambda: H3(H3Config(head_dim=2, d_state=8), D, MAX),
+    "h3-state-is-seq-len": lambda: H3(H3Config(head_dim=4, d_state=None), D, 23),
     "mh-hyena": lambda: Hyena(HyenaConfig(mode="outer-product", head_dim=8, inner_factor=1,
                                           filter_order=2), D, MAX),
     "mh-hyena-nobias": lambda: Hyena(HyenaConfig(mode="outer-product", head_dim=4, bias=False,
@@ -184,6 +185,11 @@ def test_hyena_mode_fields_leave_old_spec_hashes_alone():
         {"type": "hyena", "mode": "outer-product", "head_dim": 8}]})
     assert spec.spec_hash() != plain.spec_hash()
     assert load_spec(spec.model_dump(mode="json")).spec_hash() == spec.spec_hash()
+
+
+def test_h3_state_follows_the_sequence_length_when_unset():
+    assert H3(H3Config(d_state=None), 8, 24).N == 24 and H3(H3Config(d_state=None), 8, 23).N == 24
+    assert H3(H3Config(), 8, 24).N == 64
 
 
 def test_bad_settings_name_the_field():

@@ -17,7 +17,7 @@ discretisation with step ``dt_g`` (log-uniform in [1e-3, 1e-1]),
 The parallel form builds K (Vandermonde) and convolves by FFT; ``step`` runs the shift buffer
 and the complex diagonal recurrence: the state is ``d_model (N - 1)`` shift taps plus
 ``d_model head_dim N`` SSM numbers. Defaults are Zoology's class defaults: d_state 64,
-head_dim 1; its figure-2 config uses ``d_state = seq_len`` and head_dim 2. The output's channel
+head_dim 1; its figure-2 config uses ``d_state = seq_len`` (``d_state: null`` here) and head_dim 2. The output's channel
 order is head-major (Zoology's is j-major): a permutation of W_o's columns, the same family.
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ from .hyena import fft_causal_conv, outer_product_conv
 
 class H3Config(SequenceMixerConfig):
     type: Literal["h3"] = "h3"
-    d_state: int = Field(64, ge=2, description="N: shift taps and diagonal-SSM state (even)")
+    d_state: int | None = Field(64, ge=2, description="N: shift taps and diagonal-SSM state (even); "
+                                                      "None: the sequence length (Zoology's figure 2)")
     head_dim: int = Field(1, ge=1, description="channels per head (the k v^T outer product size)")
     dt_min: float = Field(1e-3, gt=0.0)
     dt_max: float = Field(1e-1, gt=0.0)
@@ -44,7 +45,7 @@ class H3Config(SequenceMixerConfig):
     def check(self, d_model: int) -> None:
         if d_model % self.head_dim:
             raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
-        if self.d_state % 2:
+        if self.d_state is not None and self.d_state % 2:
             raise ValueError(f"d_state={self.d_state} must be even (N/2 complex modes)")
         if self.dt_min > self.dt_max:
             raise ValueError(f"dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
@@ -57,8 +58,8 @@ class H3(SequenceMixer):
     def __init__(self, cfg: H3Config, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
-        N, G = cfg.d_state, d_model // cfg.head_dim
-        self.heads = G
+        N, G = cfg.d_state or max_len + max_len % 2, d_model // cfg.head_dim
+        self.N, self.heads = N, G
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d_model, d_model) for _ in range(3))
         bound = 1.0 / math.sqrt(N)  # torch's Conv1d init, as Zoology's shift kernel
         self.shift_C = nn.Parameter(torch.empty(d_model, N).uniform_(-bound, bound))
@@ -96,7 +97,7 @@ class H3(SequenceMixer):
         return self.out_proj(y.transpose(1, 2))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        N, n = self.cfg.d_state, self.cfg.head_dim
+        N, n = self.N, self.cfg.head_dim
         return {"shift": torch.zeros(batch_size, self.d_model, N - 1, device=device),
                 "ssm": torch.zeros(batch_size, self.heads, n, n, N // 2, 2, device=device)}
 
