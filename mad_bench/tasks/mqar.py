@@ -129,6 +129,10 @@ class SegmentedTaskData(TaskData):
     segments: torch.LongTensor | None = None
 
 
+# Zoology's mixture (its arxiv24_based_figure2 configs): 100k + 4 x 20k train, 7 x 1000 test
+ZOOLOGY_TRAIN = ("64x4:100000", "128x8:20000", "256x16:20000", "256x32:20000", "256x64:20000")
+ZOOLOGY_TEST = ("64x4:1000", "64x8:1000", "64x16:1000", "128x32:1000", "256x64:1000",
+                "512x128:1000", "1024x256:1000")
 SEGMENT_COLUMN = "seg_acc/"  # result-row columns: "seg_acc/seq_len=64/num_kv_pairs=4"
 
 
@@ -150,8 +154,12 @@ class MQARMixtureSetting(TaskSetting):
     seq_len: int = pydantic.Field(default=0, ge=0, description="derived: the longest segment")
     num_train_examples: int = pydantic.Field(default=0, ge=0, description="derived: sum of train_segments")
     num_test_examples: int = pydantic.Field(default=0, ge=0, description="derived: sum of test_segments")
-    train_segments: tuple[MQARSegment, ...] = pydantic.Field(min_length=1)
-    test_segments: tuple[MQARSegment, ...] = pydantic.Field(min_length=1)
+    train_segments: tuple[MQARSegment, ...] = pydantic.Field(
+        default=ZOOLOGY_TRAIN, min_length=1, validate_default=True,
+        description="segments trained on together (default: the Based paper's figure-2 mixture)")
+    test_segments: tuple[MQARSegment, ...] = pydantic.Field(
+        default=ZOOLOGY_TEST, min_length=1, validate_default=True,
+        description="segments scored one by one (default: the Based paper's figure-2 test set)")
     power_a: float = pydantic.Field(default=0.01, gt=0.0, le=1.0)
     random_non_queries: bool = True
 

@@ -87,6 +87,7 @@ def test_zoology_suites_load_with_their_numbers():
     ts = mix[0].task_setting
     assert [s.name for s in ts.test_segments][-1] == "seq_len=1024/num_kv_pairs=256"
     assert ts.num_train_examples == 180_000 and ts.seq_len == 1024
+    assert ts == MQARMixtureSetting()  # the task's defaults are Zoology's mixture
     fig2 = load_suite("mqar-figure2")
     assert fig2.grid.d_model == [64, 128, 256, 512] and len(fig2.grid.points()) == 4
     batch = {(s.task_setting.seq_len, s.task_setting.num_kv_pairs): s.training.batch_size
