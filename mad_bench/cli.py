@@ -211,6 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
+    specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
     grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=True), settings)
     requests = plan(specs, settings, grid=grid, seeds=args.seeds)
     print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {len(grid)} grid point(s)"

@@ -80,6 +80,7 @@ def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
     spec, setting = req.spec, req.setting
     row: dict[str, Any] = {
         "spec": spec.name, "spec_hash": spec.spec_hash(), "primitives": spec.primitives_summary(),
+        "d_model": spec.d_model,
         "suite": setting.suite, "task": setting.task, "setting": setting.setting_id,
         **setting.variables(),
         "lr": req.training.lr, "weight_decay": req.training.weight_decay, "seed": req.training.seed,
@@ -92,7 +93,20 @@ def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
     else:
         row.update(result.to_dict())
         row["error"] = error
+        row["state_bytes"] = recurrent_state_bytes(spec, setting)
     return row
+
+
+def recurrent_state_bytes(spec: ArchitectureSpec, setting: Setting) -> int | None:
+    """Bytes of the model's recurrent state for one sequence at the setting's length (fp32, all
+    layers: ``madbench info``'s figure; None where the backbone has no token-by-token form)."""
+    from .info import summarize
+
+    ts = setting.task_setting
+    try:
+        return summarize(spec, ts.model_vocab_size(), ts.seq_len, backbone=ts.backbone)[1].state_bytes
+    except (TypeError, ValueError, NotImplementedError):
+        return None
 
 
 def run_one(req: RunRequest, device: str | None = None, progress=None,

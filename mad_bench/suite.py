@@ -26,9 +26,25 @@ class Grid(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     lr: list[float] = Field([1e-4, 5e-4, 1e-3], min_length=1)
     weight_decay: list[float] = Field([0.0, 0.1], min_length=1)
+    d_model: list[int] | None = Field(
+        None, min_length=1, description="widths every spec is run at (None: each spec's own)")
 
     def points(self) -> list[tuple[float, float]]:
         return list(itertools.product(self.lr, self.weight_decay))
+
+    def widths(self, specs: list) -> list:
+        """Each spec at every ``d_model`` of the grid (the specs unchanged without one): a width
+        sweep, as Zoology's figure (same name, the width in ``d_model`` and the spec hash)."""
+        if not self.d_model:
+            return list(specs)
+        from .spec import load_spec
+
+        out = []
+        for spec in specs:
+            for width in self.d_model:
+                data = spec.model_dump(mode="json")
+                out.append(load_spec({**data, "d_model": width}))
+        return out
 
 
 class TaskEntry(BaseModel):
@@ -36,7 +52,8 @@ class TaskEntry(BaseModel):
     baseline: dict[str, Any] = Field(default_factory=dict)
     changes: dict[str, list[Any]] = Field(default_factory=dict)
     settings: list[dict[str, Any]] = Field(
-        default_factory=list, description="extra settings, each a set of variables over the baseline")
+        default_factory=list, description="extra settings, each a set of variables over the baseline "
+                                          "(a 'training' key overrides training for that setting)")
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of the suite's training")
 
 
@@ -153,20 +170,26 @@ def expand(suite: Suite, tasks: list[str] | None = None, overrides: dict[str, An
         problems = _check_keys(task, entry.baseline, f"tasks.{task}.baseline")
         problems += _check_keys(task, entry.changes, f"tasks.{task}.changes")
         for i, extra in enumerate(entry.settings):
-            problems += _check_keys(task, extra, f"tasks.{task}.settings[{i}]")
+            problems += _check_keys(task, [k for k in extra if k != "training"],
+                                    f"tasks.{task}.settings[{i}]")
         if problems:
             raise SpecError(problems)
         training = _make_training({**suite.training, **entry.training, **(train_overrides or {})},
                                   f"tasks.{task}.training")
         local = {k: v for k, v in overrides.items() if k in TASKS[task].model_fields}
-        variants = [("baseline", {})]
+        variants = [("baseline", {}, training)]
         if not baseline_only:
-            variants += [(f"{k}={v}", {k: v}) for k, values in entry.changes.items() for v in values]
-            variants += [(",".join(f"{k}={v}" for k, v in extra.items()), extra)
-                         for extra in entry.settings]
-        for setting_id, change in variants:
+            variants += [(f"{k}={v}", {k: v}, training)
+                         for k, values in entry.changes.items() for v in values]
+            for i, extra in enumerate(entry.settings):
+                change = {k: v for k, v in extra.items() if k != "training"}
+                own = training if "training" not in extra else _make_training(
+                    {**suite.training, **entry.training, **extra["training"], **(train_overrides or {})},
+                    f"tasks.{task}.settings[{i}].training")
+                variants.append((",".join(f"{k}={v}" for k, v in change.items()), change, own))
+        for setting_id, change, own_training in variants:
             values = {**entry.baseline, **change, **local}
             ts = _make_setting(task, values, f"tasks.{task}[{setting_id}]")
             sid = setting_id if not local else setting_id + "," + ",".join(f"{k}={v}" for k, v in local.items())
-            settings.append(Setting(suite.name, task, sid, ts, training))
+            settings.append(Setting(suite.name, task, sid, ts, own_training))
     return settings

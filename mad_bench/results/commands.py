@@ -11,7 +11,7 @@ from pathlib import Path
 from .aggregate import METRICS
 from .leaderboard import BY, FORMATS
 
-PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history")
+PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
 
 
 def _load(results: str):
@@ -88,7 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write to FILE (default: stdout)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search history")
+    p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search "
+                                           "history, MQAR accuracy vs width or vs state size")
     p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
     _common(p)
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")

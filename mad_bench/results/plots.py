@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no gl
 from .aggregate import mad_scores, setting_scores, task_scores
 from .leaderboard import MAD_COLUMN, build_leaderboard, select_suite, spec_info
 
-KINDS = ("heatmap", "difficulty", "pareto", "search-history")
+KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -29,7 +29,8 @@ LOG2_VARIABLES = {"seq_len", "vocab_size", "num_train_examples"}
 LABELS = {"seq_len": "sequence length", "vocab_size": "vocabulary size",
           "num_train_examples": "training examples", "frac_noise": "fraction of noise",
           "num_tokens_to_copy": "tokens to copy", "params": "parameters",
-          "test_acc_macro": "test accuracy (macro)", "test_acc": "test accuracy (micro)"}
+          "test_acc_macro": "test accuracy (macro)", "test_acc": "test accuracy (micro)",
+          "d_model": "model width (d_model)", "state_bytes": "recurrent state (bytes, fp32)"}
 FORMATS = (".png", ".svg")
 
 
@@ -247,6 +248,113 @@ def pareto(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_ac
     return fig
 
 
+# -- MQAR: accuracy vs width and vs state size (Zoology's figures) --------------------------
+
+SEGMENT_PREFIX = "seg_acc/"  # mqar-mixture rows: "seg_acc/seq_len=64/num_kv_pairs=4"
+
+
+def mqar_points(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
+    """Tidy MQAR accuracies: one row per (spec, d_model, seq_len, num_kv_pairs), the best lr x wd
+    grid point (Zoology's choice), averaged over seeds; micro accuracy (Zoology's metric).
+
+    ``mqar`` rows give one point each; ``mqar-mixture`` rows give one point per test segment
+    (their ``seg_acc/...`` columns). Columns: spec, d_model, seq_len, num_kv_pairs, acc,
+    acc_std, n_seeds, state_bytes (the median over the point's runs)."""
+    frame, _ = select_suite(frame, suite)
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+    parts = []
+    plain = ok[ok["task"] == "mqar"]
+    if len(plain):
+        parts.append(plain.assign(acc=plain["test_acc"]))
+    mix = ok[ok["task"] == "mqar-mixture"]
+    seg_cols = [c for c in mix.columns if c.startswith(SEGMENT_PREFIX)]
+    for col in seg_cols:
+        fields = dict(kv.split("=") for kv in col[len(SEGMENT_PREFIX):].split("/"))
+        part = mix[mix[col].notna()]
+        parts.append(part.assign(acc=part[col], seq_len=int(fields["seq_len"]),
+                                 num_kv_pairs=int(fields["num_kv_pairs"])))
+    if not parts:
+        raise ValueError("no ok mqar or mqar-mixture rows in the store (run the mqar-figure2 or "
+                         "mqar-zoology suite first)")
+    pts = pd.concat(parts, ignore_index=True)
+    if "d_model" not in pts or pts["d_model"].isna().all():
+        raise ValueError("these rows have no d_model column (written before it existed): re-run them")
+    if "state_bytes" not in pts:
+        pts["state_bytes"] = np.nan
+    keys = ["spec", "d_model", "seq_len", "num_kv_pairs"]
+    pts = pts.dropna(subset=["d_model", "acc"]).astype({"d_model": int})
+    best = (pts.groupby(keys + ["seed"], dropna=False)
+            .agg(acc=("acc", "max"), state_bytes=("state_bytes", "median")).reset_index())
+    out = (best.groupby(keys, dropna=False)
+           .agg(acc=("acc", "mean"), acc_std=("acc", "std"), n_seeds=("acc", "size"),
+                state_bytes=("state_bytes", "median")).reset_index())
+    return out.sort_values(keys, ignore_index=True)
+
+
+def _mqar_panels(pts: pd.DataFrame, x: str, xlabel: str, title: str, connect: bool,
+                 ncols: int | None) -> Figure:
+    panels = list(pts[["seq_len", "num_kv_pairs"]].drop_duplicates()
+                  .sort_values(["seq_len", "num_kv_pairs"]).itertuples(index=False))
+    specs = list(dict.fromkeys(pts.sort_values("spec")["spec"]))
+    ncols = ncols or min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(3.8 * ncols, 3.2 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    handles = {}
+    for ax, (L, kv) in zip(axes.flat, panels):
+        cell = pts[(pts["seq_len"] == L) & (pts["num_kv_pairs"] == kv)]
+        for i, spec in enumerate(specs):
+            p = cell[cell["spec"] == spec].sort_values(x)
+            if p.empty:
+                continue
+            st = style(i)
+            if not connect:
+                st["linestyle"] = "none"
+            line = ax.errorbar(p[x], p["acc"], yerr=p["acc_std"].where(p["n_seeds"] > 1),
+                               capsize=2, markersize=5, linewidth=1.5, **st)
+            handles.setdefault(spec, line)
+        xs = sorted(cell[x].dropna().unique())
+        if len(xs) and min(xs) > 0:
+            ax.set_xscale("log", base=2)
+        if x == "d_model":
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"seq_len {L}, {kv} kv pairs")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+               ncols=min(len(handles), 5), frameon=False)
+    return fig
+
+
+def mqar(frame: pd.DataFrame, suite: str | None = None, ncols: int | None = None) -> Figure:
+    """Zoology's figure: MQAR accuracy vs model width, one panel per (seq_len, kv pairs), one
+    line per spec (best lr x wd per point, mean ± std over seeds)."""
+    _, suite = select_suite(frame, suite)
+    pts = mqar_points(frame, suite)
+    return _mqar_panels(pts, "d_model", label("d_model"),
+                        f"{suite}: MQAR accuracy vs width (best lr x wd per point)", True, ncols)
+
+
+def state(frame: pd.DataFrame, suite: str | None = None, ncols: int | None = None) -> Figure:
+    """MQAR accuracy vs recurrent state size (the rows' ``state_bytes``, ``madbench info``'s
+    figure at the setting's length; for mqar-mixture the longest test length): one point per
+    (spec, width), one panel per (seq_len, kv pairs)."""
+    _, suite = select_suite(frame, suite)
+    pts = mqar_points(frame, suite)
+    pts = pts[pts["state_bytes"].notna() & (pts["state_bytes"] > 0)]
+    if pts.empty:
+        raise ValueError("no mqar row has a state_bytes column (rows written before it existed, "
+                         "or no recurrent form): re-run them")
+    return _mqar_panels(pts, "state_bytes", label("state_bytes"),
+                        f"{suite}: MQAR accuracy vs recurrent state size", False, ncols)
+
+
 # -- Optuna search history ------------------------------------------------------------------
 
 def load_study(study: str, storage: str):
@@ -311,8 +419,13 @@ def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = 
         return pareto(frame, suite, metric, x=x)
     if kind == "search-history":
         return search_history(load_study(study, storage))
+    if kind == "mqar":
+        return mqar(frame, suite)
+    if kind == "state":
+        return state(frame, suite)
     raise ValueError(f"plot kind {kind!r} is not valid (valid: {', '.join(KINDS)})")
 
 
 __all__ = ["heatmap", "difficulty", "pareto", "pareto_front", "pareto_table", "search_history",
+           "mqar", "mqar_points", "state",
            "load_study", "save_figure", "figure_bytes", "make_plot", "MAD_COLUMN"]

@@ -15,7 +15,7 @@ from .base import IGNORE_INDEX, TaskData, TaskSetting, make_generator, split_see
 from .compression import CompressionSetting
 from .copying import SelectiveCopyingSetting
 from .memorization import MemorizationSetting
-from .mqar import MQARSetting
+from .mqar import MQARMixtureSetting, MQARSetting
 from .recall import FuzzyInContextRecallSetting, InContextRecallSetting, NoisyInContextRecallSetting
 
 TASKS: dict[str, type[TaskSetting]] = {
@@ -26,6 +26,7 @@ TASKS: dict[str, type[TaskSetting]] = {
     "compression": CompressionSetting,
     "memorization": MemorizationSetting,
     "mqar": MQARSetting,
+    "mqar-mixture": MQARMixtureSetting,
 }
 
 AnyTaskSetting = Annotated[
@@ -59,4 +60,5 @@ __all__ = [
     "IGNORE_INDEX", "split_seed", "make_generator",
     "InContextRecallSetting", "FuzzyInContextRecallSetting", "NoisyInContextRecallSetting",
     "SelectiveCopyingSetting", "CompressionSetting", "MemorizationSetting", "MQARSetting",
+    "MQARMixtureSetting",
 ]

@@ -36,11 +36,13 @@ class RunResult:
     params: int = 0
     wall_s: float = 0.0
     history: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # task-defined test columns (see trainer.train)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("history")
-        return out
+        extra = out.pop("extra")
+        return {**out, **extra}
 
 
 # (epoch, metrics) -> True to stop the run as pruned (an Optuna pruner's decision)
@@ -85,7 +87,7 @@ def prepare_run(spec, setting, seed: int, device: torch.device, data=None):
     x_test, y_test = test_data.inputs.to(device), test_data.targets.to(device)
     vocab = setting.model_vocab_size()
     torch.manual_seed(seed)
-    model = build_model(spec, vocab_size=vocab, max_len=x_train.shape[1],
+    model = build_model(spec, vocab_size=vocab, max_len=max(x_train.shape[1], x_test.shape[1]),
                         backbone=setting.backbone).to(device)
     return model, x_train, y_train, x_test, y_test, vocab
 

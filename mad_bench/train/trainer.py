@@ -53,8 +53,15 @@ def train(spec: ArchitectureSpec, setting, cfg: TrainConfig, device: str | None 
     dev = resolve_device(device)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        data = data or (setting.generate("train", cfg.seed), setting.generate("test", cfg.seed))
         model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, cfg.seed, dev, data)
         result = _fit(model, x_train, y_train, x_test, y_test, vocab, cfg, dev, on_eval, progress)
+        # task hook: extra test columns from the final model (mqar-mixture: accuracy per segment)
+        test_columns = getattr(setting, "test_columns", None)
+        if test_columns is not None and result.status == "ok":
+            model.eval()
+            with autocast(dev, cfg):
+                result.extra = test_columns(model, x_test, data[1], cfg.batch_size)
     result.params = model.num_params()
     result.wall_s = time.perf_counter() - t0
     return result

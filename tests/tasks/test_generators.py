@@ -37,7 +37,7 @@ def rows(t):
 # --------------------------------------------------------------------------- registry / api
 def test_registry_names():
     assert set(TASKS) == {"in-context-recall", "fuzzy-in-context-recall", "noisy-in-context-recall",
-                          "selective-copying", "compression", "memorization", "mqar"}
+                          "selective-copying", "compression", "memorization", "mqar", "mqar-mixture"}
     for name, cls in TASKS.items():
         assert cls().task == name
         assert cls.backbone == ("autoencoder" if name == "compression" else "lm")
@@ -121,7 +121,10 @@ def test_split_seeds_disjoint():
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_train_test_share_no_example(name):
-    s = get_task(name)(num_train_examples=300, num_test_examples=100)
+    if name == "mqar-mixture":  # its example counts follow from its segments
+        s = get_task(name)(train_segments=["32x2:200", "64x4:100"], test_segments=["32x2:50", "64x4:50"])
+    else:
+        s = get_task(name)(num_train_examples=300, num_test_examples=100)
     tr, te = s.generate("train", 0), s.generate("test", 0)
     train_rows = {tuple(r) for r in rows(tr.inputs)}
     assert not any(tuple(r) in train_rows for r in rows(te.inputs))

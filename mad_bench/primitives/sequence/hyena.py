@@ -23,8 +23,21 @@ the dot product with the filter, plus a ``short_filter_order - 1`` buffer for th
 
 Multi-head (``num_heads`` H > 1): the inner width splits into H heads of E/H channels and the long
 filters (and D) have E/H channels shared by all heads (channel c uses filter c mod E/H), as in
-MAD-Lab, whose long conv has head_dim * (order - 1) channels. MAD-Lab's ``mh-hyena`` layer
-additionally takes an H3-style outer product inside each head; that variant is not reproduced.
+MAD-Lab, whose long conv has head_dim * (order - 1) channels.
+
+``mode: outer-product`` is MAD-Lab's multi-head Hyena (``MultiHeadHyenaOperator`` with
+``fftconv_heads``; Massaroli et al., 2024, "Mechanistic Design and Scaling of Hybrid
+Architectures", the ``mh-hyena`` layer), order 2 only: with (x^0, x^1, v) from the short conv,
+the inner width splits into G = E / head_dim heads of ``head_dim`` consecutive channels, and per
+head g the outer product of v and x^1 is long-convolved (one filter h_g and skip D_g per head)
+and read out by x^0, as H3 does with its SSM:
+
+    y[g, j] = sum_i x^0[g, i] . ( h_g * (v[g, i] . x^1[g, j]) + D_g v[g, i] . x^1[g, j] )
+
+MAD-Lab's config key ``num_heads: 16`` is this head_dim (it sets the outer-product size; the
+head count is E / 16). ``architectures/mh-hyena.yaml`` writes its ``configs/layers/mh-hyena.yml``
+(inner_factor 1, filter FFN width 2, head_dim 16; proj_groups 4, MAD-Lab's inherited default).
+``step`` keeps every outer product so far (the filter is not recurrent).
 
 Defaults are MAD-Lab's ``configs/layers/hyena.yml``: order 2, inner_factor 4, proj_groups 4
 (the in-projection is (N+1)E/4 wide and tiled 4 times), short filter 3, filter FFN width 4
@@ -36,7 +49,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer
 from torch import nn
 
 from ..base import SequenceMixer, SequenceMixerConfig
@@ -59,6 +72,20 @@ class HyenaConfig(SequenceMixerConfig):
     slow_decay_pct: float = Field(1.5, gt=0.0)
     decay_target: float = Field(1e-2, gt=0.0, lt=1.0)
     bias: bool = Field(True, description="the long conv's skip term D")
+    mode: Literal["gated", "outer-product"] = Field(
+        "gated", description="gated: Hyena's chain of gates; outer-product: MAD-Lab's mh-hyena")
+    head_dim: int = Field(16, ge=1, description="outer-product mode: channels per head "
+                                                "(MAD-Lab's mh-hyena num_heads)")
+
+    @model_serializer(mode="wrap")
+    def _omit_mode_defaults(self, handler):
+        """Leave the mode fields out while they are unused, so that specs written before the
+        mode existed keep their hash (and the results store its keys)."""
+        data = handler(self)
+        if self.mode == "gated":
+            data.pop("mode", None)
+            data.pop("head_dim", None)
+        return data
 
     def check(self, d_model: int) -> None:
         inner = self.inner_factor * d_model
@@ -73,6 +100,14 @@ class HyenaConfig(SequenceMixerConfig):
             )
         if self.emb_dim % 2 == 0:
             raise ValueError(f"emb_dim={self.emb_dim} must be odd (t plus cos/sin pairs)")
+        if self.mode == "outer-product":
+            if self.order != 2:
+                raise ValueError(f"order={self.order}: mode outer-product is order 2 only")
+            if self.num_heads != 1:
+                raise ValueError(f"num_heads={self.num_heads}: mode outer-product sets its heads "
+                                 f"by head_dim (MAD-Lab's num_heads); leave num_heads at 1")
+            if inner % self.head_dim:
+                raise ValueError(f"head_dim={self.head_dim} must divide inner_factor * d_model = {inner}")
 
 
 class _Sin(nn.Module):
@@ -124,6 +159,25 @@ def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return y[..., :L].to(u.dtype)
 
 
+def outer_product_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor,
+                       D: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """The H3 / multi-head Hyena mixing of ``[B, G*N, L]`` inputs in G heads of N = head_dim
+    channels (head g holds channels g*N .. g*N + N-1), with one long filter ``h [G, L]`` and skip
+    ``D [G]`` per head::
+
+        y[g, j] = sum_i q[g, i] . ( h_g * (k[g, i] . v[g, j]) + D_g k[g, i] . v[g, j] )
+
+    (``*`` causal convolution over time, ``.`` elementwise): per head, the N x N outer product
+    of k and v is convolved and read out by q. Returns ``[B, G*N, L]`` (head-major).
+    """
+    B, E, L = q.shape
+    G = E // head_dim
+    q, k, v = (t.reshape(B, G, head_dim, L) for t in (q, k, v))
+    kv = k[:, :, :, None] * v[:, :, None]  # [B, G, N(i), N(j), L]
+    y = fft_causal_conv(kv, h[None, :, None, None]) + kv * D[None, :, None, None, None]
+    return (q[:, :, :, None] * y).sum(2).reshape(B, E, L)
+
+
 @register(HyenaConfig)
 class Hyena(SequenceMixer):
     """Hyena: gated implicit long convolutions (order N) with short depthwise filters."""
@@ -140,11 +194,13 @@ class Hyena(SequenceMixer):
             self.width, self.width, cfg.short_filter_order, groups=self.width,
             padding=cfg.short_filter_order - 1,
         )
-        self.filter = HyenaFilter(cfg, self.head_dim * (cfg.order - 1), max_len)
+        self.outer = cfg.mode == "outer-product"
+        channels = self.inner // cfg.head_dim if self.outer else self.head_dim  # per filter
+        self.filter = HyenaFilter(cfg, channels * (cfg.order - 1), max_len)
         if cfg.bias:
-            self.D = nn.Parameter(torch.randn(cfg.order - 1, self.head_dim))
+            self.D = nn.Parameter(torch.randn(cfg.order - 1, channels))
         else:
-            self.register_buffer("D", torch.zeros(cfg.order - 1, self.head_dim), persistent=False)
+            self.register_buffer("D", torch.zeros(cfg.order - 1, channels), persistent=False)
         self.out_proj = nn.Linear(self.inner, d_model)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:  # [..., D] -> [..., width]
@@ -166,6 +222,9 @@ class Hyena(SequenceMixer):
         z = self._project(x).transpose(1, 2)  # [B, width, L]
         z = self.short_filter(z)[..., :L]
         *xs, v = z.split(self.inner, dim=1)
+        if self.outer:
+            y = outer_product_conv(xs[0], v, xs[1], self.filter(L).T, self.D[0], self.cfg.head_dim)
+            return self.out_proj(y.transpose(1, 2))
         h, D = self._filters(L), self._D()
         for n, x_i in enumerate(reversed(xs[1:])):
             v = v * x_i
@@ -176,11 +235,14 @@ class Hyena(SequenceMixer):
     def init_state(self, batch_size: int, device=None, dtype=None):
         dtype = dtype or torch.float32
         k = self.cfg.short_filter_order
+        if self.outer:  # every outer product so far, [B, G, N, N, max_len]
+            N = self.cfg.head_dim
+            shape = (batch_size, self.inner // N, N, N, self.max_len)
+        else:
+            shape = (self.order - 1, batch_size, self.inner, self.max_len)
         return {
             "short": torch.zeros(batch_size, self.width, k - 1, device=device, dtype=dtype),
-            "long": torch.zeros(
-                self.order - 1, batch_size, self.inner, self.max_len, device=device, dtype=dtype
-            ),
+            "long": torch.zeros(shape, device=device, dtype=dtype),
             "pos": 0,
         }
 
@@ -193,19 +255,31 @@ class Hyena(SequenceMixer):
         w = self.short_filter.weight[:, 0]  # [width, k]
         zc = (window.to(w.dtype) * w).sum(-1) + self.short_filter.bias
         *xs, v = zc.split(self.inner, dim=-1)
+        hist = state["long"].clone()
+        new_short = window[..., 1:].clone()
+        if self.outer:
+            B, N = x_t.shape[0], self.cfg.head_dim
+            q, k, v = (t.reshape(B, -1, N) for t in (xs[0], v, xs[1]))
+            kv = k[..., :, None] * v[..., None, :]  # [B, G, i, j]
+            hist[..., pos] = kv.to(hist.dtype)
+            h = self.filter(pos + 1).T.flip(-1)  # [G, pos+1]: h[t - s] for s = 0..t
+            y = (hist[..., : pos + 1].to(h.dtype) * h[:, None, None]).sum(-1)
+            y = y + kv * self.D[0, :, None, None]
+            y = (q[..., None] * y).sum(2).reshape(B, self.inner)
+            return self.out_proj(y), {"short": new_short, "long": hist, "pos": pos + 1}
         h = self._filters(self.max_len)[..., : pos + 1].flip(-1)  # h[t - s] for s = 0..t
         D = self._D()
-        hist = state["long"].clone()
         for n, x_i in enumerate(reversed(xs[1:])):
             v = v * x_i
             hist[n, :, :, pos] = v.to(hist.dtype)
             v = (hist[n, :, :, : pos + 1].to(h.dtype) * h[n]).sum(-1) + v * D[n]
         y = self.out_proj(v * xs[0])
-        new_short = window[..., 1:].clone()
         return y, {"short": new_short, "long": hist, "pos": pos + 1}
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         fft = 3 * 5.0 * math.log2(2 * max(seq_len, 1))  # three FFTs of size 2L per channel
         short = 2.0 * self.cfg.short_filter_order * self.width
         long = (self.order - 1) * self.inner * (fft + 4.0)  # conv, skip, gate
+        if self.outer:  # head_dim outer products per channel, each convolved and read out
+            long = self.inner * self.cfg.head_dim * (fft + 5.0)
         return short + long + self.inner  # final gate

@@ -1,0 +1,230 @@
+"""The gated delta rule in Triton, forward and backward (layout and recurrence as in ``reference``).
+
+Design: the **sequential recurrence**, one program per (batch*head, block of BV value columns)
+with the ``[K, BV]`` state in registers -- the value columns evolve independently, so the V
+axis splits across programs with no communication. Per step ``t``::
+
+    S' = g_t S_{t-1};   e_t = v_t - S'^T k_t;   S_t = S' + beta_t k_t e_t^T;   o_t = scale S_t^T q_t
+
+The forward stores ``e_t`` (fp32) and the state entering every block of CK steps. The backward
+walks the blocks in reverse: it recomputes the block's ``S'`` from its checkpoint into a scratch
+buffer (no division by the decay, which may be ~0), then runs the reverse recurrence::
+
+    dq = scale S_t do;   dS += scale q do^T;   dw = dS^T k;   dbeta = dw . e;   de = beta dw
+    dk = beta dS e - S' de;   dv = de;   dS' = dS - k de^T;   dlog_g = <dS', S'>;   dS_{t-1} = g dS'
+
+``dq``, ``dk``, ``dbeta``, ``dlog_g`` (reductions over V) are per-V-block fp32 partials summed by
+torch. The chunked form (tensor-core matmuls per chunk) is the torch reference's; a chunked
+kernel is future work.
+"""
+from __future__ import annotations
+
+import torch
+
+from mad_bench.kernels.dispatch import jit, next_pow2, pick, tl, triton
+
+__all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
+
+CK = 32  # steps between the forward's state checkpoints (= the backward's recompute block)
+
+
+@jit
+def _program(H, DK, DV, BK: tl.constexpr, BV: tl.constexpr):
+    """This program's (batch*head, value block): indices, masks and state offsets."""
+    pid_bh = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    bh = pid_bh.to(tl.int64)
+    kk = tl.arange(0, BK)
+    km = kk < DK
+    vv = pid_v * BV + tl.arange(0, BV)
+    vm = vv < DV
+    m2 = km[:, None] & vm[None, :]
+    st_off = kk[:, None] * DV + vv[None, :]
+    return pid_v, b, h, bh, kk, km, vv, vm, m2, st_off
+
+
+@jit
+def _gdr_fwd_kernel(
+    Q, K, V, BETA, LOGG, S0, O, ERR, CKPT, SFIN,
+    L, H, DK, DV, NCK, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
+    HAS_S0: tl.constexpr, CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_S0:
+        S = tl.load(S0 + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BK, BV], dtype=tl.float32)
+    qp = Q + b * s_qb + h * s_qh + kk * s_qk
+    kp = K + b * s_kb + h * s_kh + kk * s_kk
+    vp = V + b * s_vb + h * s_vh + vv * s_vv
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    op = O + b * s_ob + h * s_oh + vv * s_ov
+    ep = ERR + bh * L * DV + vv
+    cp = CKPT + bh * NCK * DK * DV + st_off
+    for t in range(L):
+        if t % CK == 0:
+            tl.store(cp + (t // CK) * DK * DV, S, mask=m2)
+        k_t = tl.load(kp + t * s_kl, mask=km, other=0.0).to(tl.float32)
+        v_t = tl.load(vp + t * s_vl, mask=vm, other=0.0).to(tl.float32)
+        q_t = tl.load(qp + t * s_ql, mask=km, other=0.0).to(tl.float32)
+        b_t = tl.load(bp + t * s_bl).to(tl.float32)
+        g_t = tl.exp(tl.load(gp + t * s_gl).to(tl.float32))
+        S = S * g_t
+        e = v_t - tl.sum(S * k_t[:, None], axis=0)
+        tl.store(ep + t * DV, e, mask=vm)
+        S += (b_t * k_t)[:, None] * e[None, :]
+        o = tl.sum(S * q_t[:, None], axis=0) * scale
+        tl.store(op + t * s_ol, o.to(O.dtype.element_ty), mask=vm)
+    tl.store(SFIN + bh * DK * DV + st_off, S, mask=m2)
+
+
+@jit
+def _gdr_bwd_kernel(
+    Q, K, BETA, LOGG, DO, DSFIN, ERR, CKPT, SCRATCH,
+    DQ_P, DK_P, DV_, DBETA_P, DG_P, DS0,
+    L, H, DK, DV, NCK, BH, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
+    s_ob, s_oh, s_ol, s_ov, s_dvb, s_dvh, s_dvl, s_dvv,
+    HAS_DSFIN: tl.constexpr, CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_DSFIN:
+        dS = tl.load(DSFIN + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros([BK, BV], dtype=tl.float32)
+    qp = Q + b * s_qb + h * s_qh + kk * s_qk
+    kp = K + b * s_kb + h * s_kh + kk * s_kk
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    dop = DO + b * s_ob + h * s_oh + vv * s_ov
+    ep = ERR + bh * L * DV + vv
+    cp = CKPT + bh * NCK * DK * DV + st_off
+    part = pid_v.to(tl.int64) * BH + bh
+    sp = SCRATCH + part * CK * BK * BV + kk[:, None] * BV + tl.arange(0, BV)[None, :]
+    dqp = DQ_P + part * L * DK + kk
+    dkp = DK_P + part * L * DK + kk
+    dbp = DBETA_P + part * L
+    dgp = DG_P + part * L
+    dvp = DV_ + b * s_dvb + h * s_dvh + vv * s_dvv
+    for i in range(NCK):
+        blk = NCK - 1 - i
+        t0 = blk * CK
+        n = tl.minimum(CK, L - t0)
+        # recompute S' = g_t S_{t-1} for the block's steps from its checkpoint
+        S = tl.load(cp + blk * DK * DV, mask=m2, other=0.0)
+        for j in range(n):
+            t = t0 + j
+            k_t = tl.load(kp + t * s_kl, mask=km, other=0.0).to(tl.float32)
+            b_t = tl.load(bp + t * s_bl).to(tl.float32)
+            S = S * tl.exp(tl.load(gp + t * s_gl).to(tl.float32))
+            tl.store(sp + j * BK * BV, S)
+            e = tl.load(ep + t * DV, mask=vm, other=0.0)
+            S += (b_t * k_t)[:, None] * e[None, :]
+        tl.debug_barrier()
+        for jj in range(n):
+            j = n - 1 - jj
+            t = t0 + j
+            Sp = tl.load(sp + j * BK * BV)
+            k_t = tl.load(kp + t * s_kl, mask=km, other=0.0).to(tl.float32)
+            q_t = tl.load(qp + t * s_ql, mask=km, other=0.0).to(tl.float32)
+            b_t = tl.load(bp + t * s_bl).to(tl.float32)
+            g_t = tl.exp(tl.load(gp + t * s_gl).to(tl.float32))
+            do = tl.load(dop + t * s_ol, mask=vm, other=0.0).to(tl.float32)
+            e = tl.load(ep + t * DV, mask=vm, other=0.0)
+            St = Sp + (b_t * k_t)[:, None] * e[None, :]
+            dq = tl.sum(St * do[None, :], axis=1) * scale
+            dS += (scale * q_t)[:, None] * do[None, :]
+            dw = tl.sum(dS * k_t[:, None], axis=0)
+            dk = b_t * tl.sum(dS * e[None, :], axis=1)
+            db = tl.sum(dw * e, axis=0)
+            de = b_t * dw
+            dk -= tl.sum(Sp * de[None, :], axis=1)
+            dS -= k_t[:, None] * de[None, :]
+            dg = tl.sum(tl.sum(dS * Sp, axis=1), axis=0)
+            dS = dS * g_t
+            tl.store(dvp + t * s_dvl, de.to(DV_.dtype.element_ty), mask=vm)
+            tl.store(dqp + t * DK, dq, mask=km)
+            tl.store(dkp + t * DK, dk, mask=km)
+            tl.store(dbp + t, db)
+            tl.store(dgp + t, dg)
+        tl.debug_barrier()
+    tl.store(DS0 + bh * DK * DV + st_off, dS, mask=m2)
+
+
+def _cfg(dk: int, dv: int) -> dict:
+    BK = next_pow2(dk)
+    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
+    nw = min(8, max(1, BK * BV // 512))
+    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), 32)))
+
+
+def _s(t):
+    return tuple(t.stride())
+
+
+class GatedDeltaRuleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, log_g, scale, initial_state):
+        B, H, L, DK = q.shape
+        DV = v.shape[-1]
+        if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
+                or log_g.shape != (B, H, L):
+            raise ValueError(
+                f"expected q, k [B, H, L, K], v [B, H, L, V], beta and log_g [B, H, L]; got "
+                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
+                f"{tuple(log_g.shape)}")
+        s0 = initial_state.float().contiguous() if initial_state is not None else None
+        cfg = _cfg(DK, DV)
+        nck = triton.cdiv(L, CK)
+        dev = q.device
+        o = torch.empty_like(v)
+        err = torch.empty((B * H, L, DV), device=dev, dtype=torch.float32)
+        ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+        sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
+        _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+            q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+            *_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o),
+            HAS_S0=s0 is not None, CK=CK, **cfg,
+        )
+        ctx.save_for_backward(q, k, beta, log_g, err, ckpt)
+        ctx.scale = scale
+        ctx.v_meta = (v.shape, v.dtype)
+        ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
+        return o, sfin
+
+    @staticmethod
+    def backward(ctx, do, dsfin):
+        q, k, beta, log_g, err, ckpt = ctx.saved_tensors
+        B, H, L, DK = q.shape
+        shape, dtype = ctx.v_meta
+        DV = shape[-1]
+        cfg = _cfg(DK, DV)
+        nv = triton.cdiv(DV, cfg["BV"])
+        dev = q.device
+        f32 = dict(device=dev, dtype=torch.float32)
+        dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+        db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+        scratch = torch.empty((nv * B * H, CK, cfg["BK"], cfg["BV"]), **f32)
+        dv = torch.empty(shape, dtype=dtype, device=dev)
+        ds0 = torch.empty((B, H, DK, DV), **f32)
+        dsfin = dsfin.contiguous() if dsfin is not None else None
+        _gdr_bwd_kernel[(B * H, nv)](
+            q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
+            L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale),
+            *_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv),
+            HAS_DSFIN=dsfin is not None, CK=CK, **cfg,
+        )
+        dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
+        ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
+        return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
+                ds0)
+
+
+def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None):
+    """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``)."""
+    return GatedDeltaRuleFunction.apply(q, k, v, beta, log_g, scale, initial_state)

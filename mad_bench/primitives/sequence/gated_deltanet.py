@@ -1,0 +1,145 @@
+"""Gated DeltaNet (Yang, Kautz & Hatamizadeh, 2024, "Gated Delta Networks: Improving Mamba2 with
+Delta Rule"), as in flash-linear-attention's ``GatedDeltaNet`` layer and MAD-Lab's config.
+
+    q, k, v  = silu(conv(x W_q)), silu(conv(x W_k)), silu(conv(x W_v))   (short causal convs)
+    q, k     = q / ||q||_2, k / ||k||_2                                    (per head)
+    beta_t   = sigmoid(x_t W_b)                      (write strength, one per head)
+    log g_t  = -exp(A_log) * softplus(x_t W_a + dt_bias)                 (Mamba-2's decay, eq. 4)
+    S_t      = g_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T q_t / sqrt(d_k)
+    y_t      = W_o concat_h( RMSNorm_h(o_t) * silu(x_t W_g) )            (paper eq. 10, fig. 1)
+
+The parallel form is the chunked one (``mad_bench.ops.gated_delta_rule``: the WY / UT form with
+the decay folded in, linear in L; Triton kernels on CUDA). ``step`` carries ``S`` and the conv
+buffers. Initialisation follows fla: ``A ~ U(0, 16)``, ``dt ~ logU(1e-3, 1e-1)`` stored as the
+softplus-inverse ``dt_bias``.
+
+Defaults are MAD-Lab's ``configs/layers/gated-delta-net.yml`` (head_dim 32, expand_v 2, output
+gate and short conv 4 on, no conv bias), with the head count derived from the width:
+``n_heads = max(1, d_model // head_dim)`` (4 at MAD-Lab's d_model 128).
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ...ops.gated_delta_rule import gated_delta_rule
+from ..base import SequenceMixer, SequenceMixerConfig
+from ..registry import register
+from ._linear_common import CausalShortConv, HeadNorm, chunked_flops_per_token
+
+
+class GatedDeltaNetConfig(SequenceMixerConfig):
+    type: Literal["gated-deltanet"] = "gated-deltanet"
+    head_dim: int = Field(32, ge=1, description="key width per head (MAD-Lab: 32)")
+    n_heads: int | None = Field(None, ge=1, description="heads (None: max(1, d_model // head_dim))")
+    expand_v: float = Field(2.0, gt=0.0, description="value width per head = expand_v * head_dim")
+    short_conv: bool = Field(True, description="silu(short causal conv) on q, k, v")
+    conv_size: int = Field(4, ge=2, description="short conv kernel length")
+    output_gate: bool = Field(True, description="silu output gate after the head norm")
+    norm_eps: float = Field(1e-5, gt=0.0)
+    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form")
+
+    def heads(self, d_model: int) -> int:
+        return self.n_heads or max(1, d_model // self.head_dim)
+
+    def check(self, d_model: int) -> None:
+        dv = self.expand_v * self.head_dim
+        if dv != int(dv):
+            raise ValueError(f"expand_v={self.expand_v} gives value head width {dv} at "
+                             f"head_dim={self.head_dim}, which must be an integer")
+
+
+@register(GatedDeltaNetConfig)
+class GatedDeltaNet(SequenceMixer):
+    """Gated DeltaNet: the delta rule with a Mamba-2 style per-head decay and an output gate."""
+
+    has_triton: ClassVar[bool] = True
+
+    def __init__(self, cfg: GatedDeltaNetConfig, d_model: int, max_len: int):
+        super().__init__(cfg, d_model, max_len)
+        cfg.check(d_model)
+        H = self.n_heads = cfg.heads(d_model)
+        self.dk, self.dv = cfg.head_dim, int(cfg.expand_v * cfg.head_dim)
+        self.key_dim, self.value_dim = H * self.dk, H * self.dv
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.a_proj = nn.Linear(d_model, H, bias=False)
+        self.b_proj = nn.Linear(d_model, H, bias=False)
+        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1e-4, 16.0)))
+        dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        dt = dt.clamp_min(1e-4)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        if cfg.short_conv:
+            self.q_conv = CausalShortConv(self.key_dim, cfg.conv_size)
+            self.k_conv = CausalShortConv(self.key_dim, cfg.conv_size)
+            self.v_conv = CausalShortConv(self.value_dim, cfg.conv_size)
+        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if cfg.output_gate else None
+        self.o_norm = HeadNorm(self.dv, "rms", cfg.norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    def _split(self, t: torch.Tensor, d: int) -> torch.Tensor:  # [B, L, H*d] -> [B, H, L, d]
+        B, L, _ = t.shape
+        return t.view(B, L, self.n_heads, d).transpose(1, 2)
+
+    def _heads(self, q, k, v, x):
+        if self.cfg.short_conv:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q = F.normalize(self._split(q, self.dk).float(), dim=-1)
+        k = F.normalize(self._split(k, self.dk).float(), dim=-1)
+        v = self._split(v, self.dv)
+        beta = torch.sigmoid(self.b_proj(x).float()).transpose(1, 2)  # [B, H, L]
+        log_g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+        return q, k, v, beta, log_g.transpose(1, 2)
+
+    def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, L = o.shape[:2]  # o [B, L, H, d_v]
+        o = self.o_norm(o.to(x.dtype)).reshape(B, L, self.value_dim)
+        if self.g_proj is not None:
+            o = o * F.silu(self.g_proj(x))
+        return self.o_proj(o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.cfg.short_conv:
+            q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
+        q, k, v, beta, log_g = self._heads(q, k, v, x)
+        o = gated_delta_rule(q, k, v, beta, log_g, scale=self.dk**-0.5,
+                             chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
+        return self._output(o.transpose(1, 2), x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        state = {"S": torch.zeros(batch_size, self.n_heads, self.dk, self.dv, device=device,
+                                  dtype=torch.float32)}
+        if self.cfg.short_conv:
+            for name in ("q", "k", "v"):
+                conv = getattr(self, f"{name}_conv")
+                state[name] = conv.init_state(batch_size, device, dtype or torch.float32)
+        return state
+
+    def step(self, x_t: torch.Tensor, state):
+        new = {}
+        q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
+        if self.cfg.short_conv:
+            q, new["q"] = self.q_conv.step(q, state["q"])
+            k, new["k"] = self.k_conv.step(k, state["k"])
+            v, new["v"] = self.v_conv.step(v, state["v"])
+        q, k, v, beta, log_g = (t[:, :, 0] for t in self._heads(q[:, None], k[:, None],
+                                                                v[:, None], x_t[:, None]))
+        S = torch.exp(log_g)[..., None, None] * state["S"]
+        err = v.float() - (k[..., None, :] @ S)[..., 0, :]  # v - S'^T k
+        S = S + (beta[..., None] * k)[..., :, None] * err[..., None, :]
+        o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]
+        new["S"] = S
+        return self._output(o[:, None], x_t[:, None])[:, 0], new
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        c = min(self.cfg.chunk_size, seq_len)
+        extra = self.n_heads * (2.0 * c * self.dk + c * (self.dk + self.dv) + 4 * self.dk * self.dv)
+        return chunked_flops_per_token(self.n_heads, self.dk, self.dv, self.cfg.chunk_size,
+                                       seq_len) + extra
