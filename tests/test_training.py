@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-import mad_bench.train.trainer as trainer_mod
+import mad_bench.train.core as core_mod
 from mad_bench import load_spec
 from mad_bench.tasks import get_task
 from mad_bench.train.config import TrainConfig
@@ -37,14 +37,14 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 
 def test_diverged_run_ends_with_status_not_exception(monkeypatch):
-    real_build = trainer_mod.build_model
+    real_build = core_mod.build_model
 
     def poisoned(*args, **kwargs):
         model = real_build(*args, **kwargs)
         model.head.register_forward_hook(lambda mod, inp, out: out * float("nan"))
         return model
 
-    monkeypatch.setattr(trainer_mod, "build_model", poisoned)
+    monkeypatch.setattr(core_mod, "build_model", poisoned)
     result = train(ATTENTION, RECALL, CFG.model_copy(update={"epochs": 3}), device="cpu")
     assert result.status == "diverged" and result.epochs_run == 1
     assert math.isnan(result.train_loss)
