@@ -138,6 +138,7 @@ def _execute(requests, args, title: str):
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, device=args.device) as executor, \
             make_progress(enabled=not args.no_progress) as progress:
+        print(f"engine {args.engine}, executor {executor.describe()}")
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
