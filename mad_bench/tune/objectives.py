@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import difflib
 import time
-from typing import Any
 
 OBJECTIVES: dict[str, str] = {
     "mad_score": "maximize",     # results.aggregate.mad_score of the trial's rows
