@@ -85,18 +85,13 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
 
 
-def test_bench_on_embedded_ray_with_both_engines(tmp_path, capsys):
+def test_bench_on_embedded_ray_with_both_engines(tmp_path, two_lr_suite, capsys):
     """`bench --executor ray`: plain runs and ensemble grids as Ray tasks give the local rows."""
     import pandas as pd
 
     from mad_bench.results import ResultsStore
 
-    suite = tmp_path / "two-lr.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "two-lr", "training": {"epochs": 2, "batch_size": 16, "stop_at_accuracy": None},
-        "grid": {"lr": [1.0e-3, 3.0e-3], "weight_decay": [0.0]},
-        "tasks": {"in-context-recall": {"baseline": {"vocab_size": 8, "seq_len": 16,
-                                                     "num_train_examples": 64, "num_test_examples": 32}}}}))
+    suite = two_lr_suite
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))
     base = ["bench", str(spec), "--suite", str(suite), "--device", "cpu", "--no-progress"]

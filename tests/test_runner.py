@@ -73,24 +73,18 @@ def test_unwritable_results_dir(tmp_path, capsys):
     assert "not writable" in err and "Traceback" not in err
 
 
-TWO_LR_SUITE = (
-    "name: two-lr\ntraining: {epochs: 2, batch_size: 16, stop_at_accuracy: null}\n"
-    "grid: {lr: [1.0e-3, 3.0e-3], weight_decay: [0.0]}\n"
-    "tasks:\n  in-context-recall:\n    baseline: {vocab_size: 8, seq_len: 16,"
-    " num_train_examples: 64, num_test_examples: 32}\n")
 SMALL_SPEC = "name: small\nd_model: 32\nlayers: [{type: attention, n_heads: 4}, swiglu]\n"
 
 
-def bench_frames(tmp_path, runs, *extra):
-    """Bench the small spec on the two-lr suite once per (name, argv) of ``runs``; their stores."""
-    suite, spec = tmp_path / "two-lr.yaml", tmp_path / "small.yaml"
-    suite.write_text(TWO_LR_SUITE)
+def bench_frames(tmp_path, suite, runs):
+    """Bench the small spec on ``suite`` once per (name, argv) of ``runs``; their stores."""
+    spec = tmp_path / "small.yaml"
     spec.write_text(SMALL_SPEC)
     frames = {}
     for name, argv in runs:
         out = tmp_path / name
         assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(out),
-                       "--device", "cpu", *argv, *extra) == 0
+                       "--device", "cpu", *argv) == 0
         frames[name] = ResultsStore(out).load().sort_values("run_key").reset_index(drop=True)
     return frames
 
@@ -108,9 +102,9 @@ def assert_same_runs(frames):
         assert (other["test_loss"] - ref["test_loss"]).abs().max() < 1e-4, name
 
 
-def test_bench_engines_and_local_workers_give_the_same_rows(tmp_path):
+def test_bench_engines_and_local_workers_give_the_same_rows(tmp_path, two_lr_suite):
     """Plain and ensemble engine, in this process and on two local worker processes."""
-    assert_same_runs(bench_frames(tmp_path, [
+    assert_same_runs(bench_frames(tmp_path, two_lr_suite, [
         ("plain", ["--engine", "plain"]), ("ensemble", ["--engine", "ensemble"]),
         ("plain-2", ["--engine", "plain", "--workers", "2"]),
         ("ensemble-2", ["--engine", "ensemble", "--workers", "2"])]))

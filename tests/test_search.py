@@ -152,15 +152,10 @@ def test_driver_killed_then_resume(tmp_path):
     assert requeued == {t.number for t in stale}
 
 
-def test_search_and_tune_through_the_ensemble_engine(tmp_path):
+def test_search_and_tune_through_the_ensemble_engine(tmp_path, two_lr_suite):
     """A grid-scored search trial trains its lr x wd grid as one ensemble: same rows and
     score as through the plain trainer; tune runs its trials through the engine too."""
-    suite = tmp_path / "two-lr.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "two-lr", "training": {"epochs": 2, "batch_size": 16, "stop_at_accuracy": None},
-        "grid": {"lr": [1.0e-3, 3.0e-3], "weight_decay": [0.0]},
-        "tasks": {"in-context-recall": {"baseline": {"vocab_size": 8, "seq_len": 16,
-                                                     "num_train_examples": 64, "num_test_examples": 32}}}}))
+    suite = two_lr_suite
     space = write_space(tmp_path, slots=[], scoring={"mode": "grid"})
     frames, scores = {}, {}
     for engine in ("plain", "ensemble"):
