@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import pydantic
 import torch
 
-from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, _field_error, sample_distinct
+from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, field_error, sample_distinct
 
 
 def generate_mqar(n: int, seq_len: int, vocab_size: int, kv: int, power_a: float,
@@ -62,14 +62,14 @@ class MQARSetting(TaskSetting):
     @pydantic.model_validator(mode="after")
     def _check(self):
         if self.seq_len % 2:
-            raise _field_error("seq_len", f"must be even, got {self.seq_len}")
+            raise field_error("seq_len", f"must be even, got {self.seq_len}")
         if 4 * self.num_kv_pairs > self.seq_len:
-            raise _field_error("seq_len", f"must be >= 4*num_kv_pairs={4 * self.num_kv_pairs} "
+            raise field_error("seq_len", f"must be >= 4*num_kv_pairs={4 * self.num_kv_pairs} "
                                f"(pairs + as many query slots), got {self.seq_len}")
         nk = self.vocab_size // 2 - 1
         nv = self.vocab_size - self.vocab_size // 2
         if self.num_kv_pairs > min(nk, nv):
-            raise _field_error("vocab_size", f"{self.vocab_size} gives {nk} keys / {nv} values, fewer "
+            raise field_error("vocab_size", f"{self.vocab_size} gives {nk} keys / {nv} values, fewer "
                                f"than num_kv_pairs={self.num_kv_pairs} distinct ones")
         return self
 
