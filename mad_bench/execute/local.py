@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -21,11 +22,14 @@ def _watch_parent(parent: int) -> None:
             os._exit(3)
 
 
-def _child(job, conn, device, threads, parent) -> None:
-    import torch
-
+def _child(job_bytes: bytes, conn, device, threads, parent) -> None:
+    # the watch starts before the job is unpickled (which imports torch and the models: seconds
+    # on a loaded machine), so a driver killed meanwhile does not leave this worker behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    import torch
+
+    job = pickle.loads(job_bytes)
     torch.set_num_threads(threads)
     pruned = False
 
@@ -75,7 +79,8 @@ class LocalExecutor(Executor):
             return
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(target=_child, daemon=True,
-                                 args=(job, child_conn, self.device, self.threads, os.getpid()))
+                                 args=(pickle.dumps(job), child_conn, self.device, self.threads,
+                                       os.getpid()))
         proc.start()
         child_conn.close()
         self._procs[job.handle] = (job, proc, parent_conn)
