@@ -6,8 +6,8 @@
 Runs a slice of the MAD protocol (by default the baseline setting of every task of
 ``tasks/mad.yaml``, the whole lr x wd grid, the suite's epochs) for the MAD default transformer
 (``architectures/transformer.yaml``) and a Mamba spec (``architectures/mamba.yaml``), first with
-the plain trainer (``runner.run_one``, one run after another), then with the engine
-(``engine.execute_engine``, one ensemble per grid), in the same process, and prints per
+the plain trainer (``runs.run_one``, one run after another), then with the engine
+(``engine.run_grid_rows``, one ensemble per grid), in the same process, and prints per
 architecture and trainer:
 
 * training tokens / s (tokens of the training set x epochs run, over the phase's wall clock);
@@ -50,7 +50,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -64,9 +63,9 @@ import torch  # noqa: E402
 
 from mad_bench import load_spec  # noqa: E402
 from mad_bench.compiler import build_model  # noqa: E402
-from mad_bench.engine import EngineOptions, execute_engine  # noqa: E402
-from mad_bench.results.store import ResultsStore  # noqa: E402
-from mad_bench.runner import device_name, plan, run_one  # noqa: E402
+from mad_bench.engine import EngineInfo, EngineOptions, group_requests, run_grid_rows  # noqa: E402
+from mad_bench.runner import plan  # noqa: E402
+from mad_bench.runs import device_name, run_one  # noqa: E402
 from mad_bench.suite import expand, load_suite  # noqa: E402
 from mad_bench.train.trainer import resolve_device  # noqa: E402
 
@@ -180,16 +179,20 @@ def run_phase(trainer: str, requests, device, options: EngineOptions, log_grid) 
     t0 = time.perf_counter()
     with sampler:
         if trainer == "plain":
-            rows = [run_one(req, str(device)) for req in requests]
+            done = [(req, run_one(req, str(device))) for req in requests]
         else:
-            with tempfile.TemporaryDirectory() as tmp:
-                rows, _ = execute_engine(requests, ResultsStore(tmp), device=str(device), force=True,
-                                         options=options, on_grid=log_grid)
+            done = []
+            for grid in group_requests(requests):
+                info = EngineInfo()
+                done += zip(grid, run_grid_rows(grid, str(device), options, info=info))
+                log_grid(grid, info)
         if device.type == "cuda":
             torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    for req, row in zip(requests, rows):
+    rows = []
+    for req, row in done:
         row["run_key"] = req.key
+        rows.append(row)
     return rows, {"wall_s": wall, "gpu_util": sampler.mean, "util_source": sampler.source}
 
 
@@ -199,8 +202,7 @@ def warm_up(spec, device, options):
                                           settings="baseline", max_steps=None))
     reqs = plan([spec], s, grid=[(1e-3, 0.0), (5e-4, 0.1)])
     run_one(reqs[0], str(device))
-    with tempfile.TemporaryDirectory() as tmp:
-        execute_engine(reqs, ResultsStore(tmp), device=str(device), force=True, options=options)
+    run_grid_rows(reqs, str(device), options)
 
 
 def extrapolate(rows: list[dict], requests, full_settings, arch_spec, bodies, grid_size: int, wall_total: float):

@@ -126,15 +126,19 @@ def _resolve_grid(grid, settings):
 
 
 def _execute(requests, args, title: str):
+    from .execute import make_executor
     from .progress import RunBar, make_progress
     from .results import ResultsStore
     from .runner import execute
 
-    if args.engine == "ensemble" and args.workers > 1:
-        raise UsageError("--engine ensemble trains a whole grid in one process: use --workers 1")
     store = ResultsStore(args.results)
     store.ensure_writable()
-    with make_progress(enabled=not args.no_progress) as progress:
+    workers = args.workers or (1 if args.executor == "local" else None)
+    with make_executor(args.executor, parallel=workers, in_process=workers == 1,
+                       address=args.address, cpus_per_trial=args.cpus_per_trial,
+                       gpus_per_trial=args.gpus_per_trial, device=args.device) as executor, \
+            make_progress(enabled=not args.no_progress) as progress:
+        print(f"engine {args.engine}, executor {executor.describe()}")
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
@@ -145,14 +149,9 @@ def _execute(requests, args, title: str):
         def bar(req):
             return RunBar(progress, req.describe())
 
-        if args.engine == "ensemble":
-            from .engine import execute_engine
-
-            rows, skipped = execute_engine(requests, store, device=args.device, force=args.force,
-                                           on_row=on_row, progress_factory=bar)
-        else:
-            rows, skipped = execute(requests, store, device=args.device, workers=args.workers,
-                                    force=args.force, on_row=on_row, progress_factory=bar)
+        rows, skipped = execute(requests, store, device=args.device, force=args.force,
+                                on_row=on_row, progress_factory=bar, engine=args.engine,
+                                executor=executor)
         progress.update(overall, completed=len(requests))
     return store, rows, skipped
 
@@ -178,31 +177,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
-def _print_scores(frame, suite_name: str, metric: str, task_order: list[str]) -> None:
-    from .results.aggregate import mad_scores, setting_scores, task_scores
+def _print_scores(frame, suite_name: str, metric: str) -> None:
+    """The MAD score table of the bench's specs: the leaderboard's cells (``results.aggregate``)."""
+    from .results.leaderboard import LEGEND, build_leaderboard
 
-    frame = frame[frame["suite"] == suite_name]
-    settings = setting_scores(frame, metric=metric)
-    tasks = task_scores(settings)
-    mad = mad_scores(tasks)
+    lb = build_leaderboard(frame, suite=suite_name, by="task", metric=metric)
     table = Table(title=f"{suite_name}: {metric} (best grid point per setting, mean over settings)")
-    order = {t: i for i, t in enumerate(task_order)}
-    task_names = sorted(dict.fromkeys(tasks["task"]), key=lambda t: order.get(t, len(order)))
     table.add_column("spec")
-    for t in task_names:
-        table.add_column(t, justify="right")
-    table.add_column("MAD score", justify="right")
-    table.add_column("runs", justify="right")
-    for _, m in mad.iterrows():
-        cells = []
-        for t in task_names:
-            hit = tasks[(tasks["spec_hash"] == m["spec_hash"]) & (tasks["task"] == t)]
-            cells.append("-" if hit.empty else f"{hit['score'].iloc[0]:.3f}"
-                         + ("" if hit["grid_complete"].iloc[0] else "*"))
-        table.add_row(m["spec"], *cells, f"{m['mad_score']:.3f}", str(int(m["n_runs"])))
+    for col in lb.columns:
+        table.add_column(col, justify="right")
+    for key in lb.info.index:
+        table.add_row(lb.info.loc[key, "spec"], *[lb.cell_text(key, col) for col in lb.columns])
     console.print(table)
-    if not bool(mad["grid_complete"].all()):
-        console.print("* incomplete lr x wd grid behind this score")
+    if not lb.complete:
+        console.print(LEGEND)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -224,8 +212,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"failed: {r['spec']} {r['task']} [{r['setting']}]: {r.get('error')}", file=sys.stderr)
     frame = store.load()
     hashes = {s.spec_hash() for s in specs}
-    _print_scores(frame[frame["spec_hash"].isin(hashes)], suite.name, args.metric,
-                  list(dict.fromkeys(s.task for s in settings)))
+    _print_scores(frame[frame["spec_hash"].isin(hashes)], suite.name, args.metric)
     return 1 if failed else 0
 
 
@@ -260,10 +247,17 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run runs already in the store")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="jobs at once (default: local 1, in this process; ray: what fits)")
     p.add_argument("--engine", choices=["plain", "ensemble"], default="plain",
                    help="plain: one run at a time; ensemble: the lr x wd grid of a setting "
                         "trained as one batched model (same results, fewer launches on a GPU)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray tasks (with --address: a cluster)")
+    p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="Ray: GPUs per job; fractions pack several jobs per GPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

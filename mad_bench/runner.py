@@ -1,46 +1,27 @@
-"""Plan and execute runs: (spec x suite setting x grid point x seed) -> result rows.
+"""Plan runs and decide what the store lacks; hand the rest to an executor; write the rows.
 
-``plan`` expands the work; ``run_one`` trains one run and returns its row (never raises:
-a crash becomes a ``failed`` row with the reason); ``execute`` skips runs already in the
-store, runs the rest sequentially or in worker processes, and writes each row as it lands.
+``plan`` expands the work (spec x suite setting x grid point x seed) into RunRequests;
+``pending`` keeps the ones the store lacks; ``execute`` cuts them into jobs for one engine
+(plain: one run per job; ensemble: one lr x wd grid per job), runs them on an executor (local
+threads / processes or Ray, :mod:`mad_bench.execute`) and writes each row, atomically, as its
+job lands: a killed benchmark loses only the jobs in flight and resumes by skipping the rest.
 """
 from __future__ import annotations
 
-import os
-import platform
-import traceback
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
-import torch
 from pydantic import ValidationError
 
-from . import __version__
-from .results.store import ResultsStore, run_key
+from .execute import Executor, make_executor
+from .execute.jobs import RunsJob, job_groups
+from .execute.loop import drive_jobs
+from .results.store import ResultsStore
+from .runs import RunRequest, make_row
 from .spec import ArchitectureSpec
 from .spec.errors import from_validation_error
 from .suite import Setting
 from .train.config import TrainConfig
-from .train.trainer import RunResult, resolve_device, train
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    spec: ArchitectureSpec
-    setting: Setting
-    training: TrainConfig
-
-    @property
-    def key(self) -> str:
-        return run_key(self.spec.spec_hash(), self.setting.task, self.setting.variables(),
-                       self.training.model_dump(mode="json"))
-
-    def describe(self) -> str:
-        return (f"{self.spec.name} | {self.setting.task} [{self.setting.setting_id}] "
-                f"lr={self.training.lr:g} wd={self.training.weight_decay:g} seed={self.training.seed}")
+from .train.trainer import resolve_device
 
 
 def check_backbone(spec: ArchitectureSpec, setting: Setting) -> None:
@@ -69,81 +50,6 @@ def plan(specs: list[ArchitectureSpec], settings: list[Setting],
     return requests
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
-             error: str | None = None) -> dict[str, Any]:
-    spec, setting = req.spec, req.setting
-    row: dict[str, Any] = {
-        "spec": spec.name, "spec_hash": spec.spec_hash(), "primitives": spec.primitives_summary(),
-        "d_model": spec.d_model,
-        "suite": setting.suite, "task": setting.task, "setting": setting.setting_id,
-        **setting.variables(),
-        "lr": req.training.lr, "weight_decay": req.training.weight_decay, "seed": req.training.seed,
-        "epochs": req.training.epochs, "batch_size": req.training.batch_size,
-        "device": device_name(device), "version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if result is None:
-        row.update(status="failed", error=error, params=None)
-    else:
-        row.update(result.to_dict())
-        row["error"] = error
-        row["state_bytes"] = recurrent_state_bytes(spec, setting)
-    return row
-
-
-def recurrent_state_bytes(spec: ArchitectureSpec, setting: Setting) -> int | None:
-    """Bytes of the model's recurrent state for one sequence at the setting's length (fp32, all
-    layers: ``madbench info``'s figure; None where the backbone has no token-by-token form)."""
-    from .info import summarize
-
-    ts = setting.task_setting
-    try:
-        return summarize(spec, ts.model_vocab_size(), ts.seq_len, backbone=ts.backbone)[1].state_bytes
-    except (TypeError, ValueError, NotImplementedError):
-        return None
-
-
-def run_one(req: RunRequest, device: str | None = None, progress=None,
-            on_eval=None) -> dict[str, Any]:
-    """Train one run; its row. Exceptions inside training become a ``failed`` row."""
-    dev = resolve_device(device)
-    try:
-        result = train(req.spec, req.setting.task_setting, req.training, device=str(dev),
-                       progress=progress, on_eval=on_eval)
-        return make_row(req, result, dev)
-    except Exception as exc:  # noqa: BLE001 - a benchmark must survive one bad run
-        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return make_row(req, None, dev, error=detail)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Worker processes outlive a killed driver; this one ends itself when its parent goes."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _worker(req: RunRequest, device: str | None, threads: int, root: str,
-            parent: int) -> dict[str, Any]:
-    _exit_with_parent(parent)
-    torch.set_num_threads(threads)
-    row = run_one(req, device)
-    ResultsStore(root).write(req.key, row)
-    return row
-
-
 def pending(requests: list[RunRequest], store: ResultsStore,
             force: bool = False) -> tuple[list[RunRequest], int]:
     """The requests the store lacks (all with ``force``) and how many were skipped."""
@@ -154,38 +60,48 @@ def pending(requests: list[RunRequest], store: ResultsStore,
 def execute(requests: list[RunRequest], store: ResultsStore, device: str | None = None,
             workers: int = 1, force: bool = False,
             on_row: Callable[[RunRequest, dict, int, int], None] | None = None,
-            progress_factory=None) -> tuple[list[dict], int]:
+            progress_factory: Callable[[RunRequest], Any] | None = None, engine: str = "plain",
+            executor: Executor | None = None, options: Any = None,
+            max_retries: int = 2) -> tuple[list[dict], int]:
     """Run what the store lacks (all with ``force``); returns (new rows, number skipped).
 
-    ``on_row(request, row, done, total)`` is called as each run lands; ``progress_factory()``
-    gives a per-run progress object (sequential execution only).
+    ``executor`` None: the local one, ``workers`` processes (one: a thread of this process).
+    ``engine``: ``plain`` or ``ensemble`` (``options``: its EngineOptions). ``on_row(request,
+    row, done, total)`` is called as each row lands; ``progress_factory(request)`` gives a
+    progress object per job (the job's first request) where jobs run in this process. A job
+    whose worker died is retried ``max_retries`` times, then its runs are ``failed`` rows.
     """
     todo, skipped = pending(requests, store, force)
     rows: list[dict] = []
     if not todo:
         return rows, skipped
     store.ensure_writable()
-    if workers <= 1:
-        for i, req in enumerate(todo, 1):
-            progress = progress_factory(req) if progress_factory else None
-            row = run_one(req, device, progress=progress)
+    jobs = iter([RunsJob(group, engine, number=i, options=options)
+                 for i, group in enumerate(job_groups(todo, engine))])
+
+    def land(job: RunsJob, job_rows: list[dict]) -> None:
+        for req, row in zip(job.requests, job_rows):
             store.write(req.key, row)
             rows.append(row)
             if on_row:
-                on_row(req, row, i, len(todo))
-        return rows, skipped
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_worker, req, device, threads, str(store.root), os.getpid()): req
-                   for req in todo}
-        for i, fut in enumerate(as_completed(futures), 1):
-            req = futures[fut]
-            try:
-                row = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a dead worker process
-                row = make_row(req, None, resolve_device(device), error=f"worker died: {exc!r}")
-                store.write(req.key, row)
-            rows.append(row)
-            if on_row:
-                on_row(req, row, i, len(todo))
+                on_row(req, row, len(rows), len(todo))
+
+    def give_up(job: RunsJob, reason: str) -> None:
+        dev = resolve_device(device)
+        land(job, [make_row(r, None, dev, error=f"worker died: {reason}") for r in job.requests])
+
+    own = executor is None
+    if own:
+        executor = make_executor("local", parallel=workers, in_process=workers <= 1, device=device)
+    bars = None
+    if progress_factory and not executor.isolated:  # a bar cannot follow a job elsewhere
+
+        def bars(job: RunsJob):
+            return progress_factory(job.requests[0])
+    try:
+        drive_jobs(executor, lambda: next(jobs, None), land, give_up, max_retries=max_retries,
+                   progress_factory=bars)
+    finally:
+        if own:
+            executor.close()
     return rows, skipped

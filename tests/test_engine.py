@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mad_bench import load_spec
-from mad_bench.engine import EngineInfo, EngineOptions, execute_engine, train_grid
+from mad_bench.engine import EngineInfo, EngineOptions, group_requests, run_grid_rows, train_grid
 from mad_bench.engine.ensemble import build_ensemble
 from mad_bench.engine.metrics import batched_counts
 from mad_bench.results import ResultsStore
@@ -195,17 +195,21 @@ def test_divergence_is_per_member():
     assert_same(results[0], plain(ATTENTION, cfg, *grid[0]))
 
 
-def test_execute_engine_writes_the_plain_runners_rows(tmp_path):
+def test_engine_through_the_runner_writes_the_plain_runners_rows(tmp_path):
     settings = expand(load_suite("smoke"), ["in-context-recall", "compression"], train_overrides={"epochs": 1})
     spec = load_spec({"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2,
                                                                  "rotary_dim": 0}, "swiglu"]})
     requests = plan([spec], settings, grid=[(1e-3, 0.0), (5e-4, 0.1)])
+    grids = group_requests(requests)
+    assert [len(g) for g in grids] == [2, 2]
+    info = EngineInfo()
+    assert len(run_grid_rows(grids[0], "cpu", info=info)) == 2 and info.mode == "vmap"
+    with pytest.raises(ValueError, match="differ in more than lr"):
+        run_grid_rows(requests, "cpu")
     plain_store, engine_store = ResultsStore(tmp_path / "plain"), ResultsStore(tmp_path / "engine")
     plain_rows, _ = execute(requests, plain_store, device="cpu")
-    seen = []
-    rows, skipped = execute_engine(requests, engine_store, device="cpu",
-                                   on_grid=lambda reqs, info: seen.append((len(reqs), info.mode)))
-    assert skipped == 0 and len(rows) == len(requests) and seen == [(2, "vmap"), (2, "vmap")]
+    rows, skipped = execute(requests, engine_store, device="cpu", engine="ensemble")
+    assert skipped == 0 and len(rows) == len(requests)
     assert all(engine_store.has(r.key) for r in requests)
     a, b = plain_store.load(), engine_store.load()
     assert list(a.columns) == list(b.columns)
@@ -213,7 +217,7 @@ def test_execute_engine_writes_the_plain_runners_rows(tmp_path):
     assert (a["status"] == b["status"]).all() and (a["epochs_run"] == b["epochs_run"]).all()
     assert ((a["test_acc"] - b["test_acc"]).abs() <= 1e-4).all()
     # the engine skips what either trainer already wrote
-    assert execute_engine(requests, plain_store, device="cpu") == ([], len(requests))
+    assert execute(requests, plain_store, device="cpu", engine="ensemble") == ([], len(requests))
 
 
 BF16 = CFG.model_copy(update={"precision": "bf16"})

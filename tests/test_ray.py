@@ -83,3 +83,33 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         if node2 is not None and node2.poll() is None:
             node2.kill()
         subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+
+
+def test_bench_on_embedded_ray_with_both_engines(tmp_path, two_lr_suite, capsys):
+    """`bench --executor ray`: plain runs and ensemble grids as Ray tasks give the local rows."""
+    import pandas as pd
+
+    from mad_bench.results import ResultsStore
+
+    suite = two_lr_suite
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    base = ["bench", str(spec), "--suite", str(suite), "--device", "cpu", "--no-progress"]
+    assert main(base + ["--results", str(tmp_path / "local")]) == 0
+    ref = ResultsStore(tmp_path / "local").load().set_index("run_key").sort_index()
+    for k, v in ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(num_cpus=2, object_store_memory=100_000_000, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    try:  # one Ray instance for both benches: the executor leaves a caller's Ray running
+        for engine in ("plain", "ensemble"):
+            out = tmp_path / engine
+            assert main(base + ["--results", str(out), "--executor", "ray", "--engine", engine]) == 0
+            assert f"engine {engine}, executor ray (embedded" in capsys.readouterr().out
+            assert ray.is_initialized()
+            got = ResultsStore(out).load().set_index("run_key").sort_index()
+            assert list(got.index) == list(ref.index) and list(got.columns) == list(ref.columns)
+            assert (got["status"] == "ok").all()
+            pd.testing.assert_series_equal(got["test_acc"], ref["test_acc"], atol=1e-4, rtol=0)
+    finally:
+        ray.shutdown()

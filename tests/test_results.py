@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mad_bench.results import ResultsStore, run_key
-from mad_bench.results.aggregate import mad_scores, setting_scores, task_scores
+from mad_bench.results.aggregate import mad_score, mad_scores, row_score, setting_scores, task_scores
 
 
 def row(spec="a", task="t1", setting="baseline", lr=1e-3, wd=0.0, acc=0.5, status="ok", seed=0):
@@ -87,3 +87,46 @@ def test_seeds_average_after_best_grid_point():
 def test_empty_store_is_a_clear_error():
     with pytest.raises(ValueError, match="empty"):
         setting_scores(pd.DataFrame(columns=["spec"]))
+
+
+def test_mad_score_by_hand_with_seeds_and_a_partial_grid(tmp_path):
+    """One spec, two tasks, two seeds, a 2-point grid with holes: every reader gets the number
+    worked out here by hand."""
+    rows = [
+        # t1/s1: seed 0 best of {0.2, 0.8} = 0.8; seed 1 best of {0.6, failed} = 0.6 -> 0.7
+        row("a", "t1", "s1", 1e-3, 0.0, 0.2, seed=0), row("a", "t1", "s1", 1e-4, 0.0, 0.8, seed=0),
+        row("a", "t1", "s1", 1e-3, 0.0, 0.6, seed=1), row("a", "t1", "s1", 1e-4, 0.0, None, "failed", seed=1),
+        # t1/s2: seed 0 only one grid point (partial) 0.3; seed 1 best of {0.1, 0.5} = 0.5 -> 0.4
+        row("a", "t1", "s2", 1e-3, 0.0, 0.3, seed=0),
+        row("a", "t1", "s2", 1e-3, 0.0, 0.1, seed=1), row("a", "t1", "s2", 1e-4, 0.0, 0.5, seed=1),
+        # t1 = mean(0.7, 0.4) = 0.55
+        # t2/s1: seed 0 best of {pruned 0.95, 0.9} = 0.9; seed 1 best of {diverged 1.0, 0.0} = 0 -> 0.45
+        row("a", "t2", "s1", 1e-3, 0.0, 0.95, "pruned", seed=0), row("a", "t2", "s1", 1e-4, 0.0, 0.9, seed=0),
+        row("a", "t2", "s1", 1e-3, 0.0, 1.0, "diverged", seed=1), row("a", "t2", "s1", 1e-4, 0.0, 0.0, seed=1),
+        # t2 = 0.45; MAD = mean(0.55, 0.45) = 0.5 (a max over rows with seeds pooled would say 0.725)
+    ]
+    expected = 0.5
+    assert mad_score(rows) == pytest.approx(expected)
+    assert mad_score(pd.DataFrame(rows)) == pytest.approx(expected)
+    settings = setting_scores(pd.DataFrame(rows)).set_index(["task", "setting"])
+    assert settings.loc[("t1", "s2"), "score"] == pytest.approx(0.4)
+    assert not settings.loc[("t1", "s2"), "grid_complete"] and settings.loc[("t1", "s1"), "grid_complete"]
+    assert mad_score([]) == 0.0
+    assert row_score(rows[1]) == 0.8 and row_score(rows[3]) == 0.0 and row_score(rows[7]) == row_score(rows[9]) == 0.0
+    with pytest.raises(ValueError, match="one spec"):
+        mad_score(rows + [row("b", "t1", "s1")])
+    # the leaderboard's MAD cell is the same number
+    from mad_bench.results.leaderboard import MAD_COLUMN, build_leaderboard
+
+    lb = build_leaderboard(pd.DataFrame(rows))
+    assert lb.cell("ah", MAD_COLUMN)["score"] == pytest.approx(expected)
+
+
+def test_store_read_gives_one_rows_plain_values(tmp_path):
+    store = ResultsStore(tmp_path)
+    assert store.read("nope") is None
+    store.write("k", row(acc=0.25))
+    got = store.read("k")
+    assert got["test_acc"] == 0.25 and type(got["seed"]) is int and "run_key" not in got
+    (tmp_path / "runs" / "bad.parquet").write_bytes(b"not parquet")
+    assert store.read("bad") is None

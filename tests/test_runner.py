@@ -73,28 +73,73 @@ def test_unwritable_results_dir(tmp_path, capsys):
     assert "not writable" in err and "Traceback" not in err
 
 
-def test_bench_with_the_ensemble_engine_matches_plain(tmp_path, capsys):
-    suite = tmp_path / "two-lr.yaml"
-    suite.write_text(
-        "name: two-lr\ntraining: {epochs: 2, batch_size: 16, stop_at_accuracy: null}\n"
-        "grid: {lr: [1.0e-3, 3.0e-3], weight_decay: [0.0]}\n"
-        "tasks:\n  in-context-recall:\n    baseline: {vocab_size: 8, seq_len: 16,"
-        " num_train_examples: 64, num_test_examples: 32}\n")
+SMALL_SPEC = "name: small\nd_model: 32\nlayers: [{type: attention, n_heads: 4}, swiglu]\n"
+
+
+def bench_frames(tmp_path, suite, runs):
+    """Bench the small spec on ``suite`` once per (name, argv) of ``runs``; their stores."""
     spec = tmp_path / "small.yaml"
-    spec.write_text("name: small\nd_model: 32\nlayers: [{type: attention, n_heads: 4}, swiglu]\n")
+    spec.write_text(SMALL_SPEC)
     frames = {}
-    for engine in ("plain", "ensemble"):
-        out = tmp_path / engine
+    for name, argv in runs:
+        out = tmp_path / name
         assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(out),
-                       "--device", "cpu", "--engine", engine) == 0
-        frames[engine] = ResultsStore(out).load().sort_values("lr").reset_index(drop=True)
-    plain, ens = frames["plain"], frames["ensemble"]
-    assert list(plain["run_key"]) == list(ens["run_key"]) and len(plain) == 2
-    assert (plain["test_acc"] - ens["test_acc"]).abs().max() < 1e-4
-    assert (plain["test_loss"] - ens["test_loss"]).abs().max() < 1e-4
-    assert run_cli("bench", str(spec), "--suite", str(suite), "--results", str(tmp_path / "x"),
-                   "--engine", "ensemble", "--workers", "2") == 2
-    assert "use --workers 1" in capsys.readouterr().err
+                       "--device", "cpu", *argv) == 0
+        frames[name] = ResultsStore(out).load().sort_values("run_key").reset_index(drop=True)
+    return frames
+
+
+def assert_same_runs(frames):
+    """Same rows (keys, columns, statuses) and the same accuracies up to fp32 rounding."""
+    names = list(frames)
+    ref = frames[names[0]]
+    assert len(ref) == 2 and set(ref["status"]) == {"ok"}
+    for name in names[1:]:
+        other = frames[name]
+        assert list(other["run_key"]) == list(ref["run_key"]), name
+        assert list(other.columns) == list(ref.columns), name
+        assert (other["test_acc"] - ref["test_acc"]).abs().max() < 1e-4, name
+        assert (other["test_loss"] - ref["test_loss"]).abs().max() < 1e-4, name
+
+
+def test_bench_engines_and_local_workers_give_the_same_rows(tmp_path, two_lr_suite):
+    """Plain and ensemble engine, in this process and on two local worker processes."""
+    assert_same_runs(bench_frames(tmp_path, two_lr_suite, [
+        ("plain", ["--engine", "plain"]), ("ensemble", ["--engine", "ensemble"]),
+        ("plain-2", ["--engine", "plain", "--workers", "2"]),
+        ("ensemble-2", ["--engine", "ensemble", "--workers", "2"])]))
+
+
+def test_killed_bench_resumes_where_it_stopped(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite, spec = tmp_path / "four.yaml", tmp_path / "small.yaml"
+    suite.write_text(
+        "name: four\ntraining: {epochs: 6, batch_size: 16, stop_at_accuracy: null}\n"
+        "grid: {lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3], weight_decay: [0.0]}\n"
+        "tasks:\n  in-context-recall:\n    baseline: {vocab_size: 8, seq_len: 16,"
+        " num_train_examples: 64, num_test_examples: 16}\n")
+    spec.write_text(SMALL_SPEC)
+    results = tmp_path / "r"
+    argv = ["bench", str(spec), "--suite", str(suite), "--results", str(results), "--device", "cpu"]
+    driver = subprocess.Popen([sys.executable, "-m", "mad_bench.cli", *argv, "--no-progress"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = ResultsStore(results)
+    deadline = time.time() + 120
+    while len(list(store.runs.glob("*.parquet")) if store.runs.is_dir() else []) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done = len(store.load())
+    assert 1 <= done < 4, "the kill did not land mid-bench"
+    assert not list(store.runs.glob("*.tmp")) and not list(store.runs.glob(".*.tmp"))
+    assert run_cli(*argv) == 0
+    assert f"{done} run(s) already in" in capsys.readouterr().out
+    frame = store.load()
+    assert len(frame) == 4 and frame["run_key"].is_unique and set(frame["status"]) == {"ok"}
 
 
 def test_bench_workers_end_when_the_driver_is_killed(tmp_path):

@@ -150,3 +150,32 @@ def test_driver_killed_then_resume(tmp_path):
         assert set(t.user_attrs["run_keys"]) <= set(rows["run_key"])
     requeued = {t.user_attrs.get("requeued_from") for t in trials} - {None}
     assert requeued == {t.number for t in stale}
+
+
+def test_search_and_tune_through_the_ensemble_engine(tmp_path, two_lr_suite):
+    """A grid-scored search trial trains its lr x wd grid as one ensemble: same rows and
+    score as through the plain trainer; tune runs its trials through the engine too."""
+    suite = two_lr_suite
+    space = write_space(tmp_path, slots=[], scoring={"mode": "grid"})
+    frames, scores = {}, {}
+    for engine in ("plain", "ensemble"):
+        res = tmp_path / engine
+        assert main(["search", space, "--suite", str(suite), "--results", str(res), "--study", "s",
+                     "--trials", "1", "--in-process", "--engine", engine]) == 0
+        frames[engine] = ResultsStore(res).load().set_index("run_key").sort_index()
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        study = optuna.load_study(study_name="s", storage=JournalStorage(
+            JournalFileBackend(str(res / "s" / "journal.log"))))
+        scores[engine] = study.trials[0].value
+    plain, ens = frames["plain"], frames["ensemble"]
+    assert len(plain) == 2 and list(plain.index) == list(ens.index)
+    assert (plain["test_acc"] - ens["test_acc"]).abs().max() < 1e-4
+    assert scores["ensemble"] == pytest.approx(scores["plain"], abs=1e-4)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["tune", str(spec), "--task", "in-context-recall", "--suite", str(suite), "--results",
+                 str(tmp_path / "tune"), "--study", "t", "--sampler", "grid", "--in-process",
+                 "--engine", "ensemble"]) == 0
+    tuned = ResultsStore(tmp_path / "tune").load().set_index("run_key").sort_index()
+    assert list(tuned.index) == list(plain.index)  # the same runs, one per trial
+    assert (tuned["test_acc"] - plain["test_acc"]).abs().max() < 1e-4

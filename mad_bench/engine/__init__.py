@@ -2,6 +2,6 @@
 (vmapped functional model, flat AdamW, device-side data and metrics, whole-step CUDA graphs),
 computing the same function as the plain trainer. See :mod:`.ensemble` for the design."""
 from .ensemble import Ensemble, EngineInfo, EngineOptions, train_grid
-from .execute import execute_engine, group_requests
+from .execute import group_requests, run_grid_rows
 
-__all__ = ["Ensemble", "EngineInfo", "EngineOptions", "train_grid", "execute_engine", "group_requests"]
+__all__ = ["Ensemble", "EngineInfo", "EngineOptions", "train_grid", "group_requests", "run_grid_rows"]

@@ -1,22 +1,21 @@
-"""Run planned RunRequests through the ensemble engine, writing the plain runner's rows.
+"""Planned RunRequests through the ensemble engine, as the plain runner's rows.
 
 Requests that differ only in lr and weight decay (same spec, setting, seed and every other
 training field) form one grid and train together (:func:`.ensemble.train_grid`); each
-member's row is ``runner.make_row(request, result, device)`` written under the request's own
-``key``, so engine and plain results are interchangeable in the store (a run done by one is
-skipped by the other).
+member's row is ``runs.make_row(request, result, device)``, so engine and plain results are
+interchangeable in the store (a run done by one is skipped by the other). The executors
+(:mod:`mad_bench.execute`) run one grid per job through :func:`run_grid_rows`.
 """
 from __future__ import annotations
 
 import json
 import logging
 import traceback
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from ..results.store import ResultsStore
-from ..runner import RunRequest, make_row, pending, run_one
+from ..runs import RunRequest, error_line, make_row, run_one
 from ..train.trainer import resolve_device
 from .ensemble import EngineInfo, EngineOptions, train_grid
 
@@ -45,54 +44,36 @@ def group_requests(requests: list[RunRequest]) -> list[list[RunRequest]]:
     return list(groups.values())
 
 
-def execute_engine(requests: list[RunRequest], store: ResultsStore, device: str | None = None,
-                   force: bool = False,
-                   on_row: Callable[[RunRequest, dict, int, int], None] | None = None,
-                   progress_factory=None, options: EngineOptions | None = None,
-                   fallback_on_error: bool = True,
-                   on_grid: Callable[[list[RunRequest], EngineInfo], None] | None = None,
-                   ) -> tuple[list[dict], int]:
-    """``runner.execute``'s contract with the ensemble engine: run what the store lacks (all
-    with ``force``), write each row as its grid lands; returns (new rows, number skipped).
-
-    ``progress_factory(request)`` gets the grid's first request (one progress per grid).
-    If the engine raises for a grid, the error is logged and, with ``fallback_on_error``,
-    that grid's runs go through the plain trainer (``runner.run_one``) instead.
-    ``on_grid(requests, info)`` reports what the engine did for each grid.
-    """
-    todo, skipped = pending(requests, store, force)
-    rows: list[dict] = []
-    if not todo:
-        return rows, skipped
-    store.ensure_writable()
+def run_grid_rows(requests: list[RunRequest], device: str | None, options: EngineOptions | None = None,
+                  *, progress=None, on_eval: Sequence[Callable | None] | None = None,
+                  info: EngineInfo | None = None, fallback_on_error: bool = True) -> list[dict]:
+    """Train one grid (requests differing only in lr / weight decay) as one ensemble; the
+    rows in request order. Never raises: if the engine fails, the error is logged and (with
+    ``fallback_on_error``) the grid's runs go through the plain trainer, else they become
+    ``failed`` rows. ``on_eval``: one trainer-style callback per request; ``info`` is filled
+    with what the engine did."""
+    if not requests:
+        return []
+    if len({group_key(r) for r in requests}) != 1:
+        raise ValueError("run_grid_rows: the requests differ in more than lr / weight_decay "
+                         "(split them with group_requests)")
     dev = resolve_device(device)
-    done = 0
-    for grid_reqs in group_requests(todo):
-        first = grid_reqs[0]
-        progress = progress_factory(first) if progress_factory else None
-        info = EngineInfo()
-        try:
-            results = train_grid(first.spec, first.setting.task_setting, first.training,
-                                 [(r.training.lr, r.training.weight_decay) for r in grid_reqs],
-                                 device=dev, progress=progress, options=options, info=info)
-            grid_rows = [make_row(r, res, dev) for r, res in zip(grid_reqs, results)]
-        except Exception as exc:  # noqa: BLE001 - a benchmark must survive one bad grid
-            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            log.error("engine failed on %s: %s", first.describe(), detail)
-            log.debug("%s", traceback.format_exc())
-            info.fallback_reason = f"engine error: {detail}"
-            if fallback_on_error:
-                grid_rows = [run_one(r, str(dev)) for r in grid_reqs]
-            else:
-                grid_rows = [make_row(r, None, dev, error=detail) for r in grid_reqs]
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-        if on_grid:
-            on_grid(grid_reqs, info)
-        for req, row in zip(grid_reqs, grid_rows):
-            store.write(req.key, row)
-            rows.append(row)
-            done += 1
-            if on_row:
-                on_row(req, row, done, len(todo))
-    return rows, skipped
+    first = requests[0]
+    info = info if info is not None else EngineInfo()
+    try:
+        results = train_grid(first.spec, first.setting.task_setting, first.training,
+                             [(r.training.lr, r.training.weight_decay) for r in requests],
+                             device=dev, progress=progress, options=options, on_eval=on_eval,
+                             info=info)
+        return [make_row(r, res, dev) for r, res in zip(requests, results)]
+    except Exception as exc:  # noqa: BLE001 - a benchmark must survive one bad grid
+        detail = error_line(exc)
+        log.error("engine failed on %s: %s", first.describe(), detail)
+        log.debug("%s", traceback.format_exc())
+        info.fallback_reason = f"engine error: {detail}"
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if not fallback_on_error:
+            return [make_row(r, None, dev, error=detail) for r in requests]
+        callbacks = list(on_eval) if on_eval is not None else [None] * len(requests)
+        return [run_one(r, str(dev), on_eval=cb) for r, cb in zip(requests, callbacks)]

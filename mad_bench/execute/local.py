@@ -1,9 +1,11 @@
-"""The local executor: no Ray. Trials run in spawned worker processes (a killed worker is
-detected and reported as ``died``) or, with ``in_process``, in threads of the driver."""
+"""The local executor: no Ray. Jobs run in spawned worker processes (a killed worker is
+detected and reported as ``died``; a worker ends itself when the driver dies) or, with
+``in_process``, in threads of the driver (which can show per-job progress bars)."""
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -20,13 +22,14 @@ def _watch_parent(parent: int) -> None:
             os._exit(3)
 
 
-def _child(job, conn, device, threads, parent) -> None:
-    import torch
-
-    from ..tune.worker import run_trial
-
+def _child(job_bytes: bytes, conn, device, threads, parent) -> None:
+    # the watch starts before the job is unpickled (which imports torch and the models: seconds
+    # on a loaded machine), so a driver killed meanwhile does not leave this worker behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    import torch
+
+    job = pickle.loads(job_bytes)
     torch.set_num_threads(threads)
     pruned = False
 
@@ -39,7 +42,7 @@ def _child(job, conn, device, threads, parent) -> None:
         return pruned
 
     try:
-        outcome = run_trial(job, report, device)
+        outcome = job.run(report, device)
     except BaseException as exc:  # noqa: BLE001 - becomes a 'died' event with the reason
         import traceback
         conn.send(("error", "".join(traceback.format_exception_only(type(exc), exc)).strip()))
@@ -55,6 +58,7 @@ class LocalExecutor(Executor):
         cpus = os.cpu_count() or 1
         self.parallel = max(1, parallel or (1 if in_process else max(1, cpus // 2)))
         self.in_process = in_process
+        self.isolated = not in_process
         self.device = device
         self.threads = max(1, cpus // self.parallel)
         self._ctx = multiprocessing.get_context("spawn")
@@ -69,20 +73,19 @@ class LocalExecutor(Executor):
     def capacity(self) -> int:
         return self.parallel
 
-    def submit(self, job) -> None:
+    def submit(self, job, progress=None) -> None:
         if self.in_process:
-            threading.Thread(target=self._thread, args=(job,), daemon=True).start()
+            threading.Thread(target=self._thread, args=(job, progress), daemon=True).start()
             return
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(target=_child, daemon=True,
-                                 args=(job, child_conn, self.device, self.threads, os.getpid()))
+                                 args=(pickle.dumps(job), child_conn, self.device, self.threads,
+                                       os.getpid()))
         proc.start()
         child_conn.close()
         self._procs[job.handle] = (job, proc, parent_conn)
 
-    def _thread(self, job) -> None:
-        from ..tune.worker import run_trial
-
+    def _thread(self, job, progress) -> None:
         handle = job.handle
 
         def report(step, value):
@@ -90,8 +93,7 @@ class LocalExecutor(Executor):
             return self._broker.should_stop(handle)
 
         try:
-            job.fault_kill = False  # cannot kill a thread: the hook is for worker processes
-            self._events.put(("done", job, run_trial(job, report, self.device)))
+            self._events.put(("done", job, job.run(report, self.device, progress)))
         except BaseException as exc:  # noqa: BLE001
             self._events.put(("died", job, f"worker raised {exc!r}"))
 

@@ -1,10 +1,12 @@
-"""The Ray executor: each trial is a plain Ray task; the driver keeps the Optuna study.
+"""The Ray executor: each job is a plain Ray task (fractional CPUs / GPUs per task); the
+driver keeps the state (the Optuna study, the results store).
 
 With no address an embedded local Ray instance sized to the machine is started; with
 ``auto`` or ``HOST:PORT`` the driver joins an existing cluster (probed with a socket first, so
 an unreachable address fails in seconds). Intermediate accuracies go through a small actor
 (:class:`~mad_bench.execute.base.Broker`) that the driver drains for pruning decisions.
-A task lost with its worker or node comes back as a ``died`` event for the driver to retry.
+A task lost with its worker or node comes back as a ``died`` event for the driver to retry;
+tasks end with their driver (Ray cancels a dead driver's tasks).
 """
 from __future__ import annotations
 
@@ -52,11 +54,9 @@ def probe_address(address: str, timeout: float = 3.0) -> str:
     return address
 
 
-def _ray_trial(job, broker, device, threads):
+def _ray_job(job, broker, device, threads):
     import ray
     import torch
-
-    from ..tune.worker import run_trial
 
     torch.set_num_threads(max(1, int(threads)))
     if device in (None, "auto"):
@@ -65,9 +65,7 @@ def _ray_trial(job, broker, device, threads):
     def report(step, value):
         return ray.get(broker.report.remote(job.handle, step, value))
 
-    outcome = run_trial(job, report, device)
-    outcome["node"] = ray.get_runtime_context().get_node_id()[:12]
-    return outcome
+    return job.run(report, device)
 
 
 class RayExecutor(Executor):
@@ -84,7 +82,8 @@ class RayExecutor(Executor):
         target = probe_address(address) if address else None  # before importing/initialising Ray
         ray = _import_ray()
         self.ray = ray
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()  # a caller's Ray instance is left running
+        if self._owns_ray:
             if target:
                 ray.init(address=target, log_to_driver=False, logging_level="ERROR")
             else:
@@ -102,20 +101,20 @@ class RayExecutor(Executor):
             fits = min(fits, int(resources.get("GPU", 0) // gpus_per_trial))
         self.parallel = max(1, parallel or fits)
         self.broker = ray.remote(num_cpus=0)(Broker).remote()
-        self._task = ray.remote(_ray_trial)
+        self._task = ray.remote(_ray_job)
         self._refs: dict = {}      # ObjectRef -> job
         self._by_handle: dict = {}
 
     def describe(self) -> str:
         return (f"ray ({self.address}, {self.parallel} at once, {self.cpus:g} CPU"
-                f"{f' + {self.gpus:g} GPU' if self.gpus else ''} per trial)")
+                f"{f' + {self.gpus:g} GPU' if self.gpus else ''} per job)")
 
     def capacity(self) -> int:
         return self.parallel
 
-    def submit(self, job) -> None:
+    def submit(self, job, progress=None) -> None:
         ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
-                                 name=f"trial-{job.handle}").remote(
+                                 name=f"job-{job.handle}").remote(
             job, self.broker, self.device, max(1, self.cpus))
         self._refs[ref] = job
         self._by_handle[job.handle] = ref
@@ -161,5 +160,5 @@ class RayExecutor(Executor):
             except Exception:  # noqa: BLE001
                 pass
         self._refs.clear()
-        if self.ray.is_initialized():
+        if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()

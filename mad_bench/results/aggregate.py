@@ -1,9 +1,15 @@
-"""MAD's aggregation: best grid point per setting, mean over settings per task, mean over tasks.
+"""The MAD score, computed here only: best grid point per (setting, seed), mean over seeds,
+mean over settings per task, mean over tasks. A run that is not ``ok`` (diverged, failed,
+pruned) scores 0: it lost that grid point.
 
-Every table carries how many runs stand behind each number and whether the grid was
-complete, so a partial store is flagged rather than silently averaged.
+``setting_scores`` -> ``task_scores`` -> ``mad_scores`` are the tables (every one carries how
+many runs stand behind each number and whether the grid was complete, so a partial store is
+flagged rather than silently averaged); ``mad_score(rows)`` is the one number of one spec's
+rows (a search trial's objective), through the same tables; ``row_score`` is one run's score.
 """
 from __future__ import annotations
+
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -11,7 +17,8 @@ METRICS = ("test_acc_macro", "test_acc")
 SETTING_KEYS = ["spec", "spec_hash", "suite", "task", "setting"]
 
 
-def _score_column(df: pd.DataFrame, metric: str) -> pd.Series:
+def run_scores(df: pd.DataFrame, metric: str = "test_acc_macro") -> pd.Series:
+    """Each run's score: its ``metric`` if its status is ok, else 0."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not valid (valid: {', '.join(METRICS)})")
     # a diverged or failed run scores 0: it lost that grid point
@@ -23,7 +30,7 @@ def setting_scores(df: pd.DataFrame, metric: str = "test_acc_macro",
     """One row per (spec, suite, task, setting): the best grid point, mean over seeds."""
     if df.empty:
         raise ValueError("the results store is empty: run `madbench run` or `madbench bench` first")
-    df = df.assign(score=_score_column(df, metric))
+    df = df.assign(score=run_scores(df, metric))
     per_seed = (df.groupby(SETTING_KEYS + ["seed"], dropna=False)
                   .agg(best=("score", "max"), grid_points=("score", "size")).reset_index())
     out = (per_seed.groupby(SETTING_KEYS, dropna=False)
@@ -51,3 +58,20 @@ def mad_scores(tasks: pd.DataFrame) -> pd.DataFrame:
                  .agg(mad_score=("score", "mean"), n_tasks=("task", "nunique"),
                       n_runs=("n_runs", "sum"), grid_complete=("grid_complete", "all"))
                  .reset_index().sort_values("mad_score", ascending=False, ignore_index=True))
+
+
+def row_score(row: dict[str, Any], metric: str = "test_acc_macro") -> float:
+    """One run's score (:func:`run_scores` of a single row)."""
+    one = pd.DataFrame([{metric: row.get(metric), "status": row.get("status")}])
+    return float(run_scores(one, metric).iloc[0])
+
+
+def mad_score(rows: Iterable[dict[str, Any]] | pd.DataFrame, metric: str = "test_acc_macro") -> float:
+    """The MAD score of one spec's rows on one suite (0 with no rows)."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if df.empty:
+        return 0.0
+    mad = mad_scores(task_scores(setting_scores(df, metric=metric)))
+    if len(mad) != 1:
+        raise ValueError(f"mad_score: the rows hold {len(mad)} (spec, suite) pairs; give one spec's rows")
+    return float(mad["mad_score"].iloc[0])

@@ -21,16 +21,16 @@ import html as _html
 import io
 import json
 import math
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .aggregate import METRICS, _score_column, mad_scores, setting_scores, task_scores
+from .aggregate import METRICS, mad_scores, run_scores, setting_scores, task_scores
 
 BY = ("task", "setting", "primitive")
 FORMATS = ("md", "csv", "html", "json")
 MAD_COLUMN = "MAD score"
+UNKNOWN_MIXER = "(unknown)"
 PARTIAL_GRID = "*"
 MISSING = "†"
 LEGEND = (f"{PARTIAL_GRID} partial lr x wd grid behind the cell; {MISSING} settings or tasks missing "
@@ -61,30 +61,6 @@ def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, 
 def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not valid (valid: {', '.join(METRICS)})")
-
-
-# -- primitive summaries ----------------------------------------------------------------
-
-def layer_types(summary: str) -> list[str]:
-    """'attention+swiglu x2' -> ['attention', 'swiglu']."""
-    if not isinstance(summary, str) or not summary.strip():
-        return []
-    body = re.sub(r"\s+x\d+\s*$", "", summary.strip())
-    return [t.strip() for t in body.split("+") if t.strip()]
-
-
-def sequence_mixer(summary: str, sequence: set[str] | None = None,
-                   channel: set[str] | None = None) -> str:
-    """The sequence mixer(s) of a primitives summary, '+'-joined in order (hybrids form their
-    own group). Types the registry does not know count as mixers unless they are channel mixers."""
-    if sequence is None or channel is None:
-        from ..primitives import list_primitives
-
-        known = list_primitives()
-        sequence, channel = set(known["sequence"]), set(known["channel"])
-    types = list(dict.fromkeys(layer_types(summary)))
-    mixers = [t for t in types if t in sequence] or [t for t in types if t not in channel]
-    return "+".join(mixers) if mixers else "(none)"
 
 
 # -- the leaderboard ----------------------------------------------------------------------
@@ -302,7 +278,7 @@ def _md_escape(text: str) -> str:
 
 def _per_seed_scores(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (spec_hash, task, setting, seed): best grid point."""
-    df = df.assign(score=_score_column(df, metric))
+    df = df.assign(score=run_scores(df, metric))
     return (df.groupby(["spec_hash", "task", "setting", "seed"], dropna=False)["score"].max()
               .reset_index())
 
@@ -380,19 +356,22 @@ def spec_cells(frame: pd.DataFrame, metric: str, by: str) -> tuple[pd.DataFrame,
 
 
 def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per spec_hash: spec name (disambiguated), params, primitives summary."""
+    """Per spec_hash: spec name (disambiguated), params, primitives summary and sequence mixer
+    (the rows' ``mixer`` column, written from the spec; ``(unknown)`` for rows without it)."""
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     params = pd.to_numeric((ok if not ok.empty else frame).get("params", pd.Series(dtype=float)),
                            errors="coerce")
     src = (ok if not ok.empty else frame).assign(_params=params)
     info = (frame.groupby("spec_hash", dropna=False)
                  .agg(spec=("spec", "first"),
-                      primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""))
+                      primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
+                      mixer=("mixer", "first") if "mixer" in frame else ("spec", lambda s: None))
                  .join(src.groupby("spec_hash", dropna=False)["_params"].min().rename("params")))
     dup = info["spec"].duplicated(keep=False)
     info.loc[dup, "spec"] = info.loc[dup, "spec"] + " (" + info.index[dup].astype(str).str[:8] + ")"
     info["primitives"] = info["primitives"].fillna("")
-    return info[["spec", "params", "primitives"]]
+    info["mixer"] = info["mixer"].fillna(UNKNOWN_MIXER)
+    return info[["spec", "params", "primitives", "mixer"]]
 
 
 def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "task",
@@ -415,7 +394,6 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
 
     # by primitive: group specs by their sequence mixer(s)
     cells, columns, mad = spec_cells(frame, metric, "task")
-    info["mixer"] = [sequence_mixer(p) for p in info["primitives"]]
     cells = cells.assign(mixer=cells["key"].map(info["mixer"]))
     mad_of = mad.set_index("spec_hash")["mad_score"]
     rows = []

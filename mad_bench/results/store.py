@@ -70,6 +70,18 @@ class ResultsStore:
             tmp.unlink(missing_ok=True)
         return final
 
+    def read(self, key: str) -> dict[str, Any] | None:
+        """One run's row as plain Python values (no ``run_key``); None if the store lacks it
+        or its file cannot be read."""
+        if not self.has(key):
+            return None
+        try:
+            record = pd.read_parquet(self.path_for(key)).iloc[0].to_dict()
+        except Exception:  # noqa: BLE001 - an unreadable file counts as missing
+            return None
+        record.pop("run_key", None)
+        return {k: _plain(v) for k, v in record.items()}
+
     def load(self) -> pd.DataFrame:
         """All rows (empty frame with the fixed columns if there are none)."""
         files = sorted(self.runs.glob("*.parquet")) if self.runs.is_dir() else []
@@ -78,3 +90,13 @@ class ResultsStore:
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         ordered = [c for c in COLUMNS if c in frame.columns]
         return frame[ordered + [c for c in frame.columns if c not in ordered]]
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value (rows travel between processes and into JSON)."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except (ValueError, AttributeError):
+            pass
+    return value

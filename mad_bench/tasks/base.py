@@ -156,7 +156,7 @@ class TaskSetting(pydantic.BaseModel):
         raise NotImplementedError
 
 
-def _field_error(field: str, msg: str) -> ValueError:
+def field_error(field: str, msg: str) -> ValueError:
     return ValueError(f"{field}: {msg}")
 
 

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 import pydantic
 import torch
 
-from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, _field_error
+from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, field_error
 
 
 def generate_selective_copying(n_ex: int, seq_len: int, vocab_size: int, n: int, g: torch.Generator):
@@ -50,7 +50,7 @@ class SelectiveCopyingSetting(TaskSetting):
     @pydantic.model_validator(mode="after")
     def _check(self):
         if self.seq_len <= 2 * self.num_tokens_to_copy + 1:
-            raise _field_error("seq_len", f"must be > 2*num_tokens_to_copy+1="
+            raise field_error("seq_len", f"must be > 2*num_tokens_to_copy+1="
                                f"{2 * self.num_tokens_to_copy + 1}, got {self.seq_len}")
         return self
 

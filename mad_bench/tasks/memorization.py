@@ -21,7 +21,7 @@ from typing import ClassVar, Literal, Optional
 import pydantic
 import torch
 
-from .base import Split, TaskData, TaskSetting, _field_error, shared_generator, IGNORE_INDEX
+from .base import Split, TaskData, TaskSetting, field_error, shared_generator, IGNORE_INDEX
 
 
 class MemorizationSetting(TaskSetting):
@@ -36,7 +36,7 @@ class MemorizationSetting(TaskSetting):
     @pydantic.model_validator(mode="after")
     def _check(self):
         if self.seq_len % 2:
-            raise _field_error("seq_len", f"must be even ([key, insert] slots), got {self.seq_len}")
+            raise field_error("seq_len", f"must be even ([key, insert] slots), got {self.seq_len}")
         return self
 
     def insert_token(self) -> int:

@@ -22,7 +22,7 @@ import pydantic
 import torch
 
 from .base import (
-    IGNORE_INDEX, Split, TaskData, TaskSetting, _field_error, make_generator, sample_distinct,
+    IGNORE_INDEX, Split, TaskData, TaskSetting, field_error, make_generator, sample_distinct,
 )
 
 
@@ -65,14 +65,14 @@ class MQARSetting(TaskSetting):
     @pydantic.model_validator(mode="after")
     def _check(self):
         if self.seq_len % 2:
-            raise _field_error("seq_len", f"must be even, got {self.seq_len}")
+            raise field_error("seq_len", f"must be even, got {self.seq_len}")
         if 4 * self.num_kv_pairs > self.seq_len:
-            raise _field_error("seq_len", f"must be >= 4*num_kv_pairs={4 * self.num_kv_pairs} "
+            raise field_error("seq_len", f"must be >= 4*num_kv_pairs={4 * self.num_kv_pairs} "
                                f"(pairs + as many query slots), got {self.seq_len}")
         nk = self.vocab_size // 2 - 1
         nv = self.vocab_size - self.vocab_size // 2
         if self.num_kv_pairs > min(nk, nv):
-            raise _field_error("vocab_size", f"{self.vocab_size} gives {nk} keys / {nv} values, fewer "
+            raise field_error("vocab_size", f"{self.vocab_size} gives {nk} keys / {nv} values, fewer "
                                f"than num_kv_pairs={self.num_kv_pairs} distinct ones")
         return self
 
@@ -172,7 +172,7 @@ class MQARMixtureSetting(TaskSetting):
                    "num_test_examples": sum(s.num_examples for s in self.test_segments)}
         for key, value in derived.items():
             if getattr(self, key) not in (0, value):
-                raise _field_error(key, f"follows from the segments ({value}); leave it out, got "
+                raise field_error(key, f"follows from the segments ({value}); leave it out, got "
                                         f"{getattr(self, key)}")
             object.__setattr__(self, key, value)
         for side in ("train_segments", "test_segments"):
@@ -183,9 +183,9 @@ class MQARMixtureSetting(TaskSetting):
                                 num_kv_pairs=s.num_kv_pairs)
                 except pydantic.ValidationError as exc:
                     msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
-                    raise _field_error(f"{side}[{i}]", msg) from None
+                    raise field_error(f"{side}[{i}]", msg) from None
             if len({s.name for s in segs}) < len(segs):
-                raise _field_error(side, "two segments share a (seq_len, num_kv_pairs)")
+                raise field_error(side, "two segments share a (seq_len, num_kv_pairs)")
         return self
 
     def segments(self, split: Split) -> tuple[MQARSegment, ...]:

@@ -47,7 +47,7 @@ from typing import ClassVar, Literal
 import pydantic
 import torch
 
-from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, _field_error, sample_distinct
+from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, field_error, sample_distinct
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,10 +109,10 @@ class InContextRecallSetting(TaskSetting):
     @pydantic.model_validator(mode="after")
     def _check(self):
         if self.seq_len % 2:
-            raise _field_error("seq_len", f"must be even (key/value slots of 2 tokens), got {self.seq_len}")
+            raise field_error("seq_len", f"must be even (key/value slots of 2 tokens), got {self.seq_len}")
         nsv = self.vocab_size - self._noise_vocab()
         if nsv < 2:
-            raise _field_error("vocab_size", f"needs >= 2 non-noise tokens (1 key, 1 value), got {nsv}")
+            raise field_error("vocab_size", f"needs >= 2 non-noise tokens (1 key, 1 value), got {nsv}")
         return self
 
     def _noise_vocab(self) -> int:
@@ -147,7 +147,7 @@ class NoisyInContextRecallSetting(InContextRecallSetting):
     @pydantic.model_validator(mode="after")
     def _check_noise(self):
         if self.noise_vocab_size >= self.vocab_size - 1:
-            raise _field_error("noise_vocab_size", f"must leave >= 2 key/value tokens in vocab_size="
+            raise field_error("noise_vocab_size", f"must leave >= 2 key/value tokens in vocab_size="
                                f"{self.vocab_size}, got {self.noise_vocab_size}")
         return self
 
@@ -310,15 +310,15 @@ class FuzzyInContextRecallSetting(TaskSetting):
         nk = (self.vocab_size - 1) // 2
         nv = self.vocab_size - 1 - nk
         if nk < self.k_motif_size:
-            raise _field_error("vocab_size", f"{self.vocab_size} gives {nk} key tokens, fewer than "
+            raise field_error("vocab_size", f"{self.vocab_size} gives {nk} key tokens, fewer than "
                                f"k_motif_size={self.k_motif_size} (motifs use distinct tokens)")
         if nv < self.v_motif_size:
-            raise _field_error("vocab_size", f"{self.vocab_size} gives {nv} value tokens, fewer than "
+            raise field_error("vocab_size", f"{self.vocab_size} gives {nv} value tokens, fewer than "
                                f"v_motif_size={self.v_motif_size} (motifs use distinct tokens)")
         if (nk + 1) ** self.k_motif_size >= 1 << 62:
-            raise _field_error("k_motif_size", "too large for this vocab_size (key ids overflow int64)")
+            raise field_error("k_motif_size", "too large for this vocab_size (key ids overflow int64)")
         if self.seq_len <= 2 * (self.k_motif_size + self.v_motif_size):
-            raise _field_error("seq_len", f"must be > 2*(k_motif_size+v_motif_size)="
+            raise field_error("seq_len", f"must be > 2*(k_motif_size+v_motif_size)="
                                f"{2 * (self.k_motif_size + self.v_motif_size)}, got {self.seq_len}")
         return self
 

@@ -25,13 +25,10 @@ def _train_overrides(args) -> dict:
     return out
 
 
-def _executor(args, default: str):
+def _executor(args):
     from ..execute import make_executor
 
-    kind = args.executor or default
-    if args.address and kind != "ray":
-        raise ValueError("--address needs --executor ray")
-    return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
+    return make_executor(args.executor, parallel=args.parallel, in_process=args.in_process,
                          address=args.address, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, device=args.device)
 
@@ -60,7 +57,8 @@ def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
 
 def cmd_tune(args) -> int:
     from ..results.store import ResultsStore
-    from ..runner import RunRequest, check_backbone
+    from ..runner import check_backbone
+    from ..runs import RunRequest
     from ..spec import load_spec
     from ..suite import expand, load_suite, parse_overrides
     from ..train.config import TrainConfig
@@ -110,10 +108,10 @@ def cmd_tune(args) -> int:
         trial.set_user_attr("training", cfg.model_dump(mode="json"))
         return TrialJob(study=name, number=trial.number, spec=spec,
                         requests=[RunRequest(spec, setting, cfg)], results_root=str(results),
-                        report="epoch", metric=args.metric)
+                        report="epoch", metric=args.metric, engine=args.engine)
 
     store = ResultsStore(results)
-    with _executor(args, "local") as ex:
+    with _executor(args) as ex:
         _log(f"tune {spec.name} on {setting.task} [{setting.setting_id}]: {n_trials} trial(s), "
              f"sampler {config['sampler']}, pruner {config['pruner']}, {ex.describe()}, study {name}")
         counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=args.max_retries, log=_log)
@@ -203,10 +201,11 @@ def cmd_search(args) -> int:
                         report="run", inner_trials=space.scoring.tune_trials,
                         inner_space={k: d.model_dump() for k, d in space.training.items()},
                         seed=config["seed"] + trial.number, metric=args.metric,
-                        measure_throughput="throughput" in objectives, extra=dict(costs))
+                        measure_throughput="throughput" in objectives, engine=args.engine,
+                        extra=dict(costs))
 
     store = ResultsStore(results)
-    with _executor(args, "ray") as ex:
+    with _executor(args) as ex:
         _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
              f"{args.trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
              f"{ex.describe()}, study {name}")
@@ -235,7 +234,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.add_argument("--executor", default=None, choices=["local", "ray"])
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local processes (default) or Ray tasks (with --address: a cluster)")
+    p.add_argument("--engine", default="plain", choices=["plain", "ensemble"],
+                   help="plain: one run at a time; ensemble: each lr x wd grid as one batched model")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")

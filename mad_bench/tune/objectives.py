@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import difflib
-import math
 import time
-from typing import Any
 
 OBJECTIVES: dict[str, str] = {
-    "mad_score": "maximize",     # best grid point per setting, mean over settings, mean over tasks
+    "mad_score": "maximize",     # results.aggregate.mad_score of the trial's rows
     "params": "minimize",        # largest model over the suite's settings
     "state_bytes": "minimize",   # recurrent state / KV cache per sequence (fp32)
     "throughput": "maximize",    # measured training tokens/s on the worker's device
@@ -27,28 +25,6 @@ def parse_objectives(text: str | list[str] | None) -> list[str]:
     if len(set(items)) != len(items):
         raise ValueError(f"--objectives: {text!r} names an objective twice")
     return items
-
-
-def row_score(row: dict[str, Any], metric: str = "test_acc_macro") -> float:
-    """A run's score: its metric if ok, 0 if it diverged, failed or was pruned."""
-    value = row.get(metric)
-    if row.get("status") != "ok" or value is None or (isinstance(value, float) and math.isnan(value)):
-        return 0.0
-    return float(value)
-
-
-def mad_score(rows: list[dict[str, Any]], metric: str = "test_acc_macro") -> float:
-    """MAD's aggregation over a trial's rows: best run per setting, mean per task, mean of tasks."""
-    best: dict[tuple[str, str], float] = {}
-    for row in rows:
-        key = (row["task"], row["setting"])
-        best[key] = max(best.get(key, 0.0), row_score(row, metric))
-    per_task: dict[str, list[float]] = {}
-    for (task, _), v in best.items():
-        per_task.setdefault(task, []).append(v)
-    if not per_task:
-        return 0.0
-    return sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)
 
 
 def spec_costs(spec, settings) -> dict[str, int]:

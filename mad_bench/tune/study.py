@@ -10,7 +10,6 @@ killed driver are marked FAIL (``stale``) and their parameters are enqueued agai
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from pathlib import Path
@@ -19,8 +18,11 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from ..execute.loop import drive_jobs
 from ..results.store import ResultsStore
+from ..runs import make_row
 from ..spec.io import dump_spec, load_spec
+from ..train.trainer import resolve_device
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "sha", "hyperband")
@@ -156,14 +158,15 @@ def drive(study: optuna.Study, n_trials: int, make_job: Callable, executor, stor
     """Run trials until ``n_trials`` have finished in the study (counting earlier ones)."""
     single = len(objectives) == 1
     trials: dict[int, optuna.Trial] = {}
-    running: dict[str, object] = {}
     reported: dict[int, set] = {}    # steps already reported per trial (a retry reports again)
     counts = {"complete": 0, "pruned": 0, "failed": 0, "retried": 0}
     remaining = max(0, n_trials - count_done(study))
     launched = 0
     store.ensure_writable()
-    while True:
-        while len(running) < executor.capacity() and launched < remaining:
+
+    def next_job():
+        nonlocal launched
+        while launched < remaining:
             trial = study.ask()
             launched += 1
             try:
@@ -174,45 +177,39 @@ def drive(study: optuna.Study, n_trials: int, make_job: Callable, executor, stor
                 counts["pruned"] += 1
                 log(f"trial {trial.number}: pruned before running: {str(exc).splitlines()[0]}")
                 continue
-            job.fault_kill = _fault_kill(job.number, job.attempt)
+            job.fault_kill = executor.isolated and _fault_kill(job.number, job.attempt)
             trials[trial.number] = trial
-            running[job.handle] = job
-            executor.submit(job)
-        if not running:
-            break
-        for event in executor.events(0.5):
-            kind, job = event[0], event[1]
-            if job.handle not in running:
-                continue
-            trial = trials[job.number]
-            if kind == "report":
-                if single and event[2] not in reported.setdefault(job.number, set()):
-                    reported[job.number].add(event[2])
-                    trial.report(event[3], event[2])
-                    if trial.should_prune():
-                        executor.prune(job)
-            elif kind == "died":
-                running.pop(job.handle)
-                reason = event[2]
-                if job.attempt < max_retries:
-                    counts["retried"] += 1
-                    again = dataclasses.replace(job, attempt=job.attempt + 1)
-                    again.fault_kill = _fault_kill(again.number, again.attempt)
-                    log(f"trial {job.number}: worker died ({reason}); retry {again.attempt}/{max_retries}")
-                    running[again.handle] = again
-                    executor.submit(again)
-                else:
-                    _record_failure(study, trial, job, store, reason)
-                    counts["failed"] += 1
-                    log(f"trial {job.number}: failed after {job.attempt + 1} attempt(s): {reason}")
-            elif kind == "done":
-                running.pop(job.handle)
-                state = _finish(study, trial, job, event[2], store, objectives)
-                counts["complete" if state == TrialState.COMPLETE else "pruned"] += 1
-                m = event[2]["metrics"]
-                log(f"trial {job.number}: {state.name.lower()} "
-                    + " ".join(f"{k}={m.get(k, job.extra.get(k)):.4g}" for k in objectives
-                               if isinstance(m.get(k, job.extra.get(k)), (int, float))))
+            return job
+        return None
+
+    def on_report(job, step: int, value: float) -> None:
+        trial = trials[job.number]
+        if single and step not in reported.setdefault(job.number, set()):
+            reported[job.number].add(step)
+            trial.report(value, step)
+            if trial.should_prune():
+                executor.prune(job)
+
+    def on_retry(job, reason: str) -> None:
+        counts["retried"] += 1
+        job.fault_kill = executor.isolated and _fault_kill(job.number, job.attempt)
+        log(f"trial {job.number}: worker died ({reason}); retry {job.attempt}/{max_retries}")
+
+    def on_failed(job, reason: str) -> None:
+        _record_failure(study, trials[job.number], job, store, reason)
+        counts["failed"] += 1
+        log(f"trial {job.number}: failed after {job.attempt + 1} attempt(s): {reason}")
+
+    def on_done(job, outcome: dict) -> None:
+        state = _finish(study, trials[job.number], job, outcome, store, objectives)
+        counts["complete" if state == TrialState.COMPLETE else "pruned"] += 1
+        m = outcome["metrics"]
+        log(f"trial {job.number}: {state.name.lower()} "
+            + " ".join(f"{k}={m.get(k, job.extra.get(k)):.4g}" for k in objectives
+                       if isinstance(m.get(k, job.extra.get(k)), (int, float))))
+
+    drive_jobs(executor, next_job, on_done, on_failed, on_report=on_report, on_retry=on_retry,
+               max_retries=max_retries)
     return counts
 
 
@@ -240,9 +237,6 @@ def _finish(study, trial, job, outcome: dict, store: ResultsStore, objectives: l
 
 
 def _record_failure(study, trial, job, store: ResultsStore, reason: str) -> None:
-    from ..runner import make_row
-    from ..train.trainer import resolve_device
-
     keys = []
     for req in job.requests:
         keys.append(req.key)

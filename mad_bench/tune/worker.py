@@ -1,21 +1,23 @@
 """What runs on a worker: one trial = the runs that score one sampled spec (or one training
-configuration). Executors (local thread/process, Ray task) call :func:`run_trial`.
+configuration). Executors (local thread / process, Ray task) call ``TrialJob.run``.
 
 Each run's row is written to the results store as soon as it lands (when the worker can reach
 the store) and all rows go back to the driver, which writes them again (idempotent: one file per
 run key) before it tells Optuna. A run already in the store with status ok/diverged is reused.
+Runs train through the plain trainer or, with ``engine="ensemble"``, one lr x wd grid at a time
+through the ensemble engine (:func:`mad_bench.execute.jobs.run_group`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-# (step, value) -> True when the driver has decided to prune this trial
-Reporter = Callable[[int, float], bool]
+from ..execute.base import Reporter
 
 
 @dataclass
@@ -34,47 +36,36 @@ class TrialJob:
     measure_throughput: bool = False
     attempt: int = 0
     fault_kill: bool = False        # test hook: the worker SIGKILLs itself at its first eval
+    engine: str = "plain"           # plain | ensemble
     extra: dict = field(default_factory=dict)
 
     @property
     def handle(self) -> str:
         return f"{self.number}.{self.attempt}"
 
+    def retry(self) -> "TrialJob":
+        return dataclasses.replace(self, attempt=self.attempt + 1)
+
+    def run(self, report: Reporter, device: str | None, progress=None) -> dict[str, Any]:
+        return run_trial(self, report, device)
+
 
 class Pruned(Exception):
     pass
 
 
-def _existing_row(store, key: str) -> dict | None:
-    if store is None or not store.has(key):
-        return None
-    try:
-        import pandas as pd
-
-        row = pd.read_parquet(store.path_for(key)).iloc[0].to_dict()
-    except Exception:  # noqa: BLE001 - unreadable: re-run it
-        return None
-    return row if row.get("status") in ("ok", "diverged") else None
-
-
-def _clean(row: dict) -> dict:
-    out = {}
-    for k, v in row.items():
-        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-            try:
-                v = v.item()
-            except (ValueError, AttributeError):
-                pass
-        out[k] = v
-    return out
+def _reusable(store, key: str) -> dict | None:
+    row = store.read(key) if store is not None else None
+    return row if row is not None and row.get("status") in ("ok", "diverged") else None
 
 
 def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dict[str, Any]:
     """Run the job's runs; returns {status: ok|pruned, rows, metrics, reason, node}."""
+    from ..execute.jobs import job_groups, run_group
+    from ..results.aggregate import mad_score, row_score
     from ..results.store import ResultsStore
-    from ..runner import run_one
     from ..train.trainer import resolve_device
-    from .objectives import mad_score, measure_throughput, row_score
+    from .objectives import measure_throughput
 
     store = None
     if job.results_root:
@@ -97,23 +88,27 @@ def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dic
                 state["pruned"] = True
         return state["pruned"]
 
-    def do_run(req) -> dict:
-        row = _existing_row(store, req.key)
-        if row is None:
-            row = run_one(req, str(dev), on_eval=on_eval)
+    def do_runs(group: list) -> list[dict]:
+        """The group's rows in order: reused from the store, or trained by the job's engine."""
+        found = {req.key: _reusable(store, req.key) for req in group}
+        todo = [req for req in group if found[req.key] is None]
+        trained = run_group(todo, job.engine, str(dev), on_eval=[on_eval] * len(todo)) if todo else []
+        for req, row in zip(todo, trained):
             row.update(study=job.study, trial=job.number)
             if store is not None:
                 store.write(req.key, row)
-        rows.append({**_clean(row), "run_key": req.key})
-        return row
+            found[req.key] = row
+        out = [found[req.key] for req in group]
+        rows.extend({**row, "run_key": req.key} for req, row in zip(group, out))
+        return out
 
     requests = list(job.requests)
     try:
         if job.mode == "tune":
-            _inner_tune(job, requests, do_run)
+            _inner_tune(job, requests, lambda req: do_runs([req])[0])
         else:
-            for i, req in enumerate(requests):
-                do_run(req)
+            for i, group in enumerate(job_groups(requests, job.engine)):
+                do_runs(group)
                 if state["pruned"]:
                     raise Pruned()
                 if job.report == "run" and report(i, mad_score(rows, job.metric)):
@@ -144,9 +139,9 @@ def _inner_tune(job: TrialJob, requests: list, do_run) -> None:
     """Per setting, a small in-memory TPE study over the space's training distributions."""
     import optuna
 
-    from ..runner import RunRequest
+    from ..results.aggregate import row_score
+    from ..runs import RunRequest
     from ..train.config import TrainConfig
-    from .objectives import row_score
     from .space import Dist
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
