@@ -266,6 +266,42 @@ def fmt(x, spec=".1f", na="n/a"):
     return na if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def confirm(args, device, options) -> int:
+    """The whole protocol for one spec, as ``madbench bench SPEC --suite mad --engine ensemble``
+    runs it: wall clock of this call, GPU time summed over every run in the store (several
+    calls add up when a confirmation was resumed), the MAD score."""
+    from mad_bench.results.aggregate import mad_score
+    from mad_bench.results.store import ResultsStore
+    from mad_bench.runner import execute, pending
+    from mad_bench.workload import describe
+
+    arch = args.archs[0]
+    spec = load_spec(str(ARCHS.get(arch) or (ROOT / "architectures" / f"{arch}.yaml"
+                                             if (ROOT / "architectures" / f"{arch}.yaml").exists() else arch)))
+    suite = load_suite("mad")
+    requests = plan([spec], expand(suite), grid=suite.grid.points())
+    store = ResultsStore(args.confirm_results)
+    print(f"confirm: {spec.name}, full MAD protocol on {device_name(device)}; "
+          + describe(pending(requests, store)[0], device.type, "ensemble"), flush=True)
+
+    def on_row(req, row, done, total):
+        print(f"  [{done}/{total}] {req.describe()}: {row['status']} test_acc={row.get('test_acc')} "
+              f"epochs={row.get('epochs_run')} wall={row.get('wall_s')}", flush=True)
+
+    t0 = time.perf_counter()
+    rows, skipped = execute(requests, store, device=str(device), engine="ensemble", options=options,
+                            on_row=on_row)
+    wall = time.perf_counter() - t0
+    stored = [r for r in (store.read(q.key) for q in requests) if r is not None]
+    gpu_s = sum(float(r.get("wall_s") or 0.0) for r in stored)
+    complete = len(stored) == len(requests)
+    print(f"\nconfirm {spec.name}: {len(rows)} run(s) trained in this call ({wall / 3600:.2f} h wall), "
+          f"{skipped} already in {store.root}; {len(stored)}/{len(requests)} runs stored, "
+          f"{gpu_s / 3600:.2f} GPU-hours summed over their rows"
+          + (f"; MAD score {mad_score(stored):.3f}" if complete else " (incomplete: run again to resume)"))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -285,6 +321,11 @@ def main(argv=None) -> int:
                     help="torch.set_num_threads (0: leave; 1 with --quick on cpu)")
     ap.add_argument("--tag", default=None, help="output file tag (default: device + time)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--confirm", action="store_true",
+                    help="run the whole MAD protocol (396 runs) for the first of --archs through the "
+                         "engine, end to end, into --confirm-results (resumable), and report its GPU-hours")
+    ap.add_argument("--confirm-results", default=str(ROOT / "results" / "reference-gpu"),
+                    help="results store of --confirm (a killed confirmation resumes from it)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -297,6 +338,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     options = EngineOptions(mode=args.mode, capture=not args.no_capture, compact=not args.no_compact)
 
+    if args.confirm:
+        return confirm(args, device, options)
     settings = slice_settings(args)
     grid = load_suite("mad").grid.points()[: args.grid or None]
     full_settings = expand(load_suite("mad"))

@@ -50,6 +50,14 @@ def plan(specs: list[ArchitectureSpec], settings: list[Setting],
     return requests
 
 
+def resolve_engine(engine: str, device: str | None) -> str:
+    """``auto``: the ensemble engine on CUDA (equal per-run results, 3-5x the plain trainer's
+    throughput on an H200: BENCHMARKS.md), the plain trainer elsewhere (a CPU gains nothing)."""
+    if engine != "auto":
+        return engine
+    return "ensemble" if resolve_device(device).type == "cuda" else "plain"
+
+
 def pending(requests: list[RunRequest], store: ResultsStore,
             force: bool = False) -> tuple[list[RunRequest], int]:
     """The requests the store lacks (all with ``force``) and how many were skipped."""
@@ -66,7 +74,8 @@ def execute(requests: list[RunRequest], store: ResultsStore, device: str | None 
     """Run what the store lacks (all with ``force``); returns (new rows, number skipped).
 
     ``executor`` None: the local one, ``workers`` processes (one: a thread of this process).
-    ``engine``: ``plain`` or ``ensemble`` (``options``: its EngineOptions). ``on_row(request,
+    ``engine``: ``plain``, ``ensemble`` (``options``: its EngineOptions) or ``auto``
+    (:func:`resolve_engine`). ``on_row(request,
     row, done, total)`` is called as each row lands; ``progress_factory(request)`` gives a
     progress object per job (the job's first request) where jobs run in this process. A job
     whose worker died is retried ``max_retries`` times, then its runs are ``failed`` rows.
@@ -76,6 +85,7 @@ def execute(requests: list[RunRequest], store: ResultsStore, device: str | None 
     if not todo:
         return rows, skipped
     store.ensure_writable()
+    engine = resolve_engine(engine, device)
     jobs = iter([RunsJob(group, engine, number=i, options=options)
                  for i, group in enumerate(job_groups(todo, engine))])
 
