@@ -39,6 +39,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ...ops import causal_conv
+from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -128,6 +130,8 @@ def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 class Hyena(SequenceMixer):
     """Hyena: gated implicit long convolutions (order N) with short depthwise filters."""
 
+    ops = (causal_conv,)
+
     def __init__(self, cfg: HyenaConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -136,10 +140,8 @@ class Hyena(SequenceMixer):
         self.head_dim = self.inner // cfg.num_heads
         self.width = (cfg.order + 1) * self.inner
         self.in_proj = nn.Linear(d_model, self.width // cfg.proj_groups)
-        self.short_filter = nn.Conv1d(
-            self.width, self.width, cfg.short_filter_order, groups=self.width,
-            padding=cfg.short_filter_order - 1,
-        )
+        self.short_filter = nn.Conv1d(self.width, self.width, cfg.short_filter_order,
+                                      groups=self.width)
         self.filter = HyenaFilter(cfg, self.head_dim * (cfg.order - 1), max_len)
         if cfg.bias:
             self.D = nn.Parameter(torch.randn(cfg.order - 1, self.head_dim))
@@ -163,8 +165,8 @@ class Hyena(SequenceMixer):
         B, L, _ = x.shape
         if L > self.max_len:
             raise ValueError(f"hyena input length {L} exceeds max_len={self.max_len}")
-        z = self._project(x).transpose(1, 2)  # [B, width, L]
-        z = self.short_filter(z)[..., :L]
+        z = causal_conv1d(self._project(x), self.short_filter.weight, self.short_filter.bias,
+                          impl=self.cfg.impl).transpose(1, 2)  # [B, width, L]
         *xs, v = z.split(self.inner, dim=1)
         h, D = self._filters(L), self._D()
         for n, x_i in enumerate(reversed(xs[1:])):
@@ -189,9 +191,8 @@ class Hyena(SequenceMixer):
         if pos >= self.max_len:
             raise ValueError(f"hyena step beyond max_len={self.max_len}")
         z = self._project(x_t)  # [B, width]
-        window = torch.cat([state["short"], z[..., None].to(state["short"].dtype)], dim=-1)
-        w = self.short_filter.weight[:, 0]  # [width, k]
-        zc = (window.to(w.dtype) * w).sum(-1) + self.short_filter.bias
+        zc, short = causal_conv1d_step(z, state["short"], self.short_filter.weight,
+                                       self.short_filter.bias)
         *xs, v = zc.split(self.inner, dim=-1)
         h = self._filters(self.max_len)[..., : pos + 1].flip(-1)  # h[t - s] for s = 0..t
         D = self._D()
@@ -201,8 +202,7 @@ class Hyena(SequenceMixer):
             hist[n, :, :, pos] = v.to(hist.dtype)
             v = (hist[n, :, :, : pos + 1].to(h.dtype) * h[n]).sum(-1) + v * D[n]
         y = self.out_proj(v * xs[0])
-        new_short = window[..., 1:].clone()
-        return y, {"short": new_short, "long": hist, "pos": pos + 1}
+        return y, {"short": short, "long": hist, "pos": pos + 1}
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         fft = 3 * 5.0 * math.log2(2 * max(seq_len, 1))  # three FFTs of size 2L per channel
