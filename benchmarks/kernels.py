@@ -1,16 +1,25 @@
-"""Benchmark mad_bench's Triton kernels against torch eager and torch.compile.
+"""Benchmark mad_bench's Triton ops against torch eager, torch.compile and fla.
 
-For every op family and shape: forward+backward median time (``triton.testing.do_bench`` on
-CUDA, a wall-clock median on CPU), peak extra memory of one forward+backward (CUDA), and the
-relative error of outputs and input/weight gradients vs an fp64 reference (max |a-b| / max |b|,
-worst tensor), for the Triton kernel, the eager torch baseline and ``torch.compile`` of it.
-``vs_best`` = triton ms / best baseline ms (< 1: Triton wins).
+For every op and shape: forward+backward median time (``triton.testing.do_bench`` on CUDA, a
+wall-clock median on CPU), peak extra memory of one forward+backward (CUDA), ``vs_best`` =
+Triton ms / best baseline ms (< 1: Triton wins), and the seconds each impl's first call took
+(``setup_s_*``: Triton JIT, fla autotuning, torch.compile). The relative error of outputs and
+input gradients vs the fp64 torch reference (max |a-b| / max |b|, worst tensor) is checked on
+``--err-batch`` rows at the first shape of each (op, shape set) only (``--check``).
 
-    python benchmarks/kernels.py --device cuda --shapes all --out benchmarks/results/kernels.json
+Time bounds (the whole ``--shapes mad,long`` table must fit one 10-minute GPU call): rows run
+breadth-first (the first shape of every op, then the second, ...), so every op is reached
+before any op's largest shapes; torch.compile recompiles per shape (the references' chunk loops
+unroll into the graph), so it stops once its first calls have taken ``--compile-budget``
+seconds in all and is skipped above ``--compile-max-len``; no new row starts after
+``--time-limit`` seconds. Each row is printed when done and the JSON and CSV are rewritten after
+every row.
+
+    python benchmarks/kernels.py --device cuda --shapes mad,long --out benchmarks/results/kernels.json
     python benchmarks/kernels.py --device cpu --shapes tiny        # interpreter smoke test
 
-Add an op family by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the
-positional arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
+Add an op by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the positional
+arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
 """
 from __future__ import annotations
 
@@ -45,6 +54,14 @@ def _parse():
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="benchmark torch.compile(baseline) (auto: on for cuda, off for cpu)")
     p.add_argument("--err-batch", type=int, default=2, help="batch rows used for the fp64 error check")
+    p.add_argument("--check", default="first", choices=["first", "all", "none"],
+                   help="fp64 error check at the first shape of each (op, set), at every shape, or never")
+    p.add_argument("--time-limit", type=float, default=540.0,
+                   help="start no new row after this many seconds (the table so far is written)")
+    p.add_argument("--compile-budget", type=float, default=180.0,
+                   help="no more torch.compile baselines once their first calls took this many seconds in all")
+    p.add_argument("--compile-max-len", type=int, default=4096,
+                   help="no torch.compile baseline above this L (the chunk loops unroll into the graph)")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetitions (ms)")
     p.add_argument("--cudagraph", action="store_true",
@@ -62,13 +79,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mad_bench.kernels import (  # noqa: E402
-    cross_entropy, cross_entropy_ref, layer_norm, layer_norm_ref, rms_norm, rms_norm_ref,
-    short_conv, short_conv_ref, swiglu, swiglu_ref,
-)
-from mad_bench.kernels.chunked_linear_attention import (  # noqa: E402
-    chunk_gla as cla_gla, chunk_simple_gla as cla_simple_gla,
-)
+from mad_bench.ops.causal_conv import causal_conv1d  # noqa: E402
+from mad_bench.ops.gla import chunk_gla as cla_gla, chunk_simple_gla as cla_simple_gla  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- op registry
@@ -79,7 +91,7 @@ class OpBench:
     grad_args: Sequence[int]  # indices of args that receive gradients
     triton: Callable  # fused kernel path
     torch: Callable  # eager baseline (may be a native op)
-    ref: Callable | None = None  # fp64 reference (default: ``torch``)
+    ref: Callable | None = None  # fp64 reference (default: ``torch``, which must keep fp64 in fp64)
     shape_sets: Sequence[str] = ("mad", "long", "tiny")
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -89,73 +101,17 @@ def _rn(*shape, dtype, device, scale=1.0, shift=0.0):
     return torch.randn(*shape, dtype=dtype, device=device) * scale + shift
 
 
-def _native_rms(x, w, r=None):
-    h = x + r if r is not None else x
-    y = F.rms_norm(h, (h.shape[-1],), w, 1e-6)
-    return (y, h) if r is not None else y
-
-
-CE_VOCAB = {"mad": 64, "long": 8192, "tiny": 37}
-
 OPS: list[OpBench] = [
-    OpBench(
-        "rms_norm",
-        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1)],
-        (0, 1),
-        triton=lambda x, w: rms_norm(x, w, 1e-6, impl="triton"),
-        torch=lambda x, w: _native_rms(x, w),
-        ref=lambda x, w: rms_norm_ref(x, w, 1e-6),
-        notes="torch = F.rms_norm",
-    ),
-    OpBench(
-        "rms_norm+residual",
-        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1),
-                                  _rn(B, L, D, dtype=dt, device=dev)],
-        (0, 1, 2),
-        triton=lambda x, w, r: rms_norm(x, w, 1e-6, residual=r, impl="triton"),
-        torch=lambda x, w, r: _native_rms(x, w, r),
-        ref=lambda x, w, r: rms_norm_ref(x, w, 1e-6, residual=r),
-        notes="torch = add + F.rms_norm",
-    ),
-    OpBench(
-        "layer_norm+residual",
-        lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, dtype=dt, device=dev, scale=0.1, shift=1),
-                                  _rn(D, dtype=dt, device=dev, scale=0.1), _rn(B, L, D, dtype=dt, device=dev)],
-        (0, 1, 2, 3),
-        triton=lambda x, w, b, r: layer_norm(x, w, b, 1e-5, residual=r, impl="triton"),
-        torch=lambda x, w, b, r: (F.layer_norm(x + r, (x.shape[-1],), w, b, 1e-5), x + r),
-        ref=lambda x, w, b, r: layer_norm_ref(x, w, b, 1e-5, residual=r),
-        notes="torch = add + F.layer_norm",
-    ),
-    OpBench(
-        "swiglu",
-        lambda B, L, D, dt, dev: [_rn(B, L, 4 * D, dtype=dt, device=dev), _rn(B, L, 4 * D, dtype=dt, device=dev)],
-        (0, 1),
-        triton=lambda g, u: swiglu(g, u, impl="triton"),
-        torch=swiglu_ref,
-        notes="hidden = 4 * D",
-    ),
-    OpBench(
-        "cross_entropy",
-        lambda B, L, D, dt, dev: [_rn(B * L, CE_VOCAB[_CURRENT_SET], dtype=dt, device=dev, scale=2.0),
-                                  torch.randint(0, CE_VOCAB[_CURRENT_SET], (B * L,), device=dev)],
-        (0,),
-        triton=lambda x, t: cross_entropy(x, t, impl="triton"),
-        torch=lambda x, t: F.cross_entropy(x.float(), t),
-        ref=cross_entropy_ref,
-        notes="logits [B*L, V], V = " + ", ".join(f"{k}: {v}" for k, v in CE_VOCAB.items()),
-    ),
     OpBench(
         "short_conv_silu",
         lambda B, L, D, dt, dev: [_rn(B, L, D, dtype=dt, device=dev), _rn(D, 4, dtype=dt, device=dev, scale=0.5),
                                   _rn(D, dtype=dt, device=dev, scale=0.1)],
         (0, 1, 2),
-        triton=lambda x, w, b: short_conv(x, w, b, "silu", impl="triton"),
-        torch=lambda x, w, b: short_conv_ref(x, w, b, "silu"),
-        notes="K = 4, bias, silu",
+        triton=lambda x, w, b: causal_conv1d(x, w, b, "silu", impl="triton"),
+        torch=lambda x, w, b: causal_conv1d(x, w, b, "silu", impl="torch"),
+        notes="causal depthwise conv, K = 4, bias, silu (auto: Triton from L 1024)",
     ),
 ]
-_CURRENT_SET = "mad"
 
 
 # ----------------------------------------------------------------------------- linear attention
@@ -236,14 +192,12 @@ OPS += [
 # ----------------------------------------------------------------------------- selective scan, delta rule
 # Mamba-1 selective scan: time-major tensors as in the Mamba layer ([B, L, E], B/C [B, L, N]),
 # passed to the ops as [B, E, L] / [B, N, L] transposed views; E = 2 D (expand 2), N = 16,
-# dt bias + softplus, D skip and silu(z) gate fused. torch = the primitive library's chunked scan
-# (fp32); the fp64 reference is selective_scan_ref run over channel blocks under checkpointing.
+# dt bias + softplus, D skip and silu(z) gate fused. torch = the op's chunked torch reference
+# (fp32; fp64 inputs stay fp64: the error check's reference).
 # Delta rule: fla's [B, L, H, d] storage (H 8, d = D / 8), L2-normalised keys, beta = sigmoid;
 # our kernel takes [B, H, L, d] views; fla = fla.ops.delta_rule.chunk_delta_rule (if installed).
-from mad_bench.kernels.delta_rule import chunk_delta_rule as dr_chunk_delta_rule  # noqa: E402
-from mad_bench.kernels.selective_scan import (  # noqa: E402
-    selective_scan as ss_selective_scan, selective_scan_ref as ss_selective_scan_ref,
-)
+from mad_bench.ops.delta_rule import chunk_delta_rule as dr_chunk_delta_rule  # noqa: E402
+from mad_bench.ops.selective_scan import selective_scan as ss_selective_scan  # noqa: E402
 
 SS_STATE = 16
 DR_HEADS = 8
@@ -273,7 +227,7 @@ def _ss_torch(u, delta, A, Bm, Cm, Dv, z, bias):
         total = torch.cuda.get_device_properties(u.device).total_memory
         if need > 0.7 * total:
             raise MemoryError(f"skipped: the torch scan needs ~{need / 2**30:.0f} GiB")
-    return _ss_call(ss_selective_scan, impl="torch")(u, delta, A, Bm, Cm, Dv, z, bias)
+    return _ss_call(ss_selective_scan, chunk_size=64, impl="torch")(u, delta, A, Bm, Cm, Dv, z, bias)
 
 
 def _dr_make(B, L, D, dt, dev):
@@ -306,7 +260,6 @@ OPS += [
         _ss_make, (0, 1, 2, 3, 4, 5, 6, 7),
         triton=_ss_call(ss_selective_scan, impl="triton"),
         torch=_ss_torch,
-        ref=_ss_call(ss_selective_scan_ref, chunk_size=64, channel_block=256),
         notes=f"mamba-1: E = 2D, N = {SS_STATE}; dt bias + softplus, D, silu(z) fused; torch = chunked scan",
     ),
     OpBench(
@@ -325,7 +278,7 @@ OPS += [
 # by d^-0.5 as in the layer), passed as [B, H, L, d] views; gates i~ [B, L, H] (~ N(0, 2^2)) and
 # forget pre-activations f~ (~ N(4, 1): xLSTM's forget bias 3..6), log f = logsigmoid(f~) in fp32.
 # torch = mlstm_chunked (chunk 64, fp32 inside); the fp64 reference is the same in fp64.
-from mad_bench.kernels.mlstm import mlstm as ml_mlstm  # noqa: E402
+from mad_bench.ops.mlstm import mlstm as ml_mlstm  # noqa: E402
 
 ML_HEADS = 8
 
@@ -361,9 +314,9 @@ OPS += [
 # long set (d_h 256: the four R blocks no longer fit in registers).
 # RWKV-6 WKV: r, k, v in fla's [B, L, H, K] storage (K 16, MAD-Lab's head size; H = D / 16),
 # fp32 log decays -exp(N(-0.5, 1)), u [H, K]; our kernel takes [B, H, L, K] views; torch = the
-# primitive library's chunked form (chunk 16); fla = fla.ops.rwkv6.chunk_rwkv6 (scale 1).
-from mad_bench.kernels.rwkv6 import wkv6 as rw_wkv6  # noqa: E402
-from mad_bench.kernels.slstm import slstm_scan as sl_scan, slstm_scan_ref as sl_scan_ref  # noqa: E402
+# op's chunked torch reference (chunk 16); fla = fla.ops.rwkv6.chunk_rwkv6 (scale 1).
+from mad_bench.ops.rwkv6 import wkv6 as rw_wkv6  # noqa: E402
+from mad_bench.ops.slstm import slstm_scan as sl_scan  # noqa: E402
 
 SL_HEADS = 4
 RW_HEAD = 16
@@ -394,7 +347,7 @@ OPS += [
         "slstm_scan",
         _sl_make, (0, 1),
         triton=lambda wx, R: sl_scan(wx, R, impl="triton"),
-        torch=sl_scan_ref,
+        torch=lambda wx, R: sl_scan(wx, R, impl="torch"),
         shape_sets=("mad", "tiny"),
         notes="sLSTM time loop; H 4, d_h = D/4; triton = one program per (batch, head)",
     ),
@@ -454,9 +407,8 @@ def _time(fn, device, grad_tensors, warmup, rep):
         import triton.testing
 
         return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_tensors, return_mode="median")
-    fn()  # warm up
-    ts = []
-    for _ in range(3):
+    ts = []  # CPU: the interpreter smoke test; the first call (setup) was the warm-up
+    for _ in range(1):
         for t in grad_tensors:
             t.grad = None
         t0 = time.perf_counter()
@@ -494,31 +446,30 @@ def _rel_err(outs, grads, outs64, grads64):
     return worst
 
 
-def bench_op(op: OpBench, set_name: str, shape, dtype, device, use_compile, args_ns):
-    global _CURRENT_SET
-    _CURRENT_SET = set_name
+def bench_op(op: OpBench, set_name: str, shape, dtype, device, compiled, args_ns, check: bool):
+    """One row. ``compiled``: this op's torch.compile'd baseline (None: not run)."""
     B, L, D = shape
     torch.manual_seed(0)
     base_args = op.make(B, L, D, dtype, device)
     impls = {"triton": op.triton, "torch": op.torch}
-    if use_compile:
-        impls["compile"] = torch.compile(op.torch, dynamic=False)
+    if compiled is not None:
+        impls["compile"] = compiled
     impls.update(op.extra.get("baselines", {}))  # e.g. {"fla": fn}: external kernels
-    ref = op.ref or op.torch
-
-    # fp64 reference on a batch slice (cheap even at long shapes)
-    nb = min(B, args_ns.err_batch)
-    small = _slice_batch(base_args, nb, B, L)
-    a64 = _prepare(small, op.grad_args, torch.float64)
-    outs64, grads64, gouts = _fwd_bwd(ref, a64, op.grad_args)
-
     row = dict(op=op.name, shape_set=set_name, B=B, L=L, D=D, dtype=str(dtype).replace("torch.", ""),
                device=str(device), notes=op.notes)
+    small = outs64 = None
+    if check:  # fp64 reference on a batch slice
+        t0 = time.perf_counter()
+        small = _slice_batch(base_args, min(B, args_ns.err_batch), B, L)
+        a64 = _prepare(small, op.grad_args, torch.float64)
+        outs64, grads64, gouts = _fwd_bwd(op.ref or op.torch, a64, op.grad_args)
+        row["check_s"] = time.perf_counter() - t0
     for name, fn in impls.items():
         try:
-            a = _prepare(small, op.grad_args)
-            outs, grads, _ = _fwd_bwd(fn, a, op.grad_args, gouts)
-            row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
+            if check:
+                a = _prepare(small, op.grad_args)
+                outs, grads, _ = _fwd_bwd(fn, a, op.grad_args, gouts)
+                row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
             a = _prepare(base_args, op.grad_args)
             gts = [a[i] for i in op.grad_args]
             big_gouts = None
@@ -527,7 +478,11 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, use_compile, args
                 nonlocal big_gouts
                 _, _, big_gouts = _fwd_bwd(fn, a, op.grad_args, big_gouts)
 
-            run()
+            t0 = time.perf_counter()
+            run()  # first call at this shape: JIT compile, autotuning, torch.compile
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            row[f"setup_s_{name}"] = time.perf_counter() - t0
             row[f"ms_{name}"] = _time(run, device, gts, args_ns.warmup, args_ns.rep)
             row[f"peak_mb_{name}"] = _peak_mb(run, device, gts)
             if args_ns.cudagraph and device.type == "cuda":
@@ -578,7 +533,30 @@ def print_table(rows, impls):
                     print(f"! {r['op']} {r['shape_set']} L={r['L']} {k}: {r[k]}")
 
 
+def _plan(sets, names):
+    """(set, op, shape index) rows, breadth-first within a set: the first shape of every op, then
+    the second, ... so that a time limit cuts the largest shapes, not whole ops."""
+    plan = []
+    for set_name in sets:
+        ops = [op for op in OPS if (not names or op.name in names) and set_name in op.shape_sets]
+        for i in range(len(SHAPE_SETS[set_name]["shapes"])):
+            plan += [(set_name, op, i) for op in ops]
+    return plan
+
+
+def _write(out: Path, meta: dict, rows: list[dict]) -> None:
+    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main(a):
+    start = time.perf_counter()
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but CUDA is not available (use --device cpu --shapes tiny)")
@@ -598,25 +576,13 @@ def main(a):
 
         dynamo.config.cache_size_limit = 256
     names = None if a.ops == "all" else set(a.ops.split(","))
+    unknown = sorted(names - {op.name for op in OPS}) if names else []
+    if unknown:
+        sys.exit(f"--ops: unknown op(s) {unknown}; choose from {[op.name for op in OPS]}")
     impls = ["triton", "torch"] + (["compile"] if use_compile else [])
     for op in OPS:  # external baselines (fla ...) of the selected ops get their own columns
         if not names or op.name in names:
             impls += [n for n in op.extra.get("baselines", {}) if n not in impls]
-    rows = []
-    for set_name in sets:
-        dtype = getattr(torch, SHAPE_SETS[set_name]["dtype"])
-        for op in OPS:
-            if (names and op.name not in names) or set_name not in op.shape_sets:
-                continue
-            for shape in SHAPE_SETS[set_name]["shapes"]:
-                row = bench_op(op, set_name, shape, dtype, device, use_compile, a)
-                rows.append(row)
-                print(f"  {op.name:22s} {set_name:5s} {shape}  triton {_fmt(row.get('ms_triton'), '.3f')} ms  "
-                      f"vs_best {_fmt(row.get('vs_best'), '.2f')}", flush=True)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    print()
-    print_table(rows, impls)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -627,15 +593,45 @@ def main(a):
         meta["triton"] = triton.__version__
     except Exception:
         pass
-    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    print(f"\nwrote {out} and {out.with_suffix('.csv')}")
+    compiled: dict[str, Callable] = {}  # one torch.compile wrapper per op, reused across shapes
+    compile_s = 0.0  # seconds spent in torch.compile's first calls so far
+    checked: set[tuple[str, str]] = set()
+    rows, plan = [], _plan(sets, names)
+    for k, (set_name, op, i) in enumerate(plan):
+        elapsed = time.perf_counter() - start
+        if elapsed > a.time_limit:
+            meta["stopped"] = f"--time-limit {a.time_limit:g} s reached after {len(rows)} of {len(plan)} rows"
+            print(f"! {meta['stopped']}", flush=True)
+            break
+        shape = SHAPE_SETS[set_name]["shapes"][i]
+        dtype = getattr(torch, SHAPE_SETS[set_name]["dtype"])
+        fn, why = None, None
+        if use_compile and shape[1] > a.compile_max_len:
+            why = f"skipped: L > --compile-max-len {a.compile_max_len}"
+        elif use_compile and compile_s > a.compile_budget:
+            why = f"skipped: --compile-budget {a.compile_budget:g} s spent"
+        elif use_compile:
+            fn = compiled.setdefault(op.name, torch.compile(op.torch, dynamic=False))
+        check = a.check == "all" or (a.check == "first" and (op.name, set_name) not in checked)
+        checked.add((op.name, set_name))
+        row = bench_op(op, set_name, shape, dtype, device, fn, a, check)
+        if why:
+            row["error_compile"] = why
+        compile_s += row.get("setup_s_compile") or 0.0
+        row["elapsed_s"] = time.perf_counter() - start
+        rows.append(row)
+        setup = max((v for key, v in row.items() if key.startswith("setup_s_")), default=0.0)
+        print(f"  [{k + 1}/{len(plan)} {row['elapsed_s']:5.0f} s] {op.name:18s} {set_name:5s} {shape}  "
+              f"triton {_fmt(row.get('ms_triton'), '.3f')} ms  vs_best {_fmt(row.get('vs_best'), '.2f')}  "
+              f"slowest setup {setup:.1f} s", flush=True)
+        _write(out, meta, rows)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print()
+    print_table(rows, impls)
+    meta["total_s"] = time.perf_counter() - start
+    _write(out, meta, rows)
+    print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s)")
 
 
 if __name__ == "__main__":

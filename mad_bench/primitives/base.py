@@ -67,8 +67,16 @@ class Primitive(nn.Module):
 
 class SequenceMixer(Primitive):
     kind: ClassVar[Kind] = "sequence"
+    ops: ClassVar[tuple] = ()
+    """The op families (``mad_bench.ops.<family>`` modules) the parallel form calls; ``cfg.impl``
+    is passed to each, and each makes its own dispatch decision."""
     has_triton: ClassVar[bool] = False
-    """True where the parallel form has a Triton kernel (``impl: triton`` is then valid)."""
+    """True where an op of :attr:`ops` has a Triton kernel (``impl: triton`` is then valid);
+    derived from the ops, never set by hand."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.has_triton = any(getattr(op, "HAS_TRITON", False) for op in cls.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, L, D]
         raise NotImplementedError

@@ -12,7 +12,8 @@ from mad_bench.primitives.channel.moe import MoE, MoEConfig
 from mad_bench.primitives.sequence.gru import GRU, GRUConfig
 from mad_bench.primitives.sequence.hyena import Hyena, HyenaConfig, fft_causal_conv
 from mad_bench.primitives.sequence.lstm import LSTM, LSTMConfig
-from mad_bench.primitives.sequence.rwkv6 import RWKV6, RWKV6Config, wkv6_chunked
+from mad_bench.ops.rwkv6 import wkv6_chunked
+from mad_bench.primitives.sequence.rwkv6 import RWKV6, RWKV6Config
 from mad_bench.primitives.sequence.short_conv import ShortConv, ShortConvConfig
 
 

@@ -10,10 +10,14 @@ from pydantic import ValidationError
 
 from mad_bench.primitives.registry import REGISTRY
 from mad_bench.primitives.sequence import mamba, mamba2, mlstm, slstm
-from mad_bench.primitives.sequence.mamba import Mamba, MambaConfig, selective_scan
-from mad_bench.primitives.sequence.mamba2 import Mamba2, Mamba2Config, ssd_chunked
-from mad_bench.primitives.sequence.mlstm import MLSTM, MLSTMConfig, mlstm_chunked
-from mad_bench.primitives.sequence.slstm import SLSTM, SLSTMConfig, slstm_cell
+from mad_bench.ops.mlstm import mlstm_chunked
+from mad_bench.ops.selective_scan.reference import selective_scan
+from mad_bench.ops.slstm import slstm_cell
+from mad_bench.ops.ssd.reference import ssd_chunked
+from mad_bench.primitives.sequence.mamba import Mamba, MambaConfig
+from mad_bench.primitives.sequence.mamba2 import Mamba2, Mamba2Config
+from mad_bench.primitives.sequence.mlstm import MLSTM, MLSTMConfig
+from mad_bench.primitives.sequence.slstm import SLSTM, SLSTMConfig
 
 D_MODEL, L = 32, 17
 
@@ -92,7 +96,7 @@ def test_selective_scan_matches_loop(chunk):
     )
     ref, h = naive_selective_scan(u, F.softplus(dt_raw + bias[:, None]), A, B, C, D)
     torch.testing.assert_close(y, (ref * F.silu(z)).to(y.dtype), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(last, h.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, h, rtol=1e-5, atol=1e-5)  # fp64 in, fp64 state
     # grouped B/C ([b, g, n, l], g = 1) is the same as shared
     y2 = selective_scan(u, F.softplus(dt_raw + bias[:, None]), A, B[:, None], C[:, None], D,
                         z=z, chunk_size=chunk)

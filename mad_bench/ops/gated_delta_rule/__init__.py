@@ -6,7 +6,7 @@ form (``reference.py``) otherwise. See ``reference.py`` for the recurrence and i
 """
 from __future__ import annotations
 
-from mad_bench.kernels.dispatch import check_impl, resolve_impl
+from ..dispatch import use_triton
 
 from .reference import chunk_gated_delta_rule, recurrent_gated_delta_rule
 
@@ -22,9 +22,8 @@ def gated_delta_rule(q, k, v, beta, log_g, scale: float | None = None, initial_s
     ``scale`` defaults to ``K ** -0.5``. Returns ``o [B, H, L, V]`` in v's dtype, and with
     ``output_final_state`` ``(o, S_L [B, H, K, V])``. ``chunk_size`` is the torch path's chunk.
     """
-    check_impl(impl)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if resolve_impl(impl, q) == "torch":
+    if not use_triton(impl, q):
         return chunk_gated_delta_rule(q, k, v, beta, log_g, scale, chunk_size, initial_state,
                                       output_final_state)
     from .triton import gated_delta_rule_triton

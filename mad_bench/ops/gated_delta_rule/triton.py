@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from mad_bench.kernels.dispatch import jit, next_pow2, pick, tl, triton
+from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..vmap_rules import vmap_apply
 
 __all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
 
@@ -227,4 +228,5 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
 
 def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None):
     """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``)."""
-    return GatedDeltaRuleFunction.apply(q, k, v, beta, log_g, scale, initial_state)
+    return vmap_apply(GatedDeltaRuleFunction.apply, q, k, v, beta, log_g, scale, initial_state,
+                      fold_args=(0, 1, 2, 3, 4, 6))

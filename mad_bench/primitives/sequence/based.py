@@ -31,7 +31,8 @@ from torch import nn
 
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import chunk_simple_gla, chunked_flops_per_token
+from ...ops.gla.reference import chunk_simple_gla
+from ._linear_common import chunked_flops_per_token
 
 
 class BasedConfig(SequenceMixerConfig):

@@ -10,25 +10,24 @@ Delta Rule over Sequence Length"), as in flash-linear-attention's DeltaNet layer
     y_t      = W_o concat_h( RMSNorm_h(o_t) [* swish(x_t W_g)] )
 
 (``S`` above is value-major, as in the paper; the code keeps the transpose, key-major.) The
-parallel form is ``chunk_delta_rule``: the chunkwise WY / UT form of Yang et al. 2024 (a
-triangular solve per chunk, then a state pass across chunks), linear in L; sequences are padded
-to a multiple of ``chunk_size``.
+parallel form is the op :func:`mad_bench.ops.delta_rule.chunk_delta_rule` (torch: the chunkwise
+WY / UT form of Yang et al. 2024, a triangular solve per chunk, then a state pass across chunks,
+linear in L; Triton: the sequential recurrence).
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...kernels.delta_rule import chunk_delta_rule as chunk_delta_rule_triton
-from ...kernels.dispatch import resolve_impl
+from ...ops import causal_conv, delta_rule
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
-    CausalShortConv, HeadNorm, add_qkv_projections, chunk_delta_rule, chunked_flops_per_token, head_width,
+    CausalShortConv, HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width,
 )
 
 _ACT = {"silu": F.silu, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1.0, "identity": lambda x: x}
@@ -47,7 +46,8 @@ class DeltaNetConfig(SequenceMixerConfig):
     conv_size: int = Field(4, ge=2, description="short conv kernel length")
     output_gate: bool = Field(False, description="swish output gate after the head norm")
     norm_eps: float = Field(1e-5, gt=0.0)
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
+    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the "
+                            "Triton kernel is a sequential scan; only speed and rounding depend on it)")
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
@@ -60,7 +60,7 @@ class DeltaNetConfig(SequenceMixerConfig):
 class DeltaNet(SequenceMixer):
     """DeltaNet: delta-rule fast weights with L2-normalised q/k and sigmoid write strengths."""
 
-    has_triton: ClassVar[bool] = True
+    ops = (causal_conv, delta_rule)
 
     def __init__(self, cfg: DeltaNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -98,12 +98,11 @@ class DeltaNet(SequenceMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.cfg.short_conv:
-            q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
+            impl = self.cfg.impl
+            q, k, v = self.q_conv(q, impl), self.k_conv(k, impl), self.v_conv(v, impl)
         q, k, v, beta = self._heads(q, k, v, x)
-        if resolve_impl(self.cfg.impl, x) == "triton":
-            o = chunk_delta_rule_triton(q, k, v, beta, scale=self.dk**-0.5, impl="triton")
-        else:
-            o = chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size)
+        o = delta_rule.chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5,
+                                        chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

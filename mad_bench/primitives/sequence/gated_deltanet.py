@@ -20,14 +20,14 @@ gate and short conv 4 on, no conv bias), with the head count derived from the wi
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...ops.gated_delta_rule import gated_delta_rule
+from ...ops import causal_conv, gated_delta_rule
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import CausalShortConv, HeadNorm, chunked_flops_per_token
@@ -58,7 +58,7 @@ class GatedDeltaNetConfig(SequenceMixerConfig):
 class GatedDeltaNet(SequenceMixer):
     """Gated DeltaNet: the delta rule with a Mamba-2 style per-head decay and an output gate."""
 
-    has_triton: ClassVar[bool] = True
+    ops = (gated_delta_rule, causal_conv)
 
     def __init__(self, cfg: GatedDeltaNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -109,7 +109,7 @@ class GatedDeltaNet(SequenceMixer):
         if self.cfg.short_conv:
             q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
         q, k, v, beta, log_g = self._heads(q, k, v, x)
-        o = gated_delta_rule(q, k, v, beta, log_g, scale=self.dk**-0.5,
+        o = gated_delta_rule.gated_delta_rule(q, k, v, beta, log_g, scale=self.dk**-0.5,
                              chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
         return self._output(o.transpose(1, 2), x)
 

@@ -8,7 +8,7 @@ Hardware-Efficient Training"), as in flash-linear-attention's / MAD-Lab's GLA la
 
 ``Norm_h`` is an RMSNorm over each head's d_v features (weight shared across heads; fla and
 MAD-Lab), or a LayerNorm (``norm='layer'``, the paper's per-head LayerNorm). The parallel form
-is ``chunk_gated_linear_attention`` (secondary chunking, stable for any gate), linear in L.
+is the op :func:`mad_bench.ops.gla.chunk_gla` (stable for any gate), linear in L.
 Weights are initialised as in MAD-Lab / fla (Xavier-uniform, gain 2^-2.5).
 """
 from __future__ import annotations
@@ -20,13 +20,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...kernels import chunked_linear_attention as cla
-from ...kernels.dispatch import resolve_impl
+from ...ops import gla
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import (
-    HeadNorm, add_qkv_projections, chunk_gated_linear_attention, chunked_flops_per_token, head_width,
-)
+from ._linear_common import HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width
 
 
 
@@ -40,8 +37,10 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
     output_gate: bool = Field(True, description="swish output gate (fla / MAD-Lab: on)")
     norm: Literal["rms", "layer"] = Field("rms", description="per-head output norm")
     norm_eps: float = Field(1e-5, gt=0.0)
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
-    sub_chunk_size: int = Field(16, ge=1, description="secondary chunk; divides chunk_size")
+    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the Triton "
+                            "kernel picks its own; only speed and rounding depend on it)")
+    sub_chunk_size: int = Field(16, ge=1, description="secondary chunk of the torch form; divides "
+                                "chunk_size")
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
@@ -58,7 +57,7 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
 class GatedLinearAttention(SequenceMixer):
     """Gated linear attention: per-key data-dependent forget gates, swish-gated head norm."""
 
-    has_triton = True
+    ops = (gla,)
 
     def __init__(self, cfg: GatedLinearAttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -95,13 +94,8 @@ class GatedLinearAttention(SequenceMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v, log_g = self._project(x)
-        if resolve_impl(self.cfg.impl, x) == "triton":
-            o = cla.chunk_gla(q, k, v, log_g, scale=self.dk**-0.5, impl="triton")
-        else:
-            o = chunk_gated_linear_attention(
-                q, k, v, log_g, scale=self.dk**-0.5,
-                chunk_size=self.cfg.chunk_size, sub_chunk_size=self.cfg.sub_chunk_size,
-            )
+        o = gla.chunk_gla(q, k, v, log_g, scale=self.dk**-0.5, chunk_size=self.cfg.chunk_size,
+                          sub_chunk_size=self.cfg.sub_chunk_size, impl=self.cfg.impl)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

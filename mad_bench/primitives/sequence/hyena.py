@@ -52,6 +52,8 @@ import torch
 from pydantic import Field, model_serializer
 from torch import nn
 
+from ...ops import causal_conv
+from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -182,6 +184,8 @@ def outer_product_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: tor
 class Hyena(SequenceMixer):
     """Hyena: gated implicit long convolutions (order N) with short depthwise filters."""
 
+    ops = (causal_conv,)
+
     def __init__(self, cfg: HyenaConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         cfg.check(d_model)
@@ -190,10 +194,8 @@ class Hyena(SequenceMixer):
         self.head_dim = self.inner // cfg.num_heads
         self.width = (cfg.order + 1) * self.inner
         self.in_proj = nn.Linear(d_model, self.width // cfg.proj_groups)
-        self.short_filter = nn.Conv1d(
-            self.width, self.width, cfg.short_filter_order, groups=self.width,
-            padding=cfg.short_filter_order - 1,
-        )
+        self.short_filter = nn.Conv1d(self.width, self.width, cfg.short_filter_order,
+                                      groups=self.width)
         self.outer = cfg.mode == "outer-product"
         channels = self.inner // cfg.head_dim if self.outer else self.head_dim  # per filter
         self.filter = HyenaFilter(cfg, channels * (cfg.order - 1), max_len)
@@ -219,8 +221,8 @@ class Hyena(SequenceMixer):
         B, L, _ = x.shape
         if L > self.max_len:
             raise ValueError(f"hyena input length {L} exceeds max_len={self.max_len}")
-        z = self._project(x).transpose(1, 2)  # [B, width, L]
-        z = self.short_filter(z)[..., :L]
+        z = causal_conv1d(self._project(x), self.short_filter.weight, self.short_filter.bias,
+                          impl=self.cfg.impl).transpose(1, 2)  # [B, width, L]
         *xs, v = z.split(self.inner, dim=1)
         if self.outer:
             y = outer_product_conv(xs[0], v, xs[1], self.filter(L).T, self.D[0], self.cfg.head_dim)
@@ -251,12 +253,10 @@ class Hyena(SequenceMixer):
         if pos >= self.max_len:
             raise ValueError(f"hyena step beyond max_len={self.max_len}")
         z = self._project(x_t)  # [B, width]
-        window = torch.cat([state["short"], z[..., None].to(state["short"].dtype)], dim=-1)
-        w = self.short_filter.weight[:, 0]  # [width, k]
-        zc = (window.to(w.dtype) * w).sum(-1) + self.short_filter.bias
+        zc, short = causal_conv1d_step(z, state["short"], self.short_filter.weight,
+                                       self.short_filter.bias)
         *xs, v = zc.split(self.inner, dim=-1)
         hist = state["long"].clone()
-        new_short = window[..., 1:].clone()
         if self.outer:
             B, N = x_t.shape[0], self.cfg.head_dim
             q, k, v = (t.reshape(B, -1, N) for t in (xs[0], v, xs[1]))
@@ -266,7 +266,7 @@ class Hyena(SequenceMixer):
             y = (hist[..., : pos + 1].to(h.dtype) * h[:, None, None]).sum(-1)
             y = y + kv * self.D[0, :, None, None]
             y = (q[..., None] * y).sum(2).reshape(B, self.inner)
-            return self.out_proj(y), {"short": new_short, "long": hist, "pos": pos + 1}
+            return self.out_proj(y), {"short": short, "long": hist, "pos": pos + 1}
         h = self._filters(self.max_len)[..., : pos + 1].flip(-1)  # h[t - s] for s = 0..t
         D = self._D()
         for n, x_i in enumerate(reversed(xs[1:])):
@@ -274,7 +274,7 @@ class Hyena(SequenceMixer):
             hist[n, :, :, pos] = v.to(hist.dtype)
             v = (hist[n, :, :, : pos + 1].to(h.dtype) * h[n]).sum(-1) + v * D[n]
         y = self.out_proj(v * xs[0])
-        return y, {"short": new_short, "long": hist, "pos": pos + 1}
+        return y, {"short": short, "long": hist, "pos": pos + 1}
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         fft = 3 * 5.0 * math.log2(2 * max(seq_len, 1))  # three FFTs of size 2L per channel

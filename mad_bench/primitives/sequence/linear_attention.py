@@ -7,8 +7,8 @@
     o_t     = S_t^T phi(q_t) / (phi(q_t) . z_t + eps)     (``normalize=False``: no denominator)
     y       = concat_h(o) W_o
 
-The parallel form is the chunked one (``chunk_simple_gla`` with no decay: intra-chunk masked
-matmuls plus a cumulative state), linear in L; the normaliser is ``phi(q_t) . cumsum(phi(k))_t``.
+The parallel form is the op :func:`mad_bench.ops.gla.chunk_simple_gla` with no decay
+(intra-chunk masked matmuls plus a cumulative state), linear in L; the normaliser is ``phi(q_t) . cumsum(phi(k))_t``.
 ``step`` carries ``(S, z)``.
 """
 from __future__ import annotations
@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...kernels import chunked_linear_attention as cla
-from ...kernels.dispatch import resolve_impl
+from ...ops import gla
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import chunk_simple_gla, chunked_flops_per_token
+from ._linear_common import chunked_flops_per_token
 
 
 class LinearAttentionConfig(SequenceMixerConfig):
@@ -35,7 +34,8 @@ class LinearAttentionConfig(SequenceMixerConfig):
     )
     normalize: bool = Field(True, description="divide by phi(q_t) . sum_s phi(k_s)")
     eps: float = Field(1e-6, gt=0.0, description="added to the normaliser")
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
+    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the Triton "
+                            "kernel picks its own; only speed and rounding depend on it)")
     bias: bool = False
 
     def check(self, d_model: int) -> None:
@@ -56,7 +56,7 @@ class _Hadamard(nn.Module):
 class LinearAttention(SequenceMixer):
     """Causal multi-head linear attention with a feature map and an optional normaliser."""
 
-    has_triton = True
+    ops = (gla,)
 
     def __init__(self, cfg: LinearAttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -90,10 +90,8 @@ class LinearAttention(SequenceMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self._heads(x)
-        if resolve_impl(self.cfg.impl, x) == "triton":
-            o = cla.chunk_simple_gla(q, k, v, None, scale=1.0, impl="triton")
-        else:
-            o = chunk_simple_gla(q, k, v, None, scale=1.0, chunk_size=self.cfg.chunk_size)
+        o = gla.chunk_simple_gla(q, k, v, None, scale=1.0, chunk_size=self.cfg.chunk_size,
+                                 impl=self.cfg.impl)
         if self.cfg.normalize:
             o = self._normalise(o, q, k.float().cumsum(dim=2))
         return self.out(o.transpose(1, 2).reshape(B, L, D))

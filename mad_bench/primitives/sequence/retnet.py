@@ -12,7 +12,8 @@ range of time scales (head 0 remembers ~32 steps, head h ~2^(5+h)). ``GroupNorm_
 each head separately (``norm='layer'``: the paper's GroupNorm with one group per head; ``'rms'``:
 fla's per-head RMSNorm). xPos's length-extrapolation scaling is not implemented (the fixed decay
 already damps distant positions); ``rotary=False`` drops the rotation too. The parallel form is
-the chunkwise retention of the paper (``chunk_simple_gla``), linear in L.
+the chunkwise retention of the paper (the op :func:`mad_bench.ops.gla.chunk_simple_gla`),
+linear in L.
 """
 from __future__ import annotations
 
@@ -23,13 +24,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...kernels import chunked_linear_attention as cla
-from ...kernels.dispatch import resolve_impl
+from ...ops import gla
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import (
-    HeadNorm, add_qkv_projections, chunk_simple_gla, chunked_flops_per_token, head_width,
-)
+from ._linear_common import HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width
 from .attention import apply_rotary, rotary_tables
 
 
@@ -42,7 +40,8 @@ class RetNetConfig(SequenceMixerConfig):
     rotary_base: float = Field(10000.0, gt=1.0)
     norm: Literal["layer", "rms"] = Field("layer", description="per-head output norm")
     norm_eps: float = Field(1e-5, gt=0.0)
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
+    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the Triton "
+                            "kernel picks its own; only speed and rounding depend on it)")
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
@@ -57,7 +56,7 @@ class RetNetConfig(SequenceMixerConfig):
 class RetNet(SequenceMixer):
     """Multi-scale retention: fixed per-head decays, rotary q/k, swish gate, per-head norm."""
 
-    has_triton = True
+    ops = (gla,)
 
     def __init__(self, cfg: RetNetConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -97,11 +96,8 @@ class RetNet(SequenceMixer):
         B, L, _ = x.shape
         q, k, v = self._project(x, 0)
         log_g = self.log_gamma[None, :, None].expand(B, self.n_heads, L)
-        if resolve_impl(self.cfg.impl, x) == "triton":
-            o = cla.chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5, impl="triton")
-        else:
-            o = chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5,
-                                 chunk_size=self.cfg.chunk_size)
+        o = gla.chunk_simple_gla(q, k, v, log_g, scale=self.dk**-0.5,
+                                 chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

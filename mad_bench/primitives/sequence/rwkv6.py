@@ -25,15 +25,13 @@ terms, 64 for the decay); initialisation is RWKV-6's for a single layer (layer 0
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.checkpoint import checkpoint
-
-from ...kernels.dispatch import resolve_impl
+from ...ops import rwkv6
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -44,64 +42,19 @@ class RWKV6Config(SequenceMixerConfig):
     mix_rank: int = Field(32, ge=1, description="low-rank width of the data-dependent shift")
     decay_rank: int = Field(64, ge=1, description="low-rank width of the data-dependent decay")
     head_size_divisor: float = Field(8.0, gt=0.0, description="GroupNorm eps = 1e-5 x this^2")
-    chunk_size: int = Field(16, ge=1, description="chunk length of the parallel form")
+    chunk_size: int = Field(16, ge=1, description="chunk length of the torch parallel form (the "
+                            "Triton kernel is a sequential scan; only speed and rounding depend on it)")
 
     def check(self, d_model: int) -> None:
         if d_model % self.head_dim:
             raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
 
 
-def _intra_scores(r, k, a, a_ex):
-    """A[t, s] = sum_k r_tk exp(a_ex_tk - a_sk) k_sk for s < t within a chunk (else 0)."""
-    C = r.shape[-2]
-    diff = a_ex[..., :, None, :] - a[..., None, :, :]  # [B, H, N, C(t), C(s), K], <= 0 for s < t
-    strict = torch.ones(C, C, dtype=torch.bool, device=r.device).tril(-1)
-    diff = diff.masked_fill(~strict[:, :, None], float("-inf"))
-    return ((r[..., :, None, :] * diff.exp()) * k[..., None, :, :]).sum(-1)
-
-
-def wkv6_chunked(r, k, v, logw, u, chunk: int):
-    """o_t = r_t (S_{t-1} + diag(u) k_t^T v_t), S_t = diag(exp(logw_t)) S_{t-1} + k_t^T v_t.
-
-    r, k, v, logw: [B, H, L, K] (logw <= 0); u: [H, K]. Returns o [B, H, L, K] (fp32 math).
-    """
-    B, H, L, K = r.shape
-    dtype = r.dtype
-    work = torch.promote_types(dtype, torch.float32)
-    r, k, v, logw = (t.to(work) for t in (r, k, v, logw))
-    pad = (-L) % chunk
-    if pad:
-        r, k, v, logw = (F.pad(t, (0, 0, 0, pad)) for t in (r, k, v, logw))
-    N = (L + pad) // chunk
-    r, k, v, logw = (t.reshape(B, H, N, chunk, K) for t in (r, k, v, logw))
-    a = logw.cumsum(-2)  # inclusive in-chunk log decay
-    a_ex = a - logw  # exclusive: decay applied to S_{t-1} since the chunk start
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (r, k, a)):
-        # the [.., C, C, K] intermediates are recomputed in backward instead of being kept
-        A = checkpoint(_intra_scores, r, k, a, a_ex, use_reentrant=False)
-    else:
-        A = _intra_scores(r, k, a, a_ex)
-    bonus = (r * u.to(work)[None, :, None, None, :] * k).sum(-1, keepdim=True)
-    o = A @ v + bonus * v
-    # inter-chunk: states entering each chunk
-    a_last = a[..., -1:, :]  # [B, H, N, 1, K]
-    dS = (k * (a_last - a).exp()).transpose(-1, -2) @ v  # [B, H, N, K, V]
-    decay = a_last[..., 0, :, None].exp()  # [B, H, N, K, 1]
-    S = torch.zeros(B, H, K, K, dtype=r.dtype, device=r.device)
-    states = []
-    for n in range(N):
-        states.append(S)
-        S = decay[:, :, n] * S + dS[:, :, n]
-    S_in = torch.stack(states, dim=2)  # [B, H, N, K, V]
-    o = o + (r * a_ex.exp()) @ S_in
-    return o.reshape(B, H, N * chunk, K)[:, :, :L].to(dtype)
-
-
 @register(RWKV6Config)
 class RWKV6(SequenceMixer):
     """RWKV-6 time mixing: data-dependent shift and decay, matrix-valued per-head state."""
 
-    has_triton: ClassVar[bool] = True
+    ops = (rwkv6,)
 
     def __init__(self, cfg: RWKV6Config, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -153,12 +106,8 @@ class RWKV6(SequenceMixer):
         x_prev = F.pad(x, (0, 0, 1, -1))
         r, k, v, g, logw = self._inputs(x, x_prev)
         heads = lambda t: t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        if resolve_impl(self.cfg.impl, x) == "triton":  # sequential WKV, state in registers
-            from ...kernels.rwkv6 import wkv6
-
-            o = wkv6(heads(r), heads(k), heads(v), heads(logw), self.bonus, impl="triton")
-        else:
-            o = wkv6_chunked(heads(r), heads(k), heads(v), heads(logw), self.bonus, self.cfg.chunk_size)
+        o = rwkv6.wkv6(heads(r), heads(k), heads(v), heads(logw), self.bonus,
+                       chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
         return self._out(o.transpose(1, 2).reshape(B, L, D), g)
 
     def init_state(self, batch_size: int, device=None, dtype=None):

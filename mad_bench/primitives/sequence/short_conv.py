@@ -5,7 +5,8 @@ Arora et al., 2023, "Zoology: Measuring and Improving Recall in Efficient Langua
     c_t = b + sum_{j=0}^{K-1} w_j . u_{t-j}        (causal depthwise conv, u_{<0} = 0)
     y   = act(c) W_out                            (act: silu | gelu | none)
 
-``step`` keeps the last K - 1 projected inputs in a shift buffer.
+The conv is the op :func:`mad_bench.ops.causal_conv.causal_conv1d` (silu fused on its Triton
+path); ``step`` keeps the last K - 1 projected inputs in a shift buffer.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...ops import causal_conv
+from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from .mamba import causal_depthwise_conv
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "none": lambda x: x}
 
@@ -36,13 +38,12 @@ class ShortConvConfig(SequenceMixerConfig):
 class ShortConv(SequenceMixer):
     """Causal depthwise short convolution with optional activation and projections."""
 
+    ops = (causal_conv,)
+
     def __init__(self, cfg: ShortConvConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
         self.K = cfg.kernel_size
-        self.conv = nn.Conv1d(
-            d_model, d_model, cfg.kernel_size, groups=d_model, padding=cfg.kernel_size - 1,
-            bias=cfg.conv_bias,
-        )
+        self.conv = nn.Conv1d(d_model, d_model, cfg.kernel_size, groups=d_model, bias=cfg.conv_bias)
         if cfg.projections:
             self.in_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
             self.out_proj = nn.Linear(d_model, d_model, bias=cfg.bias)
@@ -51,8 +52,10 @@ class ShortConv(SequenceMixer):
         self.act = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = causal_depthwise_conv(self.in_proj(x), self.conv.weight, self.conv.bias)
-        return self.out_proj(self.act(c))
+        silu = self.cfg.activation == "silu"  # fused into the op; other activations after it
+        c = causal_conv1d(self.in_proj(x), self.conv.weight, self.conv.bias,
+                          "silu" if silu else None, impl=self.cfg.impl)
+        return self.out_proj(c if silu else self.act(c))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         return torch.zeros(
@@ -60,12 +63,8 @@ class ShortConv(SequenceMixer):
         )
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
-        u = self.in_proj(x_t)
-        window = torch.cat([state, u[..., None].to(state.dtype)], dim=-1)  # [B, D, K]
-        c = (window.to(u.dtype) * self.conv.weight[:, 0]).sum(-1)
-        if self.conv.bias is not None:
-            c = c + self.conv.bias
-        return self.out_proj(self.act(c)), window[..., 1:].clone()
+        c, state = causal_conv1d_step(self.in_proj(x_t), state, self.conv.weight, self.conv.bias)
+        return self.out_proj(self.act(c)), state
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         return 2.0 * self.K * self.d_model

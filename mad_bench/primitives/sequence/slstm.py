@@ -23,32 +23,16 @@ the input projections ``W x_t`` precomputed for all t and one batched matmul per
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ...kernels.dispatch import resolve_impl
+from ...ops import slstm
+from ...ops.slstm import slstm_cell
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-
-
-def slstm_cell(wx: torch.Tensor, R: torch.Tensor, state: tuple[torch.Tensor, ...]):
-    """One sLSTM step. ``wx[H, B, 4 d_h]`` (W x_t + b), ``R[H, d_h, 4 d_h]``,
-    ``state = (h, c, n, m)`` each ``[H, B, d_h]``. Returns the new state (new tensors)."""
-    h, c, n, m = state
-    pre = torch.baddbmm(wx, h, R)
-    i_raw, f_raw, z_raw, o_raw = pre.chunk(4, dim=-1)
-    log_f = F.logsigmoid(f_raw)
-    m_new = torch.maximum(log_f + m, i_raw).detach()
-    i_ = torch.exp(i_raw - m_new)
-    f_ = torch.exp(log_f + m - m_new)
-    c = f_ * c + i_ * torch.tanh(z_raw)
-    n = f_ * n + i_
-    h = torch.sigmoid(o_raw) * c / n
-    return h, c, n, m_new
 
 
 class SLSTMConfig(SequenceMixerConfig):
@@ -69,7 +53,7 @@ class SLSTMConfig(SequenceMixerConfig):
 class SLSTM(SequenceMixer):
     """xLSTM sLSTM: scalar memory, exponential gating, block-diagonal recurrence (sequential)."""
 
-    has_triton: ClassVar[bool] = True
+    ops = (slstm,)
 
     def __init__(self, cfg: SLSTMConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -98,20 +82,7 @@ class SLSTM(SequenceMixer):
         return h.flatten(-2) * self.norm_weight.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        Bsz = x.shape[0]
-        if resolve_impl(self.cfg.impl, x) == "triton":  # the whole time loop in one kernel
-            from ...kernels.slstm import slstm_scan
-
-            h = slstm_scan(self._wx(x), self.R.float(), impl="triton")  # [B, L, H, d_h] fp32
-            return self.out(self._out(h).to(x.dtype))
-        wx = self._wx(x).permute(1, 2, 0, 3).contiguous()  # [L, H, B, 4 d_h]
-        state = self._zeros(Bsz, x.device)
-        R = self.R.float()
-        hs = []
-        for wx_t in wx.unbind(0):
-            state = slstm_cell(wx_t, R, state)
-            hs.append(state[0])
-        h = torch.stack(hs, dim=0).permute(2, 0, 1, 3)  # [B, L, H, d_h]
+        h = slstm.slstm_scan(self._wx(x), self.R.float(), impl=self.cfg.impl)  # [B, L, H, d_h]
         return self.out(self._out(h).to(x.dtype))
 
     def _zeros(self, batch_size: int, device=None):

@@ -1,0 +1,179 @@
+"""Causal depthwise short convolution with fused bias and activation, in Triton.
+
+``y[b, t, d] = act(bias[d] + sum_k weight[d, k] * x[b, t - (K-1) + k, d])`` with ``x[B, L, D]``
+(any batch/time strides, unit channel stride), ``weight[D, K]`` (``[D, 1, K]`` as stored by
+``nn.Conv1d`` is accepted too), ``act`` in ``none|silu``.
+
+Forward: one program per ``[BLOCK_L, BLOCK_D]`` tile, K shifted loads.  Backward: one kernel
+computes ``dx``, and partial ``dw``/``db``: the pre-activation at the K shifted positions a
+tile's ``dx`` needs is recomputed (K*K cached loads, nothing saved in the forward), programs
+stride over time tiles so the partial-sum buffer stays ``[B * n_time_programs, K, D]``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..vmap_rules import vmap_apply
+from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
+
+__all__ = ["causal_conv1d_triton", "ShortConvFunction"]
+
+
+@jit
+def _conv_fwd_kernel(
+    X, W, BIAS, Y, L, D, sxb, sxl, syb, syl,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_l = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = c < D
+    xb = X + pid_b * sxb
+    acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        w = tl.load(W + c * K + k, mask=cmask, other=0.0).to(tl.float32)
+        tk = t - (K - 1) + k
+        m = ((tk >= 0) & (tk < L))[:, None] & cmask[None, :]
+        xv = tl.load(xb + tk[:, None] * sxl + c[None, :], mask=m, other=0.0).to(tl.float32)
+        acc += xv * w[None, :]
+    if ACT == 1:
+        acc = acc * tl.sigmoid(acc)
+    om = (t < L)[:, None] & cmask[None, :]
+    tl.store(Y + pid_b * syb + t[:, None] * syl + c[None, :], acc.to(Y.dtype.element_ty), mask=om)
+
+
+@jit
+def _conv_bwd_kernel(
+    X, W, BIAS, DY, DX, DW_PART, DB_PART, L, D,
+    sxb, sxl, sdyb, sdyl, sdxb, sdxl,
+    K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_l = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    n_lprog = tl.num_programs(0)
+    c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = c < D
+    kidx = tl.arange(0, KP)
+    xb = X + pid_b.to(tl.int64) * sxb
+    dyb = DY + pid_b.to(tl.int64) * sdyb
+    dxb = DX + pid_b.to(tl.int64) * sdxb
+    if HAS_BIAS:
+        bias = tl.load(BIAS + c, mask=cmask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([KP, BLOCK_D], dtype=tl.float32)
+    db_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for l0 in range(pid_l * BLOCK_L, L, n_lprog * BLOCK_L):
+        t = l0 + tl.arange(0, BLOCK_L)
+        dx_acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+        for s in tl.static_range(K):
+            # gradient of the pre-activation at positions t + s; it reaches dx(t) through tap K-1-s
+            ts = t + s
+            ms = (ts < L)[:, None] & cmask[None, :]
+            dz = tl.load(dyb + ts[:, None] * sdyl + c[None, :], mask=ms, other=0.0).to(tl.float32)
+            if ACT == 1:
+                z = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+                if HAS_BIAS:
+                    z += bias[None, :]
+                for j in tl.static_range(K):
+                    wj = tl.load(W + c * K + j, mask=cmask, other=0.0).to(tl.float32)
+                    tj = ts - (K - 1) + j
+                    mj = ((tj >= 0) & (tj < L))[:, None] & cmask[None, :]
+                    z += tl.load(xb + tj[:, None] * sxl + c[None, :], mask=mj, other=0.0).to(tl.float32) * wj[None, :]
+                sg = tl.sigmoid(z)
+                dz = dz * sg * (1.0 + z * (1.0 - sg))
+            w_s = tl.load(W + c * K + (K - 1 - s), mask=cmask, other=0.0).to(tl.float32)
+            dx_acc += dz * w_s[None, :]
+            if s == 0:
+                if HAS_BIAS:
+                    db_acc += tl.sum(dz, axis=0)
+                for k in tl.static_range(K):
+                    tk = t - (K - 1) + k
+                    mk = ((tk >= 0) & (tk < L))[:, None] & cmask[None, :]
+                    xv = tl.load(xb + tk[:, None] * sxl + c[None, :], mask=mk, other=0.0).to(tl.float32)
+                    dw_acc += tl.where(kidx[:, None] == k, tl.sum(dz * xv, axis=0)[None, :], 0.0)
+        om = (t < L)[:, None] & cmask[None, :]
+        tl.store(dxb + t[:, None] * sdxl + c[None, :], dx_acc.to(DX.dtype.element_ty), mask=om)
+    part = pid_b * n_lprog + pid_l
+    pm = (kidx < K)[:, None] & cmask[None, :]
+    tl.store(DW_PART + part * (K * D) + kidx[:, None] * D + c[None, :], dw_acc, mask=pm)
+    if HAS_BIAS:
+        tl.store(DB_PART + part * D + c, db_acc, mask=cmask)
+
+
+def _cfg(D: int, bwd: bool) -> dict:
+    BD = min(next_pow2(D), 128 if not bwd else 64)
+    return pick(dict(BLOCK_L=32, BLOCK_D=BD, num_warps=4), dict(BLOCK_L=32, BLOCK_D=next_pow2(D)))
+
+
+def _prep(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def short_conv_fwd(x, w, bias, act: int):
+    B, L, D = x.shape
+    K = w.shape[1]
+    y = torch.empty((B, L, D), device=x.device, dtype=x.dtype)
+    cfg = _cfg(D, False)
+    grid = (triton.cdiv(L, cfg["BLOCK_L"]), triton.cdiv(D, cfg["BLOCK_D"]), B)
+    _conv_fwd_kernel[grid](
+        x, w, bias, y, L, D, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        K=K, HAS_BIAS=bias is not None, ACT=act, **cfg,
+    )
+    return y
+
+
+def short_conv_bwd(x, w, bias, dy, act: int):
+    B, L, D = x.shape
+    K = w.shape[1]
+    dx = torch.empty((B, L, D), device=x.device, dtype=x.dtype)
+    cfg = _cfg(D, True)
+    n_d = triton.cdiv(D, cfg["BLOCK_D"])
+    n_lt = triton.cdiv(L, cfg["BLOCK_L"])
+    # enough programs to fill the GPU, then stride over time tiles (keeps the partials small)
+    n_l = max(1, min(n_lt, triton.cdiv(num_sms(x.device) * 8, B * n_d)))
+    P = B * n_l
+    dw_part = torch.empty((P, K, D), device=x.device, dtype=torch.float32)
+    db_part = torch.empty((P, D), device=x.device, dtype=torch.float32) if bias is not None else None
+    _conv_bwd_kernel[(n_l, n_d, B)](
+        x, w, bias, dy, dx, dw_part, db_part, L, D,
+        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
+        K=K, KP=next_pow2(K), HAS_BIAS=bias is not None, ACT=act, **cfg,
+    )
+    dw = dw_part.sum(0).t()
+    db = db_part.sum(0) if bias is not None else None
+    return dx, dw, db
+
+
+class ShortConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, act):
+        if x.dim() != 3:
+            raise ValueError(f"x must be [B, L, D], got shape {tuple(x.shape)}")
+        D = x.shape[-1]
+        w = weight.reshape(D, -1).contiguous()
+        b = bias.contiguous() if bias is not None else None
+        x = _prep(x)
+        ctx.save_for_backward(x, w, b)
+        ctx.act = act
+        ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
+        return short_conv_fwd(x, w, b, act)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, b = ctx.saved_tensors
+        dx, dw, db = short_conv_bwd(x, w, b, _prep(dy), ctx.act)
+        dw = dw.to(ctx.w_dtype).reshape(ctx.w_shape)
+        if db is not None:
+            db = db.to(b.dtype)
+        return dx, dw, db, None
+
+
+def causal_conv1d_triton(x, weight, bias=None, silu: bool = False) -> torch.Tensor:
+    """The Triton path of :func:`mad_bench.ops.causal_conv.causal_conv1d`."""
+    return vmap_apply(ShortConvFunction.apply, x, weight, bias, int(silu), fold_args=(0,))

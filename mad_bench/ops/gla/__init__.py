@@ -1,0 +1,95 @@
+"""Chunked (gated) causal linear attention: plain linear attention, retention / simple GLA
+(one decay per head and step) and GLA (per-key decay). Used by linear-attention, retnet, gla
+(and, through :mod:`mad_bench.ops.ssd`, mamba2).
+
+Torch reference: :mod:`.reference` (chunked, exact; ``chunk_size`` / ``sub_chunk_size`` are its
+chunking). Triton: :mod:`.triton` (one program per sequence walks its chunks; its block length
+is its own: 16 for per-key gates, ``min(64, L)`` otherwise; ``block_size`` overrides it). The
+chunking changes only speed and rounding, never the result.
+
+Dispatch under ``impl: auto`` (H200, B 128, L 128-1024, D 128, H 8, bf16, fwd+bwd;
+``vs_best`` = Triton / best of eager torch, torch.compile and fla; measurements of 2026-11-30):
+
+- no decay / scalar decay: Triton wins at every shape (vs_best 0.32-0.71 and 0.15-0.59):
+  Triton on CUDA.
+- per-key decay (chunk_gla): vs_best 0.33-0.41 at L 128 and 0.73-0.83 at L 256, but 1.52 / 1.77
+  at L 512 / 1024 (compile off; fla is the likely best there, and fla is not a dispatch
+  target): it does not lose everywhere, so Triton on CUDA; its L >= 512 speed is issue 12's
+  open target (a two-level formulation).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import use_triton
+from . import reference
+from .triton import chunked_linear_attention
+
+HAS_TRITON = True
+
+__all__ = ["chunk_simple_gla", "chunk_gla", "HAS_TRITON"]
+
+
+def _check(q, k, v, log_g, initial_state, per_key: bool):
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"expected q, k [B, H, L, K] and v [B, H, L, V], got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if log_g is not None:
+        want = tuple(q.shape) if per_key else tuple(q.shape[:3])
+        if tuple(log_g.shape) != want:
+            raise ValueError(f"log_g must be {list(want)}, got {tuple(log_g.shape)}")
+    if initial_state is not None:
+        want = (*q.shape[:2], q.shape[-1], v.shape[-1])
+        if tuple(initial_state.shape) != want:
+            raise ValueError(f"initial_state must be {list(want)}, got {tuple(initial_state.shape)}")
+
+
+def chunk_simple_gla(q, k, v, log_g=None, scale=None, initial_state=None,
+                     output_final_state=False, chunk_size: int = 64, impl: str = "auto",
+                     block_size: int | None = None):
+    """Causal linear attention with an optional scalar decay per head and step.
+
+    Args:
+        q, k: ``[B, H, L, K]``; v: ``[B, H, L, V]`` (fp32 / bf16 / fp16 on Triton).
+        log_g: ``[B, H, L]`` log forget gate (``<= 0``; an expanded view is fine), or None for
+            plain (unnormalised) linear attention. Fixed per-head values give RetNet.
+        scale: multiplies ``q`` (None: ``K ** -0.5``).
+        initial_state: ``[B, H, K, V]`` or None.
+        output_final_state: also return the state after the last step (fp32).
+        chunk_size: the torch reference's chunk length.
+        impl: ``auto | triton | torch`` (see the module docstring and
+            :func:`mad_bench.ops.dispatch.use_triton`).
+        block_size: the Triton kernel's chunk (power of two >= 16; None: its heuristic).
+
+    Returns:
+        ``o [B, H, L, V]`` in ``v``'s dtype, or ``(o, S_L)`` when ``output_final_state``.
+    """
+    _check(q, k, v, log_g, initial_state, per_key=False)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if use_triton(impl, q):
+        return chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_state,
+                                        block_size)
+    return reference.chunk_simple_gla(q, k, v, log_g, scale=scale, chunk_size=chunk_size,
+                                      initial_state=initial_state,
+                                      output_final_state=output_final_state)
+
+
+def chunk_gla(q, k, v, log_g, scale=None, initial_state=None, output_final_state=False,
+              chunk_size: int = 64, sub_chunk_size: int = 16, impl: str = "auto",
+              block_size: int | None = None):
+    """Gated linear attention with per-key decay ``log_g [B, H, L, K]`` (``<= 0``).
+
+    Same arguments and returns as :func:`chunk_simple_gla` (``log_g`` required);
+    ``sub_chunk_size`` is the torch reference's secondary chunking. Stable for any decay
+    strength (pairwise intra-chunk scores, all other exponents ``<= 0``).
+    """
+    if log_g is None:
+        raise ValueError("chunk_gla needs log_g [B, H, L, K]; use chunk_simple_gla for no decay")
+    _check(q, k, v, log_g, initial_state, per_key=True)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if use_triton(impl, q):
+        return chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_state,
+                                        block_size)
+    return reference.chunk_gla(q, k, v, log_g, scale=scale, chunk_size=chunk_size,
+                               sub_chunk_size=sub_chunk_size, initial_state=initial_state,
+                               output_final_state=output_final_state)

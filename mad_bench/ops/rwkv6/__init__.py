@@ -1,0 +1,30 @@
+"""RWKV-6's WKV (data-dependent per-key decay, bonus ``u``). Used by rwkv6.
+
+Torch reference: :func:`.reference.wkv6_chunked` (``chunk_size`` is its chunk). Triton:
+:mod:`.triton`, the sequential recurrence with the state in registers (no chunking;
+``chunk_size`` does not apply to it; the result is the same up to rounding).
+
+Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
+stopped before its row; ``benchmarks/kernels.py --ops wkv6`` gives it, with fla's
+``chunk_rwkv6`` beside it).
+"""
+from __future__ import annotations
+
+from ..dispatch import use_triton
+from ..vmap_rules import vmap_apply
+from .reference import wkv6_chunked, wkv6_recurrent
+from .triton import WKV6Function
+
+HAS_TRITON = True
+
+__all__ = ["wkv6", "wkv6_chunked", "wkv6_recurrent", "HAS_TRITON"]
+
+
+def wkv6(r, k, v, logw, u, chunk_size: int = 16, impl: str = "auto"):
+    """RWKV-6 WKV over ``r, k, logw [B, H, L, K]``, ``v [B, H, L, V]``, bonus ``u [H, K]``
+    (``logw <= 0`` the log decays) -> ``o [B, H, L, V]`` in v's dtype (fp32 math), from the zero
+    state: ``o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)``, ``S_t = diag(exp(logw_t)) S_{t-1} +
+    k_t^T v_t``. Gradients for all five inputs."""
+    if use_triton(impl, r):
+        return vmap_apply(WKV6Function.apply, r, k, v, logw, u, fold_args=(0, 1, 2, 3))
+    return wkv6_chunked(r, k, v, logw, u, chunk_size)

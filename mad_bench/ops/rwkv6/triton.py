@@ -1,0 +1,219 @@
+"""RWKV-6's WKV (time mixing) in Triton, forward and backward.
+
+``r, k, logw [B, H, L, K]``, ``v [B, H, L, V]``, ``u [H, K]`` (the bonus), state ``S [K, V]``
+per (batch, head), ``S_{-1} = 0``, ``w_t = exp(logw_t)`` (``logw <= 0``)::
+
+    o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)
+    S_t = diag(w_t) S_{t-1} + k_t^T v_t
+
+as :func:`mad_bench.primitives.sequence.rwkv6.wkv6_chunked` (its torch reference).
+
+Design: the **sequential recurrence**, one program per (batch*head, block of BV value columns)
+with the ``[K, BV]`` state in registers (the value columns evolve independently). The forward
+stores the state entering every CK-th step (fp32). The backward walks the chunks of CK steps in
+reverse: it recomputes the chunk's states ``S_{t-1}`` forward from the checkpoint into a small
+per-program scratch (``[CK, K, BV]`` fp32, L2-resident at MAD sizes), then runs the reverse
+recurrence ``G_{t-1} = diag(w_t) G_t + r_t^T do_t`` over the chunk, reading ``S_{t-1}`` back for
+``dr`` and the decay gradient ``dlogw_t = w_t . rowsum(G_t * S_{t-1})`` (exact: no division by
+``w``, no cumulative-sum identity). ``dr, dk, dlogw`` (reductions over V) and ``du`` are per-V-block
+fp32 partials summed by torch; ``dv`` is written directly. Any input strides are accepted.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import jit, next_pow2, pick, tl, triton
+
+__all__ = ["WKV6Function"]
+
+
+def _ck(bk: int, bv: int) -> int:
+    return 32 if bk * bv <= 1024 else 16
+
+
+@jit
+def _wkv6_fwd_kernel(
+    R, K, V, LW, U, O, CKPT,
+    L, H, DK, DV, NCK,
+    s_rb, s_rh, s_rl, s_rk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_wb, s_wh, s_wl, s_wk, s_uh, s_uk, s_ob, s_oh, s_ol, s_ov,
+    CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    bh = pid_bh.to(tl.int64)
+    kk = tl.arange(0, BK)
+    km = kk < DK
+    vv = pid_v * BV + tl.arange(0, BV)
+    vm = vv < DV
+    m2 = km[:, None] & vm[None, :]
+    st_off = kk[:, None] * DV + vv[None, :]
+    u = tl.load(U + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
+    rp = R + b * s_rb + h * s_rh + kk * s_rk
+    kp = K + b * s_kb + h * s_kh + kk * s_kk
+    vp = V + b * s_vb + h * s_vh + vv * s_vv
+    wp = LW + b * s_wb + h * s_wh + kk * s_wk
+    op = O + b * s_ob + h * s_oh + vv * s_ov
+    cp = CKPT + bh * NCK * DK * DV + st_off
+    S = tl.zeros([BK, BV], dtype=tl.float32)
+    r_n = tl.load(rp, mask=km, other=0.0).to(tl.float32)
+    k_n = tl.load(kp, mask=km, other=0.0).to(tl.float32)
+    v_n = tl.load(vp, mask=vm, other=0.0).to(tl.float32)
+    w_n = tl.load(wp, mask=km, other=0.0).to(tl.float32)
+    for t in range(L):
+        if t % CK == 0:
+            tl.store(cp + (t // CK) * DK * DV, S, mask=m2)
+        r_t = r_n
+        k_t = k_n
+        v_t = v_n
+        w_t = tl.exp(w_n)
+        tn = (t + 1) % L  # prefetch step t + 1 (wraps after the last step: unused)
+        r_n = tl.load(rp + tn * s_rl, mask=km, other=0.0).to(tl.float32)
+        k_n = tl.load(kp + tn * s_kl, mask=km, other=0.0).to(tl.float32)
+        v_n = tl.load(vp + tn * s_vl, mask=vm, other=0.0).to(tl.float32)
+        w_n = tl.load(wp + tn * s_wl, mask=km, other=0.0).to(tl.float32)
+        ruk = tl.sum(r_t * u * k_t, axis=0)
+        o = tl.sum(S * r_t[:, None], axis=0) + ruk * v_t
+        tl.store(op + t * s_ol, o.to(O.dtype.element_ty), mask=vm)
+        S = S * w_t[:, None] + k_t[:, None] * v_t[None, :]
+
+
+@jit
+def _wkv6_bwd_kernel(
+    R, K, V, LW, U, DO, CKPT, SCR,
+    DR_P, DK_P, DW_P, DU_P, DV_,
+    L, H, DK, DV, NCK, BH,
+    s_rb, s_rh, s_rl, s_rk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_wb, s_wh, s_wl, s_wk, s_uh, s_uk, s_gb, s_gh, s_gl, s_gv, s_dvb, s_dvh, s_dvl, s_dvv,
+    CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    bh = pid_bh.to(tl.int64)
+    kk = tl.arange(0, BK)
+    km = kk < DK
+    vl = tl.arange(0, BV)
+    vv = pid_v * BV + vl
+    vm = vv < DV
+    m2 = km[:, None] & vm[None, :]
+    st_off = kk[:, None] * DV + vv[None, :]
+    u = tl.load(U + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
+    rp = R + b * s_rb + h * s_rh + kk * s_rk
+    kp = K + b * s_kb + h * s_kh + kk * s_kk
+    vp = V + b * s_vb + h * s_vh + vv * s_vv
+    wp = LW + b * s_wb + h * s_wh + kk * s_wk
+    gp = DO + b * s_gb + h * s_gh + vv * s_gv
+    cp = CKPT + bh * NCK * DK * DV + st_off
+    part = pid_v.to(tl.int64) * BH + bh
+    scp = SCR + part * CK * BK * BV + kk[:, None] * BV + vl[None, :]
+    drp = DR_P + part * L * DK + kk
+    dkp = DK_P + part * L * DK + kk
+    dwp = DW_P + part * L * DK + kk
+    dvp = DV_ + b * s_dvb + h * s_dvh + vv * s_dvv
+    G = tl.zeros([BK, BV], dtype=tl.float32)  # dL/dS_t entering step t of the reverse pass
+    du = tl.zeros([BK], dtype=tl.float32)
+    for ci in range(NCK):
+        t0 = (NCK - 1 - ci) * CK
+        # 1. recompute the chunk's states S_{t-1}, t = t0 .. t0 + CK - 1, into the scratch
+        S = tl.load(cp + (t0 // CK) * DK * DV, mask=m2, other=0.0)
+        for s in range(CK):
+            t = tl.minimum(t0 + s, L - 1)  # steps past the end recompute junk, never read
+            tl.store(scp + s * BK * BV, S)
+            k_t = tl.load(kp + t * s_kl, mask=km, other=0.0).to(tl.float32)
+            v_t = tl.load(vp + t * s_vl, mask=vm, other=0.0).to(tl.float32)
+            w_t = tl.exp(tl.load(wp + t * s_wl, mask=km, other=0.0).to(tl.float32))
+            S = S * w_t[:, None] + k_t[:, None] * v_t[None, :]
+        tl.debug_barrier()  # the scratch stores above are read back below by other threads
+        # 2. the reverse recurrence over the chunk
+        for s in range(CK):
+            t = t0 + CK - 1 - s
+            tk = kk * 0 + t
+            kmt = km & (tk < L)  # steps past the end: zero inputs, w = 1 -> G unchanged
+            vmt = vm & ((vl * 0 + t) < L)
+            tc = tl.minimum(t, L - 1)
+            Sp = tl.load(scp + (CK - 1 - s) * BK * BV)
+            r_t = tl.load(rp + tc * s_rl, mask=kmt, other=0.0).to(tl.float32)
+            k_t = tl.load(kp + tc * s_kl, mask=kmt, other=0.0).to(tl.float32)
+            v_t = tl.load(vp + tc * s_vl, mask=vmt, other=0.0).to(tl.float32)
+            w_t = tl.exp(tl.load(wp + tc * s_wl, mask=kmt, other=0.0).to(tl.float32))
+            do = tl.load(gp + tc * s_gl, mask=vmt, other=0.0).to(tl.float32)
+            vdo = tl.sum(v_t * do, axis=0)
+            ruk = tl.sum(r_t * u * k_t, axis=0)
+            dr = tl.sum(Sp * do[None, :], axis=1) + u * k_t * vdo
+            dk = tl.sum(G * v_t[None, :], axis=1) + u * r_t * vdo
+            dv = tl.sum(G * k_t[:, None], axis=0) + ruk * do
+            dw = w_t * tl.sum(G * Sp, axis=1)
+            du += r_t * k_t * vdo
+            G = G * w_t[:, None] + r_t[:, None] * do[None, :]
+            tl.store(drp + tc * DK, dr, mask=kmt)
+            tl.store(dkp + tc * DK, dk, mask=kmt)
+            tl.store(dwp + tc * DK, dw, mask=kmt)
+            tl.store(dvp + tc * s_dvl, dv.to(DV_.dtype.element_ty), mask=vmt)
+        tl.debug_barrier()  # the next chunk overwrites the scratch
+    tl.store(DU_P + part * DK + kk, du, mask=km)
+
+
+def _cfg(dk: int, dv: int) -> dict:
+    BK = next_pow2(dk)
+    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
+    nw = min(8, max(1, BK * BV // 512))
+    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), 16)))
+
+
+def _s4(t):
+    return tuple(t.stride())
+
+
+class WKV6Function(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, k, v, logw, u):
+        B, H, L, DK = r.shape
+        DV = v.shape[-1]
+        if k.shape != r.shape or logw.shape != r.shape or v.shape[:3] != (B, H, L) or u.shape != (H, DK):
+            raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K]; got "
+                             f"{tuple(r.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
+                             f"{tuple(logw.shape)}, {tuple(u.shape)}")
+        cfg = _cfg(DK, DV)
+        ck = _ck(cfg["BK"], cfg["BV"])
+        nck = triton.cdiv(L, ck)
+        o = torch.empty_like(v)
+        ckpt = torch.empty((B * H, nck, DK, DV), device=r.device, dtype=torch.float32)
+        grid = (B * H, triton.cdiv(DV, cfg["BV"]))
+        _wkv6_fwd_kernel[grid](
+            r, k, v, logw, u, o, ckpt, L, H, DK, DV, nck,
+            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *u.stride(), *_s4(o), CK=ck, **cfg,
+        )
+        ctx.save_for_backward(r, k, v, logw, u, ckpt)
+        ctx.ck = ck
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        r, k, v, logw, u, ckpt = ctx.saved_tensors
+        B, H, L, DK = r.shape
+        DV = v.shape[-1]
+        cfg = _cfg(DK, DV)
+        nv = triton.cdiv(DV, cfg["BV"])
+        nck = ckpt.shape[1]
+        ck = ctx.ck
+        dev = r.device
+        f32 = torch.float32
+        dr_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+        dk_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+        dw_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+        du_p = torch.empty((nv, B, H, DK), device=dev, dtype=f32)
+        scr = torch.empty((nv * B * H, ck, cfg["BK"], cfg["BV"]), device=dev, dtype=f32)
+        dv = torch.empty_like(v)
+        _wkv6_bwd_kernel[(B * H, nv)](
+            r, k, v, logw, u, do, ckpt, scr, dr_p, dk_p, dw_p, du_p, dv,
+            L, H, DK, DV, nck, B * H,
+            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *u.stride(), *_s4(do), *_s4(dv),
+            CK=ck, **cfg,
+        )
+        dr, dk, dw = (p[0] if nv == 1 else p.sum(0) for p in (dr_p, dk_p, dw_p))
+        du = du_p.sum((0, 1))
+        return dr.to(r.dtype), dk.to(k.dtype), dv, dw.to(logw.dtype), du.to(u.dtype)
