@@ -82,14 +82,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("leaderboard", help="specs x tasks (or settings, or sequence mixers) table")
     _common(p)
     p.add_argument("--by", default="task", choices=list(BY),
-                   help="task: per-task scores + MAD score; setting: per task setting; "
+                   help="task (default): per-task scores + MAD score; setting: per task setting; "
                         "primitive: specs grouped by sequence mixer")
-    p.add_argument("--format", default="md", choices=list(FORMATS))
+    p.add_argument("--format", default="md", choices=list(FORMATS),
+                   help="md (default), csv, html or json")
     p.add_argument("--out", default=None, help="write to FILE (default: stdout)")
     p.set_defaults(func=cmd_leaderboard)
 
     p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search history")
-    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
+    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which plot")
     _common(p)
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
     p.add_argument("--x", default="params",

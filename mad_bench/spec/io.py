@@ -18,9 +18,16 @@ UNION_FIELDS = frozenset({"layers"})
 def read_document(path: str | Path) -> Any:
     """Parse a YAML or JSON file into Python data, with one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError([("", "is a directory, not a spec file")], source=str(path))
     if not path.is_file():
         raise SpecError([("", "no such file")], source=str(path))
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([("", "not a text file (YAML or JSON, UTF-8 encoded)")], str(path)) from None
+    except OSError as exc:
+        raise SpecError([("", f"cannot read: {exc.strerror or exc}")], str(path)) from None
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)

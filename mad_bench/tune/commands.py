@@ -219,38 +219,43 @@ def cmd_search(args) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="mad", help="suite name or path (default: mad)")
+    p.add_argument("--suite", default=None, help="suite name or YAML path (default: mad when training "
+                   "on a GPU, mad-quick otherwise)")
     p.add_argument("--trials", type=int, default=None, help="finished trials wanted in the study")
     p.add_argument("--study", default=None, help="study name (default: derived from the inputs)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: RDB URL (sqlite:///x.db, postgresql://...) or a journal "
                         "file path (default: RESULTS/<study>/journal.log)")
     p.add_argument("--resume", action="store_true", help="continue an existing study")
-    p.add_argument("--pruner", default=None, help="none | median | sha | hyperband")
+    p.add_argument("--pruner", default=None,
+                   help="none | median | sha | hyperband (default: median for tune, none for search)")
     p.add_argument("--seed-sampler", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task variable")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the suite's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the suite's)")
     p.add_argument("--seed", type=int, default=None, help="training seed")
-    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
+    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"],
+                   help="score: test_acc_macro (MAD's macro accuracy, default) or test_acc (micro)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.add_argument("--executor", default=None, choices=["local", "ray"])
+    p.add_argument("--executor", default=None, choices=["local", "ray"],
+                   help="local processes or Ray (default: local; ray for search when Ray is installed)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials per GPU")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials per GPU (default: 0)")
+    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died (default: 2)")
     p.add_argument("--objectives", default="mad_score",
-                   help="comma list of mad_score, params, state_bytes, throughput")
+                   help="comma list of mad_score, params, state_bytes, throughput (default: mad_score)")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tune", help="self-tune training hyperparameters of one spec on one task")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--task", required=True)
-    p.add_argument("--sampler", default="tpe", help="tpe | grid (the suite's lr x wd: MAD) | random | cmaes")
+    p.add_argument("spec", metavar="SPEC", help="spec file (YAML / JSON)")
+    p.add_argument("--task", required=True, help="task of the suite, e.g. in-context-recall")
+    p.add_argument("--sampler", default="tpe",
+                   help="tpe (default) | grid (the suite's lr x wd: MAD) | random | cmaes")
     p.add_argument("--space", default="lr-wd", help="search space with `training` ranges (default lr-wd)")
     _common(p)
     p.set_defaults(func=_with_defaults(cmd_tune, pruner="median"))
@@ -258,7 +263,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="architecture search over a search space")
     p.add_argument("space", metavar="SPACE", help="search space file or shipped name")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
-    p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
+    p.add_argument("--sampler", default="tpe", help="tpe (default) | nsga2 | random")
     p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
     _common(p)
     p.set_defaults(func=_with_defaults(cmd_search, pruner="none", trials=20))
@@ -271,6 +276,9 @@ def _with_defaults(fn, **defaults):
                 setattr(args, k, v)
         if args.trials is not None and args.trials < 1:
             raise ValueError("--trials must be >= 1")
+        if args.suite is None:
+            from ..suite import default_suite
+            args.suite = default_suite(args.device)
         return fn(args)
     run.__name__ = fn.__name__
     return run
