@@ -200,13 +200,17 @@ def _execute(requests, args, title: str):
         raise UsageError("--engine ensemble trains a whole grid in one process: use --workers 1")
     store = ResultsStore(args.results)
     store.ensure_writable()
+    retry = 0 if args.force else sum(store.status(r.key) == "failed" for r in requests)
+    if retry:
+        print(f"retrying {retry} run(s) stored as failed in {store.root}")
+    metric = getattr(args, "metric", "test_acc_macro")
     with make_progress(enabled=not args.no_progress) as progress:
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
-            acc = row.get("test_acc")
+            acc = row.get(metric)
             progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
-                            + (f" acc={acc:.3f}" if isinstance(acc, float) else ""))
+                            + (f" {metric}={acc:.3f}" if isinstance(acc, float) else ""))
 
         def bar(req):
             return RunBar(progress, req.describe())

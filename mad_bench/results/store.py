@@ -55,6 +55,20 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         return self.path_for(key).is_file()
 
+    def status(self, key: str) -> str | None:
+        """The stored run's status (ok, diverged, failed); None if absent or unreadable."""
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        try:
+            return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
+        except Exception:  # noqa: BLE001 - a damaged file: the run is not there
+            return None
+
+    def has_result(self, key: str) -> bool:
+        """A finished run is stored (ok or diverged: a result). A failed run is not: it is re-run."""
+        return self.status(key) in ("ok", "diverged")
+
     def write(self, key: str, row: dict[str, Any]) -> Path:
         """Write one run's row atomically (replacing an earlier row of the same key)."""
         self.runs.mkdir(parents=True, exist_ok=True)
