@@ -273,6 +273,9 @@ def _print_scores(frame, suite_name: str, metric: str, task_order: list[str]) ->
     console.print(table)
     if not bool(mad["grid_complete"].all()):
         console.print("* incomplete lr x wd grid behind this score")
+    n_failed = int((frame["status"] == "failed").sum())
+    if n_failed:
+        console.print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -299,12 +302,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import ResultsStore
+    from .results.commands import load_store
 
-    frame = ResultsStore(args.results).load()
-    if frame.empty:
-        print(f"no results in {args.results} yet: run `madbench run` or `madbench bench`")
-        return 0
+    frame = load_store(args.results)
     if args.suite:
         frame = frame[frame["suite"] == args.suite]
     cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",

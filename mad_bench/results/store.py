@@ -90,5 +90,5 @@ class ResultsStore:
         if not files:
             return pd.DataFrame(columns=COLUMNS + ["run_key"])
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        ordered = [c for c in COLUMNS if c in frame.columns]
-        return frame[ordered + [c for c in frame.columns if c not in ordered]]
+        # every fixed column exists (a store of failed runs has no accuracies): readers index freely
+        return frame.reindex(columns=COLUMNS + [c for c in frame.columns if c not in COLUMNS])

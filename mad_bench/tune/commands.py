@@ -28,7 +28,7 @@ def _train_overrides(args) -> dict:
 def _executor(args, default: str):
     from ..execute import make_executor
 
-    kind = args.executor or default
+    kind = args.executor or ("ray" if args.address else default)
     if args.address and kind != "ray":
         raise ValueError("--address needs --executor ray")
     return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
@@ -40,6 +40,7 @@ def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
     from .study import best_trials, trials_frame, write_best_specs
 
     frame = trials_frame(study, objectives)
+    out_dir.mkdir(parents=True, exist_ok=True)  # an RDB --storage leaves no journal folder behind
     frame.to_csv(out_dir / "trials.csv", index=False)
     written = write_best_specs(study, objectives, out_dir) if any(
         t.user_attrs.get("spec") for t in study.trials) else []
@@ -206,7 +207,7 @@ def cmd_search(args) -> int:
                         measure_throughput="throughput" in objectives, extra=dict(costs))
 
     store = ResultsStore(results)
-    with _executor(args, "ray") as ex:
+    with _executor(args, "local") as ex:
         _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
              f"{args.trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
              f"{ex.describe()}, study {name}")
@@ -239,7 +240,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--executor", default=None, choices=["local", "ray"],
-                   help="local processes or Ray (default: local; ray for search when Ray is installed)")
+                   help="local processes or Ray (default: local; ray with --address)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
