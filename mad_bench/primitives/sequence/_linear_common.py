@@ -27,6 +27,8 @@ zero keys, so it changes neither the outputs kept nor the final state).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -372,6 +374,15 @@ class CausalShortConv(nn.Module):
         window = torch.cat((cache.to(x_t.dtype), x_t[:, :, None]), dim=-1)  # [B, D, k]
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return y, window[:, :, 1:]
+
+
+def key_value_gcd(d_model: int, expand_k: float, expand_v: float) -> float:
+    """The largest width that divides both the key and the value width (what heads must divide);
+    a non-integer width is returned as is (``check`` names it)."""
+    dk, dv = d_model * expand_k, d_model * expand_v
+    if dk != int(dk) or dv != int(dv):
+        return dk if dk != int(dk) else dv
+    return math.gcd(int(dk), int(dv))
 
 
 def head_width(d_model: int, expand: float, field: str, n_heads: int) -> int:

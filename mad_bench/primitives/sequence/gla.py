@@ -26,6 +26,7 @@ from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
     HeadNorm, add_qkv_projections, chunk_gated_linear_attention, chunked_flops_per_token, head_width,
+    key_value_gcd,
 )
 
 
@@ -42,6 +43,9 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
     norm_eps: float = Field(1e-5, gt=0.0)
     chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
     sub_chunk_size: int = Field(16, ge=1, description="secondary chunk; divides chunk_size")
+
+    def width_defaults(self, d_model: int) -> dict:
+        return {"n_heads": self.fitted_heads("n_heads", key_value_gcd(d_model, self.expand_k, self.expand_v))}
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:

@@ -127,6 +127,9 @@ class Mamba2Config(SequenceMixerConfig):
     bias: bool = Field(False, description="bias in the in/out projections")
     chunk_size: int = Field(64, ge=1, description="chunk length of the parallel SSD")
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"headdim": self.fitted_heads("headdim", self.expand * d_model)}
+
     def check(self, d_model: int) -> None:
         inner = self.expand * d_model
         if inner % self.headdim:

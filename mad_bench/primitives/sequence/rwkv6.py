@@ -46,6 +46,9 @@ class RWKV6Config(SequenceMixerConfig):
     head_size_divisor: float = Field(8.0, gt=0.0, description="GroupNorm eps = 1e-5 x this^2")
     chunk_size: int = Field(16, ge=1, description="chunk length of the parallel form")
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"head_dim": self.fitted_heads("head_dim", d_model)}
+
     def check(self, d_model: int) -> None:
         if d_model % self.head_dim:
             raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
