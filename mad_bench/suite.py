@@ -14,12 +14,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .shipped import shipped_dir, shipped_file
 from .spec.errors import SpecError, from_validation_error
 from .spec.io import read_document, validate_document
 from .tasks import TASKS, get_task
 from .train.config import TrainConfig
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks"
+SUITES_DIR = shipped_dir("tasks")
 
 
 class Grid(BaseModel):
@@ -126,7 +127,7 @@ def default_suite(device: str | None) -> str:
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """A suite by name (``mad``, ``mad-quick``, ``mqar``, ``smoke``) or by file path."""
-    path = Path(name_or_path)
+    path = shipped_file(name_or_path, "tasks")
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():

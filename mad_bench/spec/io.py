@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .architecture import ArchitectureSpec
+from ..shipped import shipped_file
 from .errors import SpecError, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -59,7 +60,8 @@ def load_spec(source: str | Path | dict | ArchitectureSpec) -> ArchitectureSpec:
         return source
     if isinstance(source, dict):
         return validate_document(ArchitectureSpec, source)
-    return validate_document(ArchitectureSpec, read_document(source), source=str(source))
+    path = shipped_file(source, "architectures")  # a shipped spec by name, from any directory
+    return validate_document(ArchitectureSpec, read_document(path), source=str(source))
 
 
 def dump_spec(spec: ArchitectureSpec, path: str | Path | None = None) -> str:
