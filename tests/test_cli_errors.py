@@ -98,3 +98,21 @@ def test_default_suite_without_a_gpu_is_mad_quick(capsys):
     assert default_suite("cpu") == "mad-quick"
     assert "--suite mad" in capsys.readouterr().err
     assert default_suite("cuda") == "mad"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["results", "--results", "results/reference-cpu"],
+                                  ["leaderboard", "--results", "results/reference-cpu"]],
+                         ids=lambda a: a[0])
+def test_reading_commands_do_not_import_torch(argv):
+    """Help and the results readers start without torch (and help without pandas): see
+    benchmarks/startup.py for the times."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom mad_bench.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(sys.argv[1:])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("[]" if argv == ["--help"] else "['pandas']")

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from .aggregate import METRICS
-from .leaderboard import BY, FORMATS
 
+BY = ("task", "setting", "primitive")     # leaderboard rows x columns
+FORMATS = ("md", "csv", "html", "json")   # leaderboard output
 PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history")
 
 

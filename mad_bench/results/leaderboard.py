@@ -33,8 +33,8 @@ import pandas as pd
 from .aggregate import (METRICS, _score_column, failed_runs, mad_scores, scored_runs, setting_scores,
                         task_scores)
 
-BY = ("task", "setting", "primitive")
-FORMATS = ("md", "csv", "html", "json")
+from .commands import BY, FORMATS  # the CLI's choices, defined where argparse reads them
+
 MAD_COLUMN = "MAD score"
 PARTIAL_GRID = "*"
 MISSING = "†"
@@ -329,10 +329,13 @@ def suite_task_order(frame: pd.DataFrame) -> list[str]:
     stored = list(dict.fromkeys(frame["task"]))
     suites = frame["suite"].dropna().unique()
     if len(suites) == 1:
-        try:
-            from ..suite import load_suite
+        try:  # the suite file's task order (read, not validated: no torch for a table)
+            import yaml
 
-            listed = list(load_suite(str(suites[0])).tasks)
+            from ..shipped import shipped_dir
+
+            text = (shipped_dir("tasks") / f"{suites[0]}.yaml").read_text(encoding="utf-8")
+            listed = list(yaml.safe_load(text)["tasks"])
         except Exception:  # noqa: BLE001 - a custom suite that is not on disk: keep stored order
             return stored
         return [t for t in listed if t in stored] + [t for t in stored if t not in listed]

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .architecture import ArchitectureSpec
 from ..shipped import shipped_file
+from .architecture import ArchitectureSpec
 from .errors import SpecError, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
