@@ -1,6 +1,8 @@
 """mad_bench: declarative architecture search and benchmarking for sequence models."""
-from .compiler import build_model  # noqa: F401
-from .primitives import list_primitives  # noqa: F401
-from .spec import ArchitectureSpec, SpecError, dump_spec, load_spec  # noqa: F401
+from .lazy import exports
 
 __version__ = "0.1.0"
+__all__ = ["build_model", "list_primitives", "ArchitectureSpec", "SpecError", "dump_spec", "load_spec"]
+__getattr__ = exports(__name__, {"build_model": ".compiler", "list_primitives": ".primitives",
+                                 "ArchitectureSpec": ".spec", "SpecError": ".spec.errors",
+                                 "dump_spec": ".spec.io", "load_spec": ".spec.io"})

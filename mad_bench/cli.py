@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -17,13 +19,77 @@ class UsageError(Exception):
     """A user mistake: printed as one line, exit status 2."""
 
 
+DESCRIPTION = """Declarative architecture search and benchmarking for sequence models: write an
+architecture as a YAML spec, score it on MAD-style synthetic tasks, tune and search. Start with
+`madbench primitives`, `madbench validate SPEC` and `madbench COMMAND --help`."""
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N, mps"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): ``error: <what> (see madbench X --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_device(device: str | None) -> None:
+    """``--device`` must name a device form this machine has; one-line UsageError otherwise."""
+    if device in (None, "auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?|mps", device):
+        raise UsageError(f"--device {device!r} is not a device (valid: {DEVICE_FORMS})")
+    import torch
+
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps: no Apple GPU (MPS) on this machine (valid here: auto, cpu"
+                             + (", cuda" if torch.cuda.is_available() else "") + ")")
+        return
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine (valid here: auto, cpu)")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s) (valid: cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+
+
+def spec_files(paths: list[str]) -> list[str]:
+    """Arguments of ``validate``: files as given, a directory as its *.yaml / *.yml / *.json files."""
+    out = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in (".yaml", ".yml", ".json"))
+            out += [str(f) for f in found] or [path]
+        else:
+            out.append(path)
+    return out
+
+
 # -- spec commands -----------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     failed = 0
-    for path in args.specs:
+    for path in spec_files(args.specs):
+        if Path(path).is_dir():
+            failed += 1
+            print(f"{path}: no spec files (*.yaml, *.yml, *.json) in this directory", file=sys.stderr)
+            continue
         try:
             spec = load_spec(path)
         except SpecError as exc:
@@ -93,9 +159,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- training commands -------------------------------------------------------------------
 
 def _settings_from_args(args, baseline_only: bool):
-    from .suite import expand, load_suite, parse_overrides
+    from .suite import default_suite, expand, load_suite, parse_overrides
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite or default_suite(args.device))
     train_overrides = {}
     for field in ("epochs", "batch_size", "seed"):
         value = getattr(args, field, None)
@@ -129,28 +195,38 @@ def _execute(requests, args, title: str):
     from .execute import make_executor
     from .progress import RunBar, make_progress
     from .results import ResultsStore
-    from .runner import execute
+    from .runner import execute, pending, resolve_engine
+    from .train.core import resolve_device
+    from .workload import describe as describe_workload
 
     store = ResultsStore(args.results)
     store.ensure_writable()
+    retry = 0 if args.force else sum(store.status(r.key) == "failed" for r in requests)
+    if retry:
+        print(f"retrying {retry} run(s) stored as failed in {store.root}")
+    metric = getattr(args, "metric", "test_acc_macro")
+    engine = resolve_engine(args.engine, args.device)
+    todo, _ = pending(requests, store, args.force)
+    if todo:
+        print(f"{title}: " + describe_workload(todo, resolve_device(args.device).type, engine))
     workers = args.workers or (1 if args.executor == "local" else None)
     with make_executor(args.executor, parallel=workers, in_process=workers == 1,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, device=args.device) as executor, \
             make_progress(enabled=not args.no_progress) as progress:
-        print(f"engine {args.engine}, executor {executor.describe()}")
+        print(f"engine {engine}, executor {executor.describe()}")
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
-            acc = row.get("test_acc")
+            acc = row.get(metric)
             progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
-                            + (f" acc={acc:.3f}" if isinstance(acc, float) else ""))
+                            + (f" {metric}={acc:.3f}" if isinstance(acc, float) else ""))
 
         def bar(req):
             return RunBar(progress, req.describe())
 
         rows, skipped = execute(requests, store, device=args.device, force=args.force,
-                                on_row=on_row, progress_factory=bar, engine=args.engine,
+                                on_row=on_row, progress_factory=bar, engine=engine,
                                 executor=executor)
         progress.update(overall, completed=len(requests))
     return store, rows, skipped
@@ -191,6 +267,9 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
     console.print(table)
     if not lb.complete:
         console.print(LEGEND)
+    n_failed = int((frame["status"] == "failed").sum())
+    if n_failed:
+        console.print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -217,12 +296,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import ResultsStore
+    from .results.commands import load_store
 
-    frame = ResultsStore(args.results).load()
-    if frame.empty:
-        print(f"no results in {args.results} yet: run `madbench run` or `madbench bench`")
-        return 0
+    frame = load_store(args.results)
     if args.suite:
         frame = frame[frame["suite"] == args.suite]
     cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",
@@ -237,21 +313,28 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="mad", help="suite name or path (default: mad)")
+    p.add_argument("--suite", default=None,
+                   help="suite name (mad, mad-quick, mqar, smoke) or YAML path (default: mad when "
+                        "training on a GPU, mad-quick otherwise: mad is 396 GPU-sized runs per spec)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a task setting variable, e.g. --set seq_len=256 (repeatable)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--wd", type=float, default=None, help="weight decay")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the suite's; bench: its lr grid)")
+    p.add_argument("--wd", type=float, default=None,
+                   help="weight decay (default: the suite's; bench: its weight-decay grid)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the suite's)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="training batch size (default: the suite's)")
+    p.add_argument("--device", default="auto", help=f"{' | '.join(DEVICE_FORMS.split(', '))} "
+                   "(default: auto, a GPU if there is one)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run runs already in the store")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="jobs at once (default: local 1, in this process; ray: what fits)")
-    p.add_argument("--engine", choices=["plain", "ensemble"], default="plain",
-                   help="plain: one run at a time; ensemble: the lr x wd grid of a setting "
-                        "trained as one batched model (same results, fewer launches on a GPU)")
+    p.add_argument("--engine", choices=["auto", "plain", "ensemble"], default="auto",
+                   help="auto (default): ensemble on a GPU, plain elsewhere; plain: one run at a time; "
+                        "ensemble: the lr x wd grid of a setting trained as one batched model (same "
+                        "results per run, 3-5x the throughput on a GPU)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks (with --address: a cluster)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
@@ -264,45 +347,58 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="madbench", description=__doc__)
+    parser = Parser(prog="madbench", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check spec files; 'ok' or one error per line")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = sub.add_parser("validate", help="check spec files; 'ok' or one error per line",
+                 description="Check spec files: one line per file, 'ok' or each problem with its field. "
+                 "A directory stands for its *.yaml / *.yml / *.json files. Exit 2 if any fails.")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec file (YAML / JSON) or directory")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("info", help="per-layer parameters, FLOPs and state size of a spec")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--vocab-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--backbone", choices=["lm", "autoencoder"], default=None)
+    p.add_argument("spec", metavar="SPEC", help="spec file (YAML / JSON)")
+    p.add_argument("--vocab-size", type=positive_int, default=16,
+                   help="vocabulary size the model is built for (default: 16)")
+    p.add_argument("--seq-len", type=positive_int, default=128,
+                   help="sequence length for FLOPs and state size (default: 128)")
+    p.add_argument("--backbone", choices=["lm", "autoencoder"], default=None,
+                   help="build as this backbone (default: the spec's, else lm)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("primitives", help="list registered primitives and their parameters")
     p.set_defaults(func=cmd_primitives)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of spec files")
+    p = sub.add_parser("schema", help="print the JSON Schema of spec files",
+                 description="Print the JSON Schema of spec files (for editor completion: "
+                 "madbench schema > spec.schema.json).")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("run", help="train one spec on one task setting and store the row")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--task", required=True)
-    p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("run", help="train one spec on one task setting and store the row",
+                 description="Train one spec on the baseline setting of one task (--set changes a variable) "
+                 "and store the run's row in the results store.")
+    p.add_argument("spec", metavar="SPEC", help="spec file (YAML / JSON)")
+    p.add_argument("--task", required=True, help="task of the suite, e.g. in-context-recall")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: the suite's)")
     _add_training_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="every setting x grid point of a suite for each spec")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = sub.add_parser("bench", help="every setting x grid point of a suite for each spec",
+                 description="Train every setting x lr x wd grid point of a suite for each spec, then print "
+                 "per-task scores and the MAD score. Runs already in the store are skipped.")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML / JSON)")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="train every run once per seed (default: the suite's one seed)")
     p.add_argument("--baseline-only", action="store_true", help="only each task's baseline setting")
-    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
+    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"],
+                   help="score: test_acc_macro (MAD's macro accuracy, default) or test_acc (micro)")
     _add_training_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("results", help="what the results store holds, as a table")
-    p.add_argument("--results", default="results")
-    p.add_argument("--suite", default=None)
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
     p.set_defaults(func=cmd_results)
 
     from .results.commands import register as register_results
@@ -310,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .tune.commands import register as register_tune
     register_tune(sub)
+    for action in sub._choices_actions:  # every --help starts with what the command does
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help[0].upper() + action.help[1:] + "."
     return parser
 
 
@@ -317,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_device(getattr(args, "device", None))
         return args.func(args)
     except SpecError as exc:
         for line in exc.format().splitlines():

@@ -1,14 +1,27 @@
-"""Progress bars (rich) for long work: one bar for the whole benchmark, one per run."""
+"""Progress bars (rich) for long work: one bar for the whole benchmark, one per run.
+
+Accuracies are named as in the results store: a run's bar shows ``test_acc`` (micro, what the
+trainer stops on), the overall bar the metric the score table uses (``test_acc_macro`` by default).
+"""
 from __future__ import annotations
 
+import sys
+
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
 
+# the trainer's per-epoch names -> the results store's column names
+LABELS = {"acc": "test_acc", "loss": "test_loss"}
+
+
 def make_progress(enabled: bool = True) -> Progress:
+    # not a terminal (a log file, CI): no 80-column cut
+    console = None if sys.stdout.isatty() else Console(width=250)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
+                    TimeRemainingColumn(), disable=not enabled, transient=False, console=console)
 
 
 class RunBar:
@@ -24,8 +37,8 @@ class RunBar:
     def advance(self, n: int = 1, **info) -> None:
         fields = {}
         if info:
-            fields["info"] = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in info.items())
+            fields["info"] = " ".join(f"{LABELS.get(k, k)}={v:.3f}" if isinstance(v, float)
+                                      else f"{LABELS.get(k, k)}={v}" for k, v in info.items())
         self.progress.update(self.task, advance=n, **fields)
 
     def close(self) -> None:

@@ -60,8 +60,9 @@ def resolve_engine(engine: str, device: str | None) -> str:
 
 def pending(requests: list[RunRequest], store: ResultsStore,
             force: bool = False) -> tuple[list[RunRequest], int]:
-    """The requests the store lacks (all with ``force``) and how many were skipped."""
-    todo = [r for r in requests if force or not store.has(r.key)]
+    """The requests without a result in the store (all with ``force``) and how many were
+    skipped. A stored failed run is retried (its row is replaced); a diverged run is a result."""
+    todo = [r for r in requests if force or not store.has_result(r.key)]
     return todo, len(requests) - len(todo)
 
 

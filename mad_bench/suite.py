@@ -14,12 +14,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .shipped import shipped_dir, shipped_file
 from .spec.errors import SpecError, from_validation_error
 from .spec.io import read_document, validate_document
 from .tasks import TASKS, get_task
 from .train.config import TrainConfig
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks"
+SUITES_DIR = shipped_dir("tasks")
 
 
 class Grid(BaseModel):
@@ -125,9 +126,25 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def default_suite(device: str | None) -> str:
+    """The suite a command uses when none is named: ``mad`` (396 GPU-sized runs per spec) when
+    training on a GPU, ``mad-quick`` otherwise; says so on stderr."""
+    import sys
+
+    import torch
+
+    on_gpu = (device or "auto").startswith("cuda") or (device in (None, "auto") and torch.cuda.is_available())
+    if on_gpu:
+        print("suite: mad (the default when training on a GPU)", file=sys.stderr)
+        return "mad"
+    print("suite: mad-quick (the default without a GPU; --suite mad is the full protocol, "
+          "396 GPU-sized runs per spec)", file=sys.stderr)
+    return "mad-quick"
+
+
 def load_suite(name_or_path: str | Path) -> Suite:
     """A suite by name (``mad``, ``mad-quick``, ``mqar``, ``smoke``) or by file path."""
-    path = Path(name_or_path)
+    path = shipped_file(name_or_path, "tasks")
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():

@@ -236,7 +236,7 @@ def test_cli_and_report(store, tmp_path, capsys):
     with pytest.raises(ValueError, match="no results directory"):
         run("leaderboard", "--results", str(tmp_path / "none"))
     (tmp_path / "blank").mkdir()
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="no runs in"):
         run("leaderboard", "--results", str(tmp_path / "blank"))
     with pytest.raises(ValueError, match="--study"):
         run("plot", "--kind", "search-history", "--out", str(tmp_path / "h.png"))
@@ -261,3 +261,82 @@ def test_a_spec_missing_tasks_ranks_after_complete_ones_and_is_never_best():
     assert not board.is_best("lucky-h", MAD_COLUMN) and board.is_best("attn_big-h", MAD_COLUMN)
     lucky_row = next(line for line in board.render("md").splitlines() if "| lucky |" in line)
     assert lucky_row.rstrip(" |").endswith("†")
+
+
+def _failed(spec, task, setting, lr=1e-2, seed=0):
+    summary, _ = SPECS.get(spec, ("attention+swiglu x2", 0))
+    return {"spec": spec, "spec_hash": spec + "-h", "primitives": summary, "suite": "quick",
+            "task": task, "setting": setting, "lr": lr, "weight_decay": 0.0, "seed": seed,
+            "status": "failed", "error": "RuntimeError: boom", "params": None}
+
+
+def test_failed_runs_are_missing_never_zero(tmp_path):
+    """A failed run is no score: the hand-computed numbers stand, the cell says how many runs
+    failed, and a spec with nothing but failed runs shows '–', ranks last and is never best."""
+    s = ResultsStore(tmp_path)
+    for i, r in enumerate(_rows()):
+        s.write(f"k{i:03d}", r)
+    s.write("f1", _failed("hyena", "t2", "baseline"))      # beside hyena's two scored grid points
+    s.write("f2", _failed("attn", "t1", "seq_len=256", lr=1e-4, seed=0) | {"weight_decay": 0.1})
+    for i, (task, setting) in enumerate(SETTINGS):            # a spec whose every run failed
+        s.write(f"g{i}", _failed("broken", task, setting))
+    lb = build_leaderboard(s.load(), by="task")
+    for spec, (t1, t2, mad) in EXPECTED.items():
+        assert lb.cell(spec + "-h", "t1")["score"] == pytest.approx(t1)
+        assert lb.cell(spec + "-h", "t2")["score"] == pytest.approx(t2)
+        assert lb.cell(spec + "-h", MAD_COLUMN)["score"] == pytest.approx(mad)
+    assert lb.cell("hyena-h", "t2")["n_failed"] == 1 and lb.cell("hyena-h", "t1")["n_failed"] == 0
+    assert lb.cell("hyena-h", "t2")["n_runs"] == 4, "the failed run is not counted as a run"
+    assert lb.cell("hyena-h", MAD_COLUMN)["n_failed"] == 1
+    assert list(lb.info["spec"]) == ["attn_big", "attn", "hyena", "broken"]
+    assert lb.cell_text("broken-h", "t1") == "–✗2" and lb.cell_text("broken-h", MAD_COLUMN) == "–✗4"
+    assert lb.cell_text("hyena-h", "t2").endswith("✗1")
+    assert not any(lb.is_best("broken-h", c) for c in lb.columns)
+    md = lb.to_markdown()
+    assert "0.000" not in md and "n failed runs" in md
+    rec = json.loads(lb.to_json())["rows"][3]
+    assert rec["spec"] == "broken" and rec["cells"]["t1"]["score"] is None and rec["cells"]["t1"]["n_failed"] == 2
+    by_setting = build_leaderboard(s.load(), by="setting")
+    assert by_setting.cell("hyena-h", "t2[baseline]")["n_failed"] == 1
+    assert by_setting.cell("hyena-h", "t2[baseline]")["score"] == pytest.approx(0.3)
+
+
+def test_a_store_of_failed_runs_only_reads_everywhere(tmp_path, capsys):
+    """Every reader of a store holding nothing but failed runs answers (no KeyError)."""
+    from mad_bench.cli import main
+
+    s = ResultsStore(tmp_path / "r")
+    for i, (spec, task) in enumerate([("a", "t1"), ("a", "t2"), ("b", "t1")]):
+        s.write(f"k{i}", _failed(spec, task, "baseline"))
+    root = str(s.root)
+    assert main(["results", "--results", root]) == 0
+    assert capsys.readouterr().out.count("│ failed │") == 3
+    for by in ("task", "setting", "primitive"):
+        for fmt in ("md", "csv", "html", "json"):
+            assert main(["leaderboard", "--results", root, "--by", by, "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert "–✗2" in out and "0.000" not in out
+    assert main(["plot", "--kind", "heatmap", "--results", root, "--out", str(tmp_path / "h.png")]) == 0
+    assert main(["report", "--results", root, "--out", str(tmp_path / "r.html")]) == 0
+    from mad_bench.cli import _print_scores
+
+    _print_scores(s.load(), "quick", "test_acc_macro", ["t1", "t2"])
+    assert "3 failed run(s) left out of the scores" in capsys.readouterr().out
+
+
+def test_empty_store_is_the_same_error_for_every_reader(tmp_path, capsys):
+    """results and leaderboard agree on an empty store (exit 2, one line), and point to a store
+    inside it, as on a fresh clone whose results/ holds only results/reference-cpu."""
+    from mad_bench.cli import main
+
+    inner = ResultsStore(tmp_path / "results" / "reference")
+    for i, r in enumerate(_rows(only=["attn"])):
+        inner.write(f"k{i}", r)
+    lines = []
+    for cmd in ("results", "leaderboard"):
+        assert main([cmd, "--results", str(tmp_path / "results")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        lines.append(err[0])
+    assert lines[0] == lines[1]
+    assert f"--results {tmp_path / 'results' / 'reference'}" in lines[0]

@@ -120,3 +120,52 @@ def test_registry_kinds_and_docs():
     for name, entry in REGISTRY.items():
         assert entry.module.__doc__, f"{name} has no docstring"
         assert entry.config.model_fields["type"].default == name
+
+
+# -- width-dependent defaults ---------------------------------------------------------------
+
+def _registered():
+    from mad_bench.primitives import REGISTRY
+
+    return sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("name", _registered())
+def test_bare_primitive_validates_at_every_width(name):
+    """Defaults that depend on the width (heads, head sizes, rotary dims) follow d_model: a bare
+    name is valid at every width from 2 to 512, with MAD's defaults kept at d_model 128."""
+    from mad_bench import load_spec
+
+    for d in range(2, 513):
+        spec = load_spec({"name": "t", "d_model": d, "layers": [name]})
+        spec.layers[0].check(d)
+    at_128 = load_spec({"name": "t", "d_model": 128, "layers": [name]}).layers[0]
+    assert at_128 == type(at_128)(type=name), "MAD's defaults are kept where they fit"
+
+
+@pytest.mark.parametrize("name", _registered())
+@pytest.mark.parametrize("d_model", [32, 40, 100, 512])
+def test_bare_primitive_builds_and_runs(name, d_model):
+    import torch
+
+    from mad_bench import build_model, load_spec
+
+    spec = load_spec({"name": "t", "d_model": d_model, "layers": [name]})
+    model = build_model(spec, vocab_size=8, max_len=8, backbone="lm")
+    assert model(torch.randint(0, 8, (1, 8))).shape == (1, 8, 8)
+
+
+def test_written_values_are_kept_and_checked():
+    from mad_bench import SpecError, load_spec
+
+    spec = load_spec({"name": "t", "d_model": 32, "layers": ["attention", "swiglu"]})
+    assert (spec.layers[0].n_heads, spec.layers[0].rotary_dim) == (16, 2)
+    assert load_spec({"name": "t", "d_model": 40, "layers": ["attention"]}).layers[0].n_heads == 10
+    written = load_spec({"name": "t", "d_model": 32, "layers": [{"type": "attention", "n_heads": 4}]})
+    assert (written.layers[0].n_heads, written.layers[0].rotary_dim) == (4, 8)
+    with pytest.raises(SpecError, match=r"rotary_dim=8 must be even and <= head dim 2"):
+        load_spec({"name": "t", "d_model": 32, "layers": [{"type": "attention", "rotary_dim": 8}]})
+    with pytest.raises(SpecError, match=r"n_heads=16 must divide d_model=40"):
+        load_spec({"name": "t", "d_model": 40, "layers": [{"type": "attention", "n_heads": 16}]})
+    again = load_spec(spec.to_dict())
+    assert again == spec and again.spec_hash() == spec.spec_hash(), "a dumped spec reloads as itself"

@@ -181,3 +181,41 @@ def test_bench_workers_end_when_the_driver_is_killed(tmp_path):
     for p in alive:
         os.kill(p, signal.SIGKILL)
     assert not alive, "workers outlived the killed driver"
+
+
+def test_failed_run_is_retried_diverged_run_is_kept(tmp_path, capsys):
+    """A stored failed run is no result: the same run again retries it (and says so); a
+    diverged run is a result and stays."""
+    args = ["run", TRANSFORMER, "--suite", "smoke", "--task", "memorization", "--results",
+            str(tmp_path), "--epochs", "1", "--device", "cpu"]
+    assert run_cli(*args) == 0
+    store = ResultsStore(tmp_path)
+    row = store.load().iloc[0].to_dict()
+    key = row.pop("run_key")
+    store.write(key, {**row, "status": "failed", "error": "RuntimeError: no such device"})
+    capsys.readouterr()
+    assert run_cli(*args) == 0
+    out = capsys.readouterr().out
+    assert "retrying 1 run(s) stored as failed" in out and "status=ok" in out and "skipped" not in out
+    assert store.status(key) == "ok" and len(store.load()) == 1
+    store.write(key, {**row, "status": "diverged"})
+    assert run_cli(*args) == 0
+    assert "1 run(s) skipped" in capsys.readouterr().out
+    assert store.status(key) == "diverged"
+
+
+def test_progress_lines_name_their_metric_and_are_not_cut(tmp_path):
+    """Not on a terminal: the overall line names the table's metric, the run line test_acc,
+    and nothing is cut at 80 columns."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mad_bench.cli", "run", TRANSFORMER, "--suite", "smoke",
+                           "--task", "memorization", "--results", str(tmp_path), "--epochs", "1",
+                           "--device", "cpu"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    overall = next(line for line in lines if line.startswith("run transformer"))
+    assert "last: memorization ok test_acc_macro=" in overall and "…" not in overall
+    per_run = next(line for line in lines if line.startswith("transformer | memorization"))
+    assert "test_acc=" in per_run and "test_loss=" in per_run and "epoch=1" in per_run

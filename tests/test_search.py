@@ -179,3 +179,23 @@ def test_search_and_tune_through_the_ensemble_engine(tmp_path, two_lr_suite):
     tuned = ResultsStore(tmp_path / "tune").load().set_index("run_key").sort_index()
     assert list(tuned.index) == list(plain.index)  # the same runs, one per trial
     assert (tuned["test_acc"] - plain["test_acc"]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("storage", ["default", "journal-file", "sqlite"])
+def test_every_storage_kind_runs_and_resumes(tmp_path, storage, capsys):
+    """Search end to end on each kind of --storage, then --resume: the study's folder (trials.csv,
+    best specs) is made for an RDB storage too. No --executor: local is the default."""
+    space = write_space(tmp_path)
+    extra = {"default": [], "journal-file": ["--storage", str(tmp_path / "elsewhere" / "j.log")],
+             "sqlite": ["--storage", f"sqlite:///{tmp_path / 's.db'}"]}[storage]
+    args = search(tmp_path, space, "--in-process", "--sampler", "random", *extra)
+    assert main(args + ["--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "local (" in out, "the default executor is local"
+    assert main(args + ["--trials", "2", "--resume"]) == 0
+    study_dir = tmp_path / "res" / "s"
+    trials = (study_dir / "trials.csv").read_text().splitlines()
+    assert len(trials) == 3 and all(",complete," in line for line in trials[1:])
+    assert list(study_dir.glob("*.yaml")), "best spec written"
+    assert (study_dir / "journal.log").exists() == (storage == "default")
+    assert len(ResultsStore(tmp_path / "res").load()) >= 1  # the two trials may sample one spec

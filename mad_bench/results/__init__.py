@@ -1,2 +1,5 @@
 """Results: the store (Parquet rows), aggregation (MAD scores), leaderboards and plots."""
-from .store import DEFAULT_DIR, ResultsStore, run_key  # noqa: F401
+from ..lazy import exports
+
+__all__ = ["DEFAULT_DIR", "ResultsStore", "run_key"]
+__getattr__ = exports(__name__, {n: ".store" for n in __all__})

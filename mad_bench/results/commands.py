@@ -9,28 +9,31 @@ import sys
 from pathlib import Path
 
 from .aggregate import METRICS
-from .leaderboard import BY, FORMATS
 
+BY = ("task", "setting", "primitive")     # leaderboard rows x columns
+FORMATS = ("md", "csv", "html", "json")   # leaderboard output
 PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
 
 
-def _load(results: str):
+def load_store(results: str):
+    """The store's rows; ValueError (exit 2) when there are none, naming any store inside it
+    (a fresh clone's ``results/`` holds only the shipped ``results/reference-cpu``)."""
     from .store import ResultsStore
 
     root = Path(results)
-    if not root.exists():
-        raise ValueError(f"no results directory {results!r}: run `madbench run` or `madbench bench` first "
-                         "(or pass --results DIR)")
     frame = ResultsStore(root).load()
-    if frame.empty:
-        raise ValueError(f"the results store {results!r} is empty: run `madbench run` or `madbench bench` first")
-    return frame
+    if not frame.empty:
+        return frame
+    inner = sorted(str(p.parent) for p in root.glob("*/runs") if any(p.glob("*.parquet")))
+    hint = f", or read the runs in {' / '.join(inner)} (--results {inner[0]})" if inner else ""
+    what = "no results directory" if not root.exists() else "no runs in"
+    raise ValueError(f"{what} {results!r}: run `madbench run` or `madbench bench` first{hint}")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import build_leaderboard
 
-    lb = build_leaderboard(_load(args.results), suite=args.suite, by=args.by, metric=args.metric)
+    lb = build_leaderboard(load_store(args.results), suite=args.suite, by=args.by, metric=args.metric)
     text = lb.render(args.format)
     if args.out:
         out = Path(args.out)
@@ -48,7 +51,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or f"{args.kind}.png"
     if Path(out).suffix.lower() not in (".png", ".svg"):
         raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
-    frame = None if args.kind == "search-history" else _load(args.results)
+    frame = None if args.kind == "search-history" else load_store(args.results)
     fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
                     storage=args.storage, x=args.x)
     path = save_figure(fig, out)
@@ -64,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .plots import load_study, search_history
 
         extra.append((f"Search history: {args.study}", search_history(load_study(args.study, args.storage))))
-    path = write_report(_load(args.results), args.out, suite=args.suite, metric=args.metric,
+    path = write_report(load_store(args.results), args.out, suite=args.suite, metric=args.metric,
                         source=str(args.results), extra_figures=extra)
     print(f"wrote {path}")
     return 0
@@ -82,15 +85,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("leaderboard", help="specs x tasks (or settings, or sequence mixers) table")
     _common(p)
     p.add_argument("--by", default="task", choices=list(BY),
-                   help="task: per-task scores + MAD score; setting: per task setting; "
+                   help="task (default): per-task scores + MAD score; setting: per task setting; "
                         "primitive: specs grouped by sequence mixer")
-    p.add_argument("--format", default="md", choices=list(FORMATS))
+    p.add_argument("--format", default="md", choices=list(FORMATS),
+                   help="md (default), csv, html or json")
     p.add_argument("--out", default=None, help="write to FILE (default: stdout)")
     p.set_defaults(func=cmd_leaderboard)
 
     p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search "
                                            "history, MQAR accuracy vs width or vs state size")
-    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS))
+    p.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which plot")
     _common(p)
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
     p.add_argument("--x", default="params",

@@ -11,6 +11,10 @@ is complete. Two flags are kept apart:
 * ``†`` missing coverage: the spec lacks settings of the task (or tasks of the suite) that
   other specs in the store have, so the mean runs over fewer settings.
 
+Failed runs (crashes: no result) are not scores: they are left out of every number, and a
+cell behind which runs failed carries ``✗n`` (n failed runs); a cell with nothing but failed
+runs shows ``–✗n``, never 0.
+
 Formats (``Leaderboard.render``): ``md``, ``csv``, ``html``, ``json`` -- one row per spec in
 each. In md/html the best value of each column is bold; csv has a ``<column> best`` column and
 json a ``best`` field per cell.
@@ -25,16 +29,19 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .aggregate import METRICS, mad_scores, run_scores, setting_scores, task_scores
+from .aggregate import (METRICS, failed_runs, mad_scores, run_scores, scored_runs, setting_scores,
+                        task_scores)
 
-BY = ("task", "setting", "primitive")
-FORMATS = ("md", "csv", "html", "json")
+from .commands import BY, FORMATS  # the CLI's choices, defined where argparse reads them
+
 MAD_COLUMN = "MAD score"
 UNKNOWN_MIXER = "(unknown)"
 PARTIAL_GRID = "*"
 MISSING = "†"
+FAILED = "✗"
 LEGEND = (f"{PARTIAL_GRID} partial lr x wd grid behind the cell; {MISSING} settings or tasks missing "
-          "for this spec; [n] runs behind the cell (and seeds, where several)")
+          f"for this spec; {FAILED}n: n failed runs, left out (not scored); [n] runs behind the cell "
+          "(and seeds, where several)")
 
 
 # -- selecting rows ---------------------------------------------------------------------
@@ -118,14 +125,16 @@ class Leaderboard:
             out[f"{col} runs"] = get("n_runs", 0)
             out[f"{col} grid complete"] = get("grid_complete", False)
             out[f"{col} covered"] = get("covered", False)
+            out[f"{col} failed"] = [int(v.get("n_failed") or 0) if v is not None else 0 for v in vals.values()]
             out[f"{col} best"] = [self.is_best(k, col) for k in out.index]
         return out.reset_index(drop=True)
 
     # -- text of one cell ----------------------------------------------------------------
     def cell_text(self, key, column, detail: bool = True) -> str:
         c = self._cells.get((key, column))
+        failed = f"{FAILED}{int(c['n_failed'])}" if c is not None and c.get("n_failed") else ""
         if c is None or not _finite(c["score"]):
-            return "–"
+            return "–" + failed
         text = f"{c['score']:.3f}"
         spread = c.get("n_specs", 1) > 1 if self.by == "primitive" else c["n_seeds"] > 1
         if spread:
@@ -137,8 +146,8 @@ class Leaderboard:
                 runs += f", {int(c['n_seeds'])} seeds"
             if self.by == "primitive":
                 runs += f", {int(c['n_specs'])} spec{'s' if c['n_specs'] != 1 else ''}"
-            return f"{text} [{runs}]{flags}"
-        return text + flags
+            return f"{text} [{runs}]{flags}{failed}"
+        return text + flags + failed
 
     def _header(self) -> list[str]:
         return ["#"] + self.info_columns + self.columns
@@ -187,7 +196,7 @@ class Leaderboard:
                     "score": _jsonable(c["score"]), "std": _jsonable(c["std"]),
                     "n_seeds": int(c["n_seeds"]), "n_runs": int(c["n_runs"]),
                     "grid_complete": bool(c["grid_complete"]), "covered": bool(c["covered"]),
-                    "best": self.is_best(key, col),
+                    "n_failed": int(c.get("n_failed") or 0), "best": self.is_best(key, col),
                     **({"n_specs": int(c["n_specs"])} if self.by == "primitive" else {})}
             records.append(rec)
         return records
@@ -277,7 +286,8 @@ def _md_escape(text: str) -> str:
 # -- aggregation --------------------------------------------------------------------------
 
 def _per_seed_scores(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (spec_hash, task, setting, seed): best grid point."""
+    """Per (spec_hash, task, setting, seed): best grid point (failed runs left out)."""
+    df = scored_runs(df)
     df = df.assign(score=run_scores(df, metric))
     return (df.groupby(["spec_hash", "task", "setting", "seed"], dropna=False)["score"].max()
               .reset_index())
@@ -295,10 +305,13 @@ def suite_task_order(frame: pd.DataFrame) -> list[str]:
     stored = list(dict.fromkeys(frame["task"]))
     suites = frame["suite"].dropna().unique()
     if len(suites) == 1:
-        try:
-            from ..suite import load_suite
+        try:  # the suite file's task order (read, not validated: no torch for a table)
+            import yaml
 
-            listed = list(load_suite(str(suites[0])).tasks)
+            from ..shipped import shipped_dir
+
+            text = (shipped_dir("tasks") / f"{suites[0]}.yaml").read_text(encoding="utf-8")
+            listed = list(yaml.safe_load(text)["tasks"])
         except Exception:  # noqa: BLE001 - a custom suite that is not on disk: keep stored order
             return stored
         return [t for t in listed if t in stored] + [t for t in stored if t not in listed]
@@ -307,11 +320,16 @@ def suite_task_order(frame: pd.DataFrame) -> list[str]:
 
 def spec_cells(frame: pd.DataFrame, metric: str, by: str) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """Cells keyed by spec_hash: (cells, columns, mad) for by = task | setting."""
+    task_order = suite_task_order(frame)
+    columns = _columns(frame, by, task_order)
+    if scored_runs(frame).empty:  # nothing but failed runs: no scores, only their counts
+        mad = pd.DataFrame(columns=["spec", "spec_hash", "suite", "mad_score", "n_tasks", "n_runs",
+                                    "grid_complete"])
+        return _with_failed([], frame, by), columns + [MAD_COLUMN], mad
     settings = setting_scores(frame, metric=metric)
     tasks = task_scores(settings)
     mad = mad_scores(tasks)
     per_seed = _per_seed_scores(frame, metric)
-    task_order = suite_task_order(frame)
     # coverage: every setting of the task that any spec has in the store
     all_settings = settings.groupby("task")["setting"].nunique().to_dict()
     n_tasks = len(task_order)
@@ -326,15 +344,8 @@ def spec_cells(frame: pd.DataFrame, metric: str, by: str) -> tuple[pd.DataFrame,
                          "n_seeds": int(r["n_seeds"]), "n_runs": int(r["n_runs"]),
                          "grid_complete": bool(r["grid_complete"]),
                          "covered": int(r["n_settings"]) >= all_settings[r["task"]]})
-        columns = task_order
     else:
         settings = settings.assign(column=settings["task"] + "[" + settings["setting"].astype(str) + "]")
-        order = (frame.assign(column=frame["task"] + "[" + frame["setting"].astype(str) + "]")
-                 .drop_duplicates("column"))
-        # baseline first within each task
-        order = order.assign(_b=order["setting"] != "baseline",
-                             _t=order["task"].map({t: i for i, t in enumerate(task_order)}))
-        columns = list(order.sort_values(["_t", "_b"], kind="stable")["column"])
         for r in settings.to_dict("records"):
             rows.append({"key": r["spec_hash"], "column": r["column"], "score": r["score"],
                          "std": r["score_std"], "n_seeds": int(r["n_seeds"]), "n_runs": int(r["n_runs"]),
@@ -352,7 +363,36 @@ def spec_cells(frame: pd.DataFrame, metric: str, by: str) -> tuple[pd.DataFrame,
                      "n_seeds": int(r["n_seeds"]), "n_runs": int(r["n_runs"]),
                      "grid_complete": bool(r["grid_complete"]),
                      "covered": int(r["n_tasks"]) >= n_tasks and task_cov.get(r["spec_hash"], False)})
-    return pd.DataFrame(rows), columns + [MAD_COLUMN], mad
+    return _with_failed(rows, frame, by), columns + [MAD_COLUMN], mad
+
+
+def _columns(frame: pd.DataFrame, by: str, task_order: list[str]) -> list[str]:
+    """Tasks in suite order, or (by setting) ``task[setting]`` with each task's baseline first."""
+    if by == "task":
+        return task_order
+    order = (frame.assign(column=frame["task"] + "[" + frame["setting"].astype(str) + "]")
+             .drop_duplicates("column"))
+    order = order.assign(_b=order["setting"] != "baseline",
+                         _t=order["task"].map({t: i for i, t in enumerate(task_order)}))
+    return list(order.sort_values(["_t", "_b"], kind="stable")["column"])
+
+
+def _with_failed(rows: list[dict], frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Cells with their failed-run counts; a cell with only failed runs is a cell without a score."""
+    frame = frame.assign(column=frame["task"] if by == "task"
+                         else frame["task"] + "[" + frame["setting"].astype(str) + "]")
+    failed = failed_runs(frame, ["spec_hash", "column"])
+    failed = pd.concat([failed, failed_runs(frame, ["spec_hash"]).assign(column=MAD_COLUMN)])
+    counts = {(r["spec_hash"], r["column"]): int(r["failed"]) for r in failed.to_dict("records")}
+    cells = pd.DataFrame(rows, columns=["key", "column", "score", "std", "n_seeds", "n_runs",
+                                        "grid_complete", "covered"])
+    have = set(zip(cells["key"], cells["column"]))
+    empty = [{"key": k, "column": c, "score": float("nan"), "std": float("nan"), "n_seeds": 0,
+              "n_runs": 0, "grid_complete": False, "covered": False}
+             for (k, c) in counts if (k, c) not in have]
+    if empty:
+        cells = pd.concat([cells, pd.DataFrame(empty)], ignore_index=True)
+    return cells.assign(n_failed=[counts.get(kc, 0) for kc in zip(cells["key"], cells["column"])])
 
 
 def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
@@ -388,7 +428,8 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
         covered = cells[cells["column"] == MAD_COLUMN].set_index("key")["covered"]
         ranked = mad.assign(_covered=mad["spec_hash"].map(covered).fillna(False).astype(bool))
         ranked = ranked.sort_values(["_covered", "mad_score"], ascending=[False, False], kind="stable")
-        info = info.loc[list(ranked["spec_hash"])]
+        unscored = [k for k in info.index if k not in set(ranked["spec_hash"])]  # only failed runs
+        info = info.loc[list(ranked["spec_hash"]) + unscored]
         return Leaderboard(suite, metric, by, "spec", info, columns, cells,
                            info_columns=["spec", "params", "primitives"])
 
@@ -402,7 +443,7 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
                      "std": g["score"].std() if len(g) > 1 else 0.0,
                      "n_seeds": int(g["n_seeds"].max()), "n_runs": int(g["n_runs"].sum()),
                      "grid_complete": bool(g["grid_complete"].all()), "covered": bool(g["covered"].all()),
-                     "n_specs": len(g)})
+                     "n_specs": len(g), "n_failed": int(g["n_failed"].sum())})
     grouped = pd.DataFrame(rows)
     ginfo = []
     for mixer, g in info.groupby("mixer", sort=False):

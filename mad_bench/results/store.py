@@ -55,6 +55,20 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         return self.path_for(key).is_file()
 
+    def status(self, key: str) -> str | None:
+        """The stored run's status (ok, diverged, failed); None if absent or unreadable."""
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        try:
+            return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
+        except Exception:  # noqa: BLE001 - a damaged file: the run is not there
+            return None
+
+    def has_result(self, key: str) -> bool:
+        """A finished run is stored (ok or diverged: a result). A failed run is not: it is re-run."""
+        return self.status(key) in ("ok", "diverged")
+
     def write(self, key: str, row: dict[str, Any]) -> Path:
         """Write one run's row atomically (replacing an earlier row of the same key)."""
         self.runs.mkdir(parents=True, exist_ok=True)
@@ -88,8 +102,8 @@ class ResultsStore:
         if not files:
             return pd.DataFrame(columns=COLUMNS + ["run_key"])
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        ordered = [c for c in COLUMNS if c in frame.columns]
-        return frame[ordered + [c for c in frame.columns if c not in ordered]]
+        # every fixed column exists (a store of failed runs has no accuracies): readers index freely
+        return frame.reindex(columns=COLUMNS + [c for c in frame.columns if c not in COLUMNS])
 
 
 def _plain(value: Any) -> Any:

@@ -71,6 +71,10 @@ class ArchitectureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_layers_fit_width(self) -> "ArchitectureSpec":
+        # width-dependent defaults the user left out follow d_model (a bare name builds at any width)
+        fitted = [layer.at_width(self.d_model) for layer in self.layers]
+        if any(a is not b for a, b in zip(fitted, self.layers)):
+            object.__setattr__(self, "layers", fitted)  # frozen model: set once, while validating
         for i, layer in enumerate(self.layers):
             try:
                 layer.check(self.d_model)

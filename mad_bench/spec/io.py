@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..shipped import shipped_file
 from .architecture import ArchitectureSpec
 from .errors import SpecError, from_validation_error
 
@@ -18,9 +19,16 @@ UNION_FIELDS = frozenset({"layers"})
 def read_document(path: str | Path) -> Any:
     """Parse a YAML or JSON file into Python data, with one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError([("", "is a directory, not a spec file")], source=str(path))
     if not path.is_file():
         raise SpecError([("", "no such file")], source=str(path))
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([("", "not a text file (YAML or JSON, UTF-8 encoded)")], str(path)) from None
+    except OSError as exc:
+        raise SpecError([("", f"cannot read: {exc.strerror or exc}")], str(path)) from None
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)
@@ -52,7 +60,8 @@ def load_spec(source: str | Path | dict | ArchitectureSpec) -> ArchitectureSpec:
         return source
     if isinstance(source, dict):
         return validate_document(ArchitectureSpec, source)
-    return validate_document(ArchitectureSpec, read_document(source), source=str(source))
+    path = shipped_file(source, "architectures")  # a shipped spec by name, from any directory
+    return validate_document(ArchitectureSpec, read_document(path), source=str(source))
 
 
 def dump_spec(spec: ArchitectureSpec, path: str | Path | None = None) -> str:

@@ -30,13 +30,19 @@ motif).  Training: key size uniform in ``1..k``; test: key size always ``k`` (MA
 always prompt at the maximum key motif size").  Value size uniform in ``1..v`` at a key's
 first sight; repeats reuse the stored value motif.  Pairs are appended while the current
 length is ``< seq_len - |final pair| - (k + v)`` (MAD-Lab's loop bound), then the final query
-pair (a distinct key presented earlier, with its value) and left padding to ``seq_len + 1``
-tokens; inputs ``raw[:-1]`` (``seq_len`` tokens), targets ``raw[1:]`` (train: all, pad
-included) or scored-only (values of repeated keys + final query).  MAD-Lab plants its probe
-pair at a random index beforehand and can (rarely) fail to plant it, scoring an unseen
-probe; here the final query always repeats a key seen in the body (chosen uniformly among
-distinct keys whose first occurrence starts early enough to be in the body for any final
-pair size).  Noise is not supported for fuzzy recall (MAD does not use it).
+pair (a key presented earlier, with its value) and left padding to ``seq_len + 1`` tokens;
+inputs ``raw[:-1]`` (``seq_len`` tokens), targets ``raw[1:]`` (train: all, pad included) or
+scored-only (values of repeated keys + final query).
+
+The final query's key size follows MAD-Lab's distribution: uniform over ``1..k`` in training
+(MAD-Lab draws its probe's size first, then a motif of that size), so every key length is
+equally likely as the final query; a key drawn uniformly among the keys present would favour
+long keys (many of them, each rarely repeated).  The size is drawn uniformly among the sizes
+present in the body (all of ``1..k`` unless a sequence is very short), then the key uniformly
+among the distinct keys of that size whose first occurrence starts early enough to be in the
+body for any final pair size.  MAD-Lab plants its probe pair at a random index beforehand and
+can (rarely) fail to plant it, scoring an unseen probe; here the final query always repeats a
+key seen in the body.  Noise is not supported for fuzzy recall (MAD does not use it).
 """
 from __future__ import annotations
 
@@ -261,10 +267,12 @@ def generate_fuzzy(n: int, seq_len: int, vocab_size: int, kmax: int, vmax: int,
         M = M_max
     length = ksize + vsize
     pstart = _exclusive_cumsum(length)
-    # final query: a distinct key whose pair is in the body for any final pair size
-    safe = pstart < seq_len - 2 * (kmax + vmax)
-    cand = (is_first & safe).float()
-    pj = torch.multinomial(cand, 1, generator=g)  # [n, 1]
+    # final query: a distinct key whose pair is in the body for any final pair size; its size
+    # first, uniform over the sizes present (MAD-Lab: uniform over 1..k), then a key of that size
+    cand = is_first & (pstart < seq_len - 2 * (kmax + vmax))
+    has_size = torch.stack([(cand & (ksize == s)).any(1) for s in range(1, kmax + 1)], 1)
+    qsize = torch.multinomial(has_size.float(), 1, generator=g) + 1  # [n, 1]
+    pj = torch.multinomial((cand & (ksize == qsize)).float(), 1, generator=g)  # [n, 1]
     kps = length.gather(1, pj).squeeze(1)
     include = pstart < (seq_len - kps - (kmax + vmax))[:, None]
     body_len = (length * include).sum(1)

@@ -1,2 +1,5 @@
 """Optuna self-tuning (per spec x task setting) and architecture search over search spaces."""
-from .space import SearchSpace, load_space  # noqa: F401
+from ..lazy import exports
+
+__all__ = ["SearchSpace", "load_space"]
+__getattr__ = exports(__name__, {"SearchSpace": ".space", "load_space": ".space"})

@@ -25,10 +25,13 @@ def _train_overrides(args) -> dict:
     return out
 
 
-def _executor(args):
+def _executor(args, default: str = "local"):
     from ..execute import make_executor
 
-    return make_executor(args.executor, parallel=args.parallel, in_process=args.in_process,
+    kind = args.executor or ("ray" if args.address else default)
+    if args.address and kind != "ray":
+        raise ValueError("--address needs --executor ray")
+    return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
                          address=args.address, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, device=args.device)
 
@@ -37,6 +40,7 @@ def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
     from .study import best_trials, trials_frame, write_best_specs
 
     frame = trials_frame(study, objectives)
+    out_dir.mkdir(parents=True, exist_ok=True)  # an RDB --storage leaves no journal folder behind
     frame.to_csv(out_dir / "trials.csv", index=False)
     written = write_best_specs(study, objectives, out_dir) if any(
         t.user_attrs.get("spec") for t in study.trials) else []
@@ -218,41 +222,45 @@ def cmd_search(args) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="mad", help="suite name or path (default: mad)")
+    p.add_argument("--suite", default=None, help="suite name or YAML path (default: mad when training "
+                   "on a GPU, mad-quick otherwise)")
     p.add_argument("--trials", type=int, default=None, help="finished trials wanted in the study")
     p.add_argument("--study", default=None, help="study name (default: derived from the inputs)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: RDB URL (sqlite:///x.db, postgresql://...) or a journal "
                         "file path (default: RESULTS/<study>/journal.log)")
     p.add_argument("--resume", action="store_true", help="continue an existing study")
-    p.add_argument("--pruner", default=None, help="none | median | sha | hyperband")
+    p.add_argument("--pruner", default=None,
+                   help="none | median | sha | hyperband (default: median for tune, none for search)")
     p.add_argument("--seed-sampler", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task variable")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the suite's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the suite's)")
     p.add_argument("--seed", type=int, default=None, help="training seed")
-    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"])
+    p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"],
+                   help="score: test_acc_macro (MAD's macro accuracy, default) or test_acc (micro)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local processes (default) or Ray tasks (with --address: a cluster)")
+    p.add_argument("--executor", default=None, choices=["local", "ray"],
+                   help="local processes or Ray (default: local; ray with --address)")
     p.add_argument("--engine", default="plain", choices=["plain", "ensemble"],
                    help="plain: one run at a time; ensemble: each lr x wd grid as one batched model")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials per GPU")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials per GPU (default: 0)")
+    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died (default: 2)")
     p.add_argument("--objectives", default="mad_score",
-                   help="comma list of mad_score, params, state_bytes, throughput")
+                   help="comma list of mad_score, params, state_bytes, throughput (default: mad_score)")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tune", help="self-tune training hyperparameters of one spec on one task")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--task", required=True)
-    p.add_argument("--sampler", default="tpe", help="tpe | grid (the suite's lr x wd: MAD) | random | cmaes")
+    p.add_argument("spec", metavar="SPEC", help="spec file (YAML / JSON)")
+    p.add_argument("--task", required=True, help="task of the suite, e.g. in-context-recall")
+    p.add_argument("--sampler", default="tpe",
+                   help="tpe (default) | grid (the suite's lr x wd: MAD) | random | cmaes")
     p.add_argument("--space", default="lr-wd", help="search space with `training` ranges (default lr-wd)")
     _common(p)
     p.set_defaults(func=_with_defaults(cmd_tune, pruner="median"))
@@ -260,7 +268,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="architecture search over a search space")
     p.add_argument("space", metavar="SPACE", help="search space file or shipped name")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
-    p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random")
+    p.add_argument("--sampler", default="tpe", help="tpe (default) | nsga2 | random")
     p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
     _common(p)
     p.set_defaults(func=_with_defaults(cmd_search, pruner="none", trials=20))
@@ -273,6 +281,9 @@ def _with_defaults(fn, **defaults):
                 setattr(args, k, v)
         if args.trials is not None and args.trials < 1:
             raise ValueError("--trials must be >= 1")
+        if args.suite is None:
+            from ..suite import default_suite
+            args.suite = default_suite(args.device)
         return fn(args)
     run.__name__ = fn.__name__
     return run

@@ -26,12 +26,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from ..primitives import REGISTRY
 from ..primitives.registry import suggest as _did_you_mean
+from ..shipped import shipped_dir, shipped_file
 from ..spec.errors import SpecError
 from ..spec.io import load_spec, read_document, validate_document
 from ..train.config import TrainConfig
 
-SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "search_spaces"
-ARCH_DIR = Path(__file__).resolve().parent.parent.parent / "architectures"
+SPACES_DIR = shipped_dir("search_spaces")
+ARCH_DIR = shipped_dir("architectures")
 
 
 def _as_dist(value: Any) -> Any:
@@ -270,7 +271,7 @@ class SearchSpace(BaseModel):
 
 
 def resolve_space_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
+    path = shipped_file(name_or_path, "search_spaces")
     if path.is_file():
         return path
     for cand in (SPACES_DIR / path.name, SPACES_DIR / f"{path.name}.yaml"):

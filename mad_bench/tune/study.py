@@ -218,7 +218,7 @@ def _finish(study, trial, job, outcome: dict, store: ResultsStore, objectives: l
     for row in outcome["rows"]:
         key = row.pop("run_key")
         keys.append(key)
-        if not store.has(key):
+        if not store.has_result(key):  # a run that failed before is replaced by its result
             store.write(key, row)
     metrics = {**{k: v for k, v in job.extra.items() if k in ("params", "state_bytes")},
                **{k: v for k, v in outcome["metrics"].items() if k not in ("params",) or "params" not in job.extra}}

@@ -270,6 +270,17 @@ def test_fuzzy_recall_structure(split):
         assert key_sizes == {1, 2, 3}
 
 
+def test_fuzzy_recall_final_query_key_size_uniform():
+    """MAD-Lab draws the final query's key size uniformly in 1..k (not a key uniformly among
+    those present, which favours long keys): each size ~1/3 of 1500 training rows."""
+    s = get_task("fuzzy-in-context-recall")(vocab_size=16, seq_len=128, num_train_examples=1500)
+    d = s.generate("train", 3)
+    raw = torch.cat([d.inputs, d.targets[:, -1:]], 1)
+    sizes = [len(parse_fuzzy(r, 15, 7)[1][-1][0]) for r in rows(raw)]
+    freq = [sizes.count(k) / len(sizes) for k in (1, 2, 3)]
+    assert all(abs(f - 1 / 3) < 0.05 for f in freq), freq
+
+
 def test_fuzzy_recall_train_targets_include_pad():
     s = tiny("fuzzy-in-context-recall")
     d = s.generate("train", 0)

@@ -4,6 +4,8 @@ causal conv module and the FLOP estimate. The recurrences themselves are ops:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +69,15 @@ class CausalShortConv(nn.Module):
 
     def step(self, x_t: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_conv1d_step(x_t, cache, self.conv.weight)
+
+
+def key_value_gcd(d_model: int, expand_k: float, expand_v: float) -> float:
+    """The largest width that divides both the key and the value width (what heads must divide);
+    a non-integer width is returned as is (``check`` names it)."""
+    dk, dv = d_model * expand_k, d_model * expand_v
+    if dk != int(dk) or dv != int(dv):
+        return dk if dk != int(dk) else dv
+    return math.gcd(int(dk), int(dv))
 
 
 def head_width(d_model: int, expand: float, field: str, n_heads: int) -> int:

@@ -29,6 +29,12 @@ class AttentionConfig(SequenceMixerConfig):
     window: int | None = Field(None, ge=1, description="sliding window length (None: full causal)")
     bias: bool = False
 
+    def width_defaults(self, d_model: int) -> dict:
+        n_heads = self.fitted_heads("n_heads", d_model)
+        head_dim = d_model // n_heads
+        return {"n_heads": n_heads, "rotary_dim": min(type(self).model_fields["rotary_dim"].default,
+                                                      head_dim - head_dim % 2)}
+
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")

@@ -28,6 +28,7 @@ from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
     CausalShortConv, HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width,
+    key_value_gcd,
 )
 
 _ACT = {"silu": F.silu, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1.0, "identity": lambda x: x}
@@ -48,6 +49,9 @@ class DeltaNetConfig(SequenceMixerConfig):
     norm_eps: float = Field(1e-5, gt=0.0)
     chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the "
                             "Triton kernel is a sequential scan; only speed and rounding depend on it)")
+
+    def width_defaults(self, d_model: int) -> dict:
+        return {"n_heads": self.fitted_heads("n_heads", key_value_gcd(d_model, self.expand_k, self.expand_v))}
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:

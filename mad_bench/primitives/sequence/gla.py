@@ -23,7 +23,9 @@ from torch import nn
 from ...ops import gla
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width
+from ._linear_common import (
+    HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width, key_value_gcd,
+)
 
 
 
@@ -41,6 +43,9 @@ class GatedLinearAttentionConfig(SequenceMixerConfig):
                             "kernel picks its own; only speed and rounding depend on it)")
     sub_chunk_size: int = Field(16, ge=1, description="secondary chunk of the torch form; divides "
                                 "chunk_size")
+
+    def width_defaults(self, d_model: int) -> dict:
+        return {"n_heads": self.fitted_heads("n_heads", key_value_gcd(d_model, self.expand_k, self.expand_v))}
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:

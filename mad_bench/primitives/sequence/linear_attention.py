@@ -38,6 +38,9 @@ class LinearAttentionConfig(SequenceMixerConfig):
                             "kernel picks its own; only speed and rounding depend on it)")
     bias: bool = False
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"n_heads": self.fitted_heads("n_heads", d_model)}
+
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")

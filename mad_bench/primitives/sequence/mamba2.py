@@ -48,6 +48,9 @@ class Mamba2Config(SequenceMixerConfig):
     chunk_size: int = Field(64, ge=1, description="chunk length of the torch SSD (the Triton "
                             "kernel picks its own; only speed and rounding depend on it)")
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"headdim": self.fitted_heads("headdim", self.expand * d_model)}
+
     def check(self, d_model: int) -> None:
         inner = self.expand * d_model
         if inner % self.headdim:

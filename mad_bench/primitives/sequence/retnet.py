@@ -27,7 +27,9 @@ from torch import nn
 from ...ops import gla
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from ._linear_common import HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width
+from ._linear_common import (
+    HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width, key_value_gcd,
+)
 from .attention import apply_rotary, rotary_tables
 
 
@@ -42,6 +44,11 @@ class RetNetConfig(SequenceMixerConfig):
     norm_eps: float = Field(1e-5, gt=0.0)
     chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the Triton "
                             "kernel picks its own; only speed and rounding depend on it)")
+
+    def width_defaults(self, d_model: int) -> dict:
+        n_heads = self.fitted_heads("n_heads", key_value_gcd(d_model, self.expand_k, self.expand_v))
+        dk = d_model * self.expand_k / n_heads
+        return {"n_heads": n_heads, "rotary": self.rotary and dk == int(dk) and int(dk) % 2 == 0}
 
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:

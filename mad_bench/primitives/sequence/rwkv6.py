@@ -45,6 +45,9 @@ class RWKV6Config(SequenceMixerConfig):
     chunk_size: int = Field(16, ge=1, description="chunk length of the torch parallel form (the "
                             "Triton kernel is a sequential scan; only speed and rounding depend on it)")
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"head_dim": self.fitted_heads("head_dim", d_model)}
+
     def check(self, d_model: int) -> None:
         if d_model % self.head_dim:
             raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")

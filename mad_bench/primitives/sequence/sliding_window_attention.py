@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..base import largest_divisor
 from ..registry import register
 from .attention import Attention, AttentionConfig
 
@@ -28,7 +29,12 @@ class SlidingWindowAttentionConfig(AttentionConfig):
     window: int = Field(64, ge=1, description="tokens each query attends to, itself included")  # type: ignore[assignment]
 
     def heads(self, d_model: int) -> int:
-        return self.n_heads or max(1, d_model // 64)
+        """The written head count, else one head per 64 channels (a divisor of the width)."""
+        return self.n_heads or largest_divisor(d_model, max(1, d_model // 64))
+
+    def width_defaults(self, d_model: int) -> dict:
+        head_dim = d_model // self.heads(d_model)
+        return {"rotary_dim": min(type(self).model_fields["rotary_dim"].default, head_dim - head_dim % 2)}
 
     def check(self, d_model: int) -> None:
         AttentionConfig.check(self.resolved(d_model), d_model)

@@ -44,6 +44,9 @@ class SLSTMConfig(SequenceMixerConfig):
     norm_eps: float = Field(1e-6, gt=0.0)
     bias: bool = Field(False, description="bias in the output projection")
 
+    def width_defaults(self, d_model: int) -> dict:
+        return {"n_heads": self.fitted_heads("n_heads", d_model)}
+
     def check(self, d_model: int) -> None:
         if d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
