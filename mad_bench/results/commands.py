@@ -10,9 +10,7 @@ from pathlib import Path
 
 from .aggregate import METRICS
 
-BY = ("task", "setting", "primitive")     # leaderboard rows x columns
-FORMATS = ("md", "csv", "html", "json")   # leaderboard output
-PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
+from .choices import BY, FORMATS, PLOT_KINDS  # noqa: F401 - argparse choices
 
 
 def load_store(results: str):

@@ -32,7 +32,7 @@ import pandas as pd
 from .aggregate import (METRICS, failed_runs, mad_scores, run_scores, scored_runs, setting_scores,
                         task_scores)
 
-from .commands import BY, FORMATS  # the CLI's choices, defined where argparse reads them
+from .choices import BY, FORMATS
 
 MAD_COLUMN = "MAD score"
 UNKNOWN_MIXER = "(unknown)"
