@@ -12,7 +12,8 @@ from torch import nn
 
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 
-__all__ = ["chunked_flops_per_token", "HeadNorm", "CausalShortConv", "head_width", "add_qkv_projections"]
+__all__ = ["chunked_flops_per_token", "HeadNorm", "CausalShortConv", "head_width", "add_qkv_projections",
+           "conv_qkv", "conv_qkv_step", "delta_state"]
 
 # ----------------------------------------------------------------------------- modules / misc
 
@@ -101,3 +102,33 @@ def add_qkv_projections(layer: nn.Module, cfg, d_model: int) -> None:
     layer.q_proj = nn.Linear(d_model, layer.key_dim, bias=False)
     layer.k_proj = nn.Linear(d_model, layer.key_dim, bias=False)
     layer.v_proj = nn.Linear(d_model, layer.value_dim, bias=False)
+
+
+def conv_qkv(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The delta-rule layers' q, k, v: projections, then (``cfg.short_conv``) their short convs."""
+    q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
+    if layer.cfg.short_conv:
+        impl = layer.cfg.impl
+        q, k, v = layer.q_conv(q, impl), layer.k_conv(k, impl), layer.v_conv(v, impl)
+    return q, k, v
+
+
+def conv_qkv_step(layer: nn.Module, x_t: torch.Tensor, state: dict, new: dict):
+    """One step of :func:`conv_qkv`; the convs' new windows go into ``new``."""
+    q, k, v = layer.q_proj(x_t), layer.k_proj(x_t), layer.v_proj(x_t)
+    if layer.cfg.short_conv:
+        q, new["q"] = layer.q_conv.step(q, state["q"])
+        k, new["k"] = layer.k_conv.step(k, state["k"])
+        v, new["v"] = layer.v_conv.step(v, state["v"])
+    return q, k, v
+
+
+def delta_state(layer: nn.Module, batch_size: int, device=None, dtype=None) -> dict:
+    """The delta-rule layers' state: ``S [B, H, dk, dv]`` (fp32) and the short convs' windows."""
+    state = {"S": torch.zeros(batch_size, layer.n_heads, layer.dk, layer.dv, device=device,
+                              dtype=torch.float32)}
+    if layer.cfg.short_conv:
+        for name in ("q", "k", "v"):
+            state[name] = getattr(layer, f"{name}_conv").init_state(batch_size, device,
+                                                                     dtype or torch.float32)
+    return state

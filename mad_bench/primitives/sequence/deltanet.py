@@ -27,8 +27,8 @@ from ...ops import causal_conv, delta_rule
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
-    CausalShortConv, HeadNorm, add_qkv_projections, chunked_flops_per_token, head_width,
-    key_value_gcd,
+    CausalShortConv, HeadNorm, add_qkv_projections, chunked_flops_per_token, conv_qkv, conv_qkv_step,
+    delta_state, head_width, key_value_gcd,
 )
 
 _ACT = {"silu": F.silu, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1.0, "identity": lambda x: x}
@@ -100,31 +100,18 @@ class DeltaNet(SequenceMixer):
         return self.o_proj(o)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.cfg.short_conv:
-            impl = self.cfg.impl
-            q, k, v = self.q_conv(q, impl), self.k_conv(k, impl), self.v_conv(v, impl)
+        q, k, v = conv_qkv(self, x)
         q, k, v, beta = self._heads(q, k, v, x)
         o = delta_rule.chunk_delta_rule(q, k, v, beta, scale=self.dk**-0.5,
                                         chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        state = {"S": torch.zeros(batch_size, self.n_heads, self.dk, self.dv, device=device,
-                                  dtype=torch.float32)}
-        if self.cfg.short_conv:
-            for name in ("q", "k", "v"):
-                conv = getattr(self, f"{name}_conv")
-                state[name] = conv.init_state(batch_size, device, dtype or torch.float32)
-        return state
+        return delta_state(self, batch_size, device, dtype)
 
     def step(self, x_t: torch.Tensor, state):
         new = {}
-        q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
-        if self.cfg.short_conv:
-            q, new["q"] = self.q_conv.step(q, state["q"])
-            k, new["k"] = self.k_conv.step(k, state["k"])
-            v, new["v"] = self.v_conv.step(v, state["v"])
+        q, k, v = conv_qkv_step(self, x_t, state, new)
         q, k, v, beta = (t[:, :, 0] for t in self._heads(q[:, None], k[:, None], v[:, None],
                                                           x_t[:, None]))
         S, v = state["S"], v.float()
