@@ -208,7 +208,7 @@ def _execute(requests, args, title: str):
     engine = resolve_engine(args.engine, args.device)
     todo, _ = pending(requests, store, args.force)
     if todo:
-        print(f"{title}: " + describe_workload(todo, resolve_device(args.device).type, engine))
+        print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine))
     workers = args.workers or (1 if args.executor == "local" else None)
     with make_executor(args.executor, parallel=workers, in_process=workers == 1,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
@@ -338,7 +338,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks (with --address: a cluster)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="Ray: GPUs per job; fractions pack several jobs per GPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -264,7 +264,7 @@ def test_a_spec_missing_tasks_ranks_after_complete_ones_and_is_never_best():
 
 
 def _failed(spec, task, setting, lr=1e-2, seed=0):
-    summary, _ = SPECS.get(spec, ("attention+swiglu x2", 0))
+    summary = SPECS.get(spec, ("attention+swiglu x2",))[0]
     return {"spec": spec, "spec_hash": spec + "-h", "primitives": summary, "suite": "quick",
             "task": task, "setting": setting, "lr": lr, "weight_decay": 0.0, "seed": seed,
             "status": "failed", "error": "RuntimeError: boom", "params": None}
@@ -320,7 +320,7 @@ def test_a_store_of_failed_runs_only_reads_everywhere(tmp_path, capsys):
     assert main(["report", "--results", root, "--out", str(tmp_path / "r.html")]) == 0
     from mad_bench.cli import _print_scores
 
-    _print_scores(s.load(), "quick", "test_acc_macro", ["t1", "t2"])
+    _print_scores(s.load(), "quick", "test_acc_macro")
     assert "3 failed run(s) left out of the scores" in capsys.readouterr().out
 
 

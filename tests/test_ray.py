@@ -15,7 +15,10 @@ from mad_bench.cli import main
 
 ray = pytest.importorskip("ray")
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+# auth off: a token file left in ~/.ray by an earlier Ray (Ray 2.60 writes one) must not turn the
+# test cluster's head to token mode while its clients send none
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0",
+       "RAY_AUTH_MODE": "disabled"}
 TINY = {"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2, "rotary_dim": 2},
                                                    {"type": "swiglu", "d_inner": 32}]}
 

@@ -94,6 +94,7 @@ def test_mad_score_by_hand_with_seeds_and_a_partial_grid(tmp_path):
     worked out here by hand."""
     rows = [
         # t1/s1: seed 0 best of {0.2, 0.8} = 0.8; seed 1 best of {0.6, failed} = 0.6 -> 0.7
+        # (a failed run is no score: seed 1 has one grid point, so the grid is partial)
         row("a", "t1", "s1", 1e-3, 0.0, 0.2, seed=0), row("a", "t1", "s1", 1e-4, 0.0, 0.8, seed=0),
         row("a", "t1", "s1", 1e-3, 0.0, 0.6, seed=1), row("a", "t1", "s1", 1e-4, 0.0, None, "failed", seed=1),
         # t1/s2: seed 0 only one grid point (partial) 0.3; seed 1 best of {0.1, 0.5} = 0.5 -> 0.4
@@ -110,7 +111,8 @@ def test_mad_score_by_hand_with_seeds_and_a_partial_grid(tmp_path):
     assert mad_score(pd.DataFrame(rows)) == pytest.approx(expected)
     settings = setting_scores(pd.DataFrame(rows)).set_index(["task", "setting"])
     assert settings.loc[("t1", "s2"), "score"] == pytest.approx(0.4)
-    assert not settings.loc[("t1", "s2"), "grid_complete"] and settings.loc[("t1", "s1"), "grid_complete"]
+    assert not settings.loc[("t1", "s2"), "grid_complete"] and not settings.loc[("t1", "s1"), "grid_complete"]
+    assert settings.loc[("t2", "s1"), "grid_complete"]  # pruned and diverged runs are results
     assert mad_score([]) == 0.0
     assert row_score(rows[1]) == 0.8 and row_score(rows[3]) == 0.0 and row_score(rows[7]) == row_score(rows[9]) == 0.0
     with pytest.raises(ValueError, match="one spec"):

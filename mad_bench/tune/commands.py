@@ -244,7 +244,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", default=None, choices=["local", "ray"],
                    help="local processes or Ray (default: local; ray with --address)")
     p.add_argument("--engine", default="plain", choices=["plain", "ensemble"],
-                   help="plain: one run at a time; ensemble: each lr x wd grid as one batched model")
+                   help="plain (default): one run at a time; ensemble: each lr x wd grid as one batched model")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")

@@ -60,7 +60,7 @@ def test_torch_chunked_form_matches_fp64_recurrence(strong):
 
 def test_zero_decay_is_the_delta_rule():
     """log_g = 0 reduces to DeltaNet's (ungated) delta rule."""
-    from mad_bench.primitives.sequence._linear_common import recurrent_delta_rule
+    from mad_bench.ops.delta_rule.reference import recurrent_delta_rule
 
     q, k, v, beta, _, _ = (t.detach() if t is not None else None for t in _inputs(1, 2, 13, 4, 4))
     o = gated_delta_rule(q, k, v, beta, torch.zeros_like(beta), 0.5, impl="torch")
