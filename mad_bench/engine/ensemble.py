@@ -407,9 +407,9 @@ class Ensemble:
             if a is None or b is None:
                 continue
             # per member, relative to the member's gradient norm (tiny gradients: absolute)
-            dims = tuple(range(1, a.dim()))
-            ref = b.flatten(1).norm(dim=1).clamp(min=1e-3)
-            err = ((a - b).flatten(1).norm(dim=1) / ref).max().item() if dims else (a - b).abs().max().item()
+            G = a.shape[0]
+            ref = b.reshape(G, -1).norm(dim=1).clamp(min=1e-3)
+            err = ((a - b).reshape(G, -1).norm(dim=1) / ref).max().item()
             if not torch.isfinite(a).all():
                 err = math.inf
             if err > worst:
