@@ -134,6 +134,17 @@ def pick(gpu: dict, interp: dict | None = None) -> dict:
     return dict(gpu)
 
 
+def state_block_config(dk: int, dv: int, interp_bv: int = 32) -> dict:
+    """Launch config of the recurrent kernels that keep a [K, V-block] state in registers (delta
+    rule, gated delta rule, RWKV-6): the whole key width, a value block of at most 64 with
+    at most 16 state elements per thread (ptxas: no spills); under the interpreter, wider
+    value blocks (``interp_bv``) and so fewer programs."""
+    BK = next_pow2(dk)
+    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
+    nw = min(8, max(1, BK * BV // 512))
+    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), interp_bv)))
+
+
 _SM_COUNT: dict[int, int] = {}
 
 

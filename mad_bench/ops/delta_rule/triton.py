@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..vmap_rules import vmap_apply
-from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..dispatch import jit, state_block_config, tl, triton
 
 __all__ = ["delta_rule_triton", "DeltaRuleFunction"]
 
@@ -166,13 +166,6 @@ def _dr_bwd_kernel(
     tl.store(DS0 + bh * DK * DV + st_off, dS, mask=m2)
 
 
-def _cfg(dk: int, dv: int) -> dict:
-    BK = next_pow2(dk)
-    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
-    nw = min(8, max(1, BK * BV // 512))  # <= 16 state elements per thread (ptxas: no spills)
-    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), 32)))
-
-
 def _s4(t):
     return tuple(t.stride())
 
@@ -180,7 +173,7 @@ def _s4(t):
 def _dr_fwd(q, k, v, beta, scale, s0):
     B, H, L, DK = q.shape
     DV = v.shape[-1]
-    cfg = _cfg(DK, DV)
+    cfg = state_block_config(DK, DV)
     ck = _ck(DK, DV)
     nck = triton.cdiv(L, ck)
     o = torch.empty_like(v)
@@ -199,7 +192,7 @@ def _dr_fwd(q, k, v, beta, scale, s0):
 def _dr_bwd(q, k, beta, scale, do, dsfin, err, ckpt, sfin, v_like):
     B, H, L, DK = q.shape
     DV = v_like.shape[-1]
-    cfg = _cfg(DK, DV)
+    cfg = state_block_config(DK, DV)
     nv = triton.cdiv(DV, cfg["BV"])
     nck = ckpt.shape[1]
     dq_p = torch.empty((nv, B, H, L, DK), device=q.device, dtype=torch.float32)

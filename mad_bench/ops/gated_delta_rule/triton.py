@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..dispatch import jit, state_block_config, tl, triton
 from ..vmap_rules import vmap_apply
 
 __all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
@@ -157,13 +157,6 @@ def _gdr_bwd_kernel(
     tl.store(DS0 + bh * DK * DV + st_off, dS, mask=m2)
 
 
-def _cfg(dk: int, dv: int) -> dict:
-    BK = next_pow2(dk)
-    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
-    nw = min(8, max(1, BK * BV // 512))
-    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), 32)))
-
-
 def _s(t):
     return tuple(t.stride())
 
@@ -180,7 +173,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                 f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
                 f"{tuple(log_g.shape)}")
         s0 = initial_state.float().contiguous() if initial_state is not None else None
-        cfg = _cfg(DK, DV)
+        cfg = state_block_config(DK, DV)
         nck = triton.cdiv(L, CK)
         dev = q.device
         o = torch.empty_like(v)
@@ -204,7 +197,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         B, H, L, DK = q.shape
         shape, dtype = ctx.v_meta
         DV = shape[-1]
-        cfg = _cfg(DK, DV)
+        cfg = state_block_config(DK, DV)
         nv = triton.cdiv(DV, cfg["BV"])
         dev = q.device
         f32 = dict(device=dev, dtype=torch.float32)

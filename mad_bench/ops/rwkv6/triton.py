@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..dispatch import jit, state_block_config, tl, triton
 
 __all__ = ["WKV6Function"]
 
@@ -157,13 +157,6 @@ def _wkv6_bwd_kernel(
     tl.store(DU_P + part * DK + kk, du, mask=km)
 
 
-def _cfg(dk: int, dv: int) -> dict:
-    BK = next_pow2(dk)
-    BV = min(next_pow2(dv), max(16, 4096 // BK), 64)
-    nw = min(8, max(1, BK * BV // 512))
-    return pick(dict(BK=BK, BV=BV, num_warps=nw), dict(BK=BK, BV=min(next_pow2(dv), 16)))
-
-
 def _s4(t):
     return tuple(t.stride())
 
@@ -177,7 +170,7 @@ class WKV6Function(torch.autograd.Function):
             raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K]; got "
                              f"{tuple(r.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
                              f"{tuple(logw.shape)}, {tuple(u.shape)}")
-        cfg = _cfg(DK, DV)
+        cfg = state_block_config(DK, DV, interp_bv=16)
         ck = _ck(cfg["BK"], cfg["BV"])
         nck = triton.cdiv(L, ck)
         o = torch.empty_like(v)
@@ -196,7 +189,7 @@ class WKV6Function(torch.autograd.Function):
         r, k, v, logw, u, ckpt = ctx.saved_tensors
         B, H, L, DK = r.shape
         DV = v.shape[-1]
-        cfg = _cfg(DK, DV)
+        cfg = state_block_config(DK, DV, interp_bv=16)
         nv = triton.cdiv(DV, cfg["BV"])
         nck = ckpt.shape[1]
         ck = ctx.ck
