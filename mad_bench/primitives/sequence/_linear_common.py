@@ -13,7 +13,7 @@ from torch import nn
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 
 __all__ = ["chunked_flops_per_token", "HeadNorm", "CausalShortConv", "head_width", "add_qkv_projections",
-           "conv_qkv", "conv_qkv_step", "delta_state"]
+           "add_delta_rule_io", "conv_qkv", "conv_qkv_step", "delta_state"]
 
 # ----------------------------------------------------------------------------- modules / misc
 
@@ -102,6 +102,19 @@ def add_qkv_projections(layer: nn.Module, cfg, d_model: int) -> None:
     layer.q_proj = nn.Linear(d_model, layer.key_dim, bias=False)
     layer.k_proj = nn.Linear(d_model, layer.key_dim, bias=False)
     layer.v_proj = nn.Linear(d_model, layer.value_dim, bias=False)
+
+
+def add_delta_rule_io(layer: nn.Module, cfg, d_model: int) -> None:
+    """What the delta-rule layers put around their op (after their q/k/v projections): the short
+    convs on q, k, v (``cfg.short_conv``), then the per-head RMS norm, the optional swish gate
+    (``cfg.output_gate``) and the output projection."""
+    if cfg.short_conv:
+        layer.q_conv = CausalShortConv(layer.key_dim, cfg.conv_size)
+        layer.k_conv = CausalShortConv(layer.key_dim, cfg.conv_size)
+        layer.v_conv = CausalShortConv(layer.value_dim, cfg.conv_size)
+    layer.g_proj = nn.Linear(d_model, layer.value_dim, bias=False) if cfg.output_gate else None
+    layer.o_norm = HeadNorm(layer.dv, "rms", cfg.norm_eps)
+    layer.o_proj = nn.Linear(layer.value_dim, d_model, bias=False)
 
 
 def conv_qkv(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from ...ops import causal_conv, delta_rule
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
-    CausalShortConv, HeadNorm, add_qkv_projections, chunked_flops_per_token, conv_qkv, conv_qkv_step,
+    add_delta_rule_io, add_qkv_projections, chunked_flops_per_token, conv_qkv, conv_qkv_step,
     delta_state, head_width, key_value_gcd,
 )
 
@@ -72,13 +72,7 @@ class DeltaNet(SequenceMixer):
         add_qkv_projections(self, cfg, d_model)
         H = self.n_heads
         self.b_proj = nn.Linear(d_model, H, bias=False)
-        if cfg.short_conv:
-            self.q_conv = CausalShortConv(self.key_dim, cfg.conv_size)
-            self.k_conv = CausalShortConv(self.key_dim, cfg.conv_size)
-            self.v_conv = CausalShortConv(self.value_dim, cfg.conv_size)
-        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if cfg.output_gate else None
-        self.o_norm = HeadNorm(self.dv, "rms", cfg.norm_eps)
-        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+        add_delta_rule_io(self, cfg, d_model)
 
     def _split(self, t: torch.Tensor, d: int) -> torch.Tensor:  # [B, L, H*d] -> [B, H, L, d]
         B, L, _ = t.shape

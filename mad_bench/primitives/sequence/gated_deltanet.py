@@ -31,7 +31,7 @@ from ...ops import causal_conv, gated_delta_rule
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
-    CausalShortConv, HeadNorm, chunked_flops_per_token, conv_qkv, conv_qkv_step, delta_state,
+    add_delta_rule_io, chunked_flops_per_token, conv_qkv, conv_qkv_step, delta_state,
 )
 
 
@@ -77,13 +77,7 @@ class GatedDeltaNet(SequenceMixer):
         dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         dt = dt.clamp_min(1e-4)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
-        if cfg.short_conv:
-            self.q_conv = CausalShortConv(self.key_dim, cfg.conv_size)
-            self.k_conv = CausalShortConv(self.key_dim, cfg.conv_size)
-            self.v_conv = CausalShortConv(self.value_dim, cfg.conv_size)
-        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if cfg.output_gate else None
-        self.o_norm = HeadNorm(self.dv, "rms", cfg.norm_eps)
-        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+        add_delta_rule_io(self, cfg, d_model)
 
     def _split(self, t: torch.Tensor, d: int) -> torch.Tensor:  # [B, L, H*d] -> [B, H, L, d]
         B, L, _ = t.shape
