@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mad_bench import load_spec  # noqa: E402
-from mad_bench.engine.ensemble import EngineOptions, build_ensemble  # noqa: E402
+from mad_bench.train.ensemble import EngineOptions, build_ensemble  # noqa: E402
 from mad_bench.suite import expand, load_suite  # noqa: E402
 from mad_bench.train.trainer import resolve_device  # noqa: E402
 

@@ -8,7 +8,7 @@ import torch
 
 from mad_bench import load_spec
 from mad_bench.engine import EngineInfo, EngineOptions, train_grid
-from mad_bench.engine.ensemble import build_ensemble
+from mad_bench.train.ensemble import build_ensemble
 from mad_bench.suite import expand, load_suite
 from mad_bench.train.trainer import train
 

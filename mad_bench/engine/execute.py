@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..runs import RunRequest, error_line, make_row, run_one
-from ..train.trainer import resolve_device
-from .ensemble import EngineInfo, EngineOptions, train_grid
+from ..train.core import resolve_device
+from ..train.ensemble import EngineInfo, EngineOptions, train_grid
 
 log = logging.getLogger("mad_bench.engine")
 

@@ -70,10 +70,45 @@ def autocast(device: torch.device, cfg: TrainConfig, cache: bool = True):
 
 
 def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:
+    """The lr of optimizer step ``step`` (0-based) of ``total``. ``lr_schedule_unit: epoch``
+    holds it for an epoch (``total // cfg.epochs`` steps) at
+    ``min_lr + (lr - min_lr)(1 + cos(pi e / epochs)) / 2`` for epoch ``e`` (0-based): torch's
+    CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once per epoch, as MAD-Lab's
+    Lightning module does (mad/model/pl_model_wrapper.py, configure_optimizers)."""
+    if cfg.lr_schedule_unit == "epoch":
+        epoch = step // max(1, total // cfg.epochs)
+        progress = epoch / cfg.epochs
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+NORM_TYPES: tuple[type, ...] = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm,
+                                torch.nn.BatchNorm1d)
+
+
+def decays(model: torch.nn.Module, cfg: TrainConfig) -> list[bool]:
+    """Per parameter (``model.named_parameters()`` order): does weight decay apply to it?
+
+    ``weight_decay_scope: mad`` follows MAD-Lab's configure_optimizers
+    (mad/model/pl_model_wrapper.py): no decay for biases, norm weights, or parameters marked
+    ``_no_weight_decay`` (Mamba's A_log and D). MAD-Lab tests ``"bias" in name`` and
+    ``"norm" in name`` on its own parameter names; here a norm is recognised by its module
+    type or a module name containing "norm", a bias by the parameter's own name."""
+    if cfg.weight_decay_scope == "all":
+        return [True for _ in model.parameters()]
+    in_norm: set[int] = set()
+    for mname, module in model.named_modules():
+        leaf = mname.rsplit(".", 1)[-1].lower()
+        if isinstance(module, NORM_TYPES) or "norm" in leaf or type(module).__name__.lower().endswith("norm"):
+            in_norm.update(id(p) for p in module.parameters(recurse=False))
+    out = []
+    for name, p in model.named_parameters():
+        own = name.rsplit(".", 1)[-1]
+        out.append(not ("bias" in own or id(p) in in_norm or getattr(p, "_no_weight_decay", False)))
+    return out
 
 
 def prepare_run(spec, setting, seed: int, device: torch.device, data=None):
@@ -98,7 +133,7 @@ class RunRules:
     cfg: TrainConfig
     result: RunResult
     on_eval: EvalCallback | None = None
-    best_loss: float = math.inf
+    best_ppl: float = math.inf   # the lowest test perplexity so far (selection and patience)
     evals_since_best: int = 0
 
     @property
@@ -123,7 +158,12 @@ class RunRules:
         return False
 
     def after_eval(self, epoch: int, metrics: dict) -> bool:
-        """The epoch's test ``metrics`` (acc, acc_macro, loss); True when the run stops here."""
+        """The epoch's test ``metrics`` (acc, acc_macro, loss, ppl); True when the run stops here.
+
+        MAD-Lab (train.py): the scored model is the checkpoint of lowest test perplexity
+        (ModelCheckpoint(monitor="test/Perplexity_epoch", mode="min"), re-validated after fit),
+        also when EarlyStopping(monitor="test/Accuracy_epoch", stopping_threshold=0.999) ended
+        the run; that threshold is strict (``>``)."""
         r, cfg = self.result, self.cfg
         record = {"epoch": epoch, "train_loss": r.train_loss, "train_acc": r.train_acc,
                   **{f"test_{k}": v for k, v in metrics.items()}}
@@ -131,9 +171,10 @@ class RunRules:
         if not math.isfinite(metrics["loss"]):
             r.status = r.stop_reason = "diverged"
             return True
-        improved = metrics["loss"] < self.best_loss
+        ppl = metrics.get("ppl", math.exp(min(metrics["loss"], 700.0)))
+        improved = ppl < self.best_ppl
         if improved:
-            self.best_loss, self.evals_since_best = metrics["loss"], 0
+            self.best_ppl, self.evals_since_best = ppl, 0
         else:
             self.evals_since_best += 1
         if cfg.eval_select == "last" or improved:
@@ -141,10 +182,11 @@ class RunRules:
         if self.on_eval is not None and self.on_eval(epoch, record):
             r.status = r.stop_reason = "pruned"
             return True
-        if cfg.stop_at_accuracy is not None and metrics["acc"] >= cfg.stop_at_accuracy:
-            self._select(epoch, metrics)  # the score cannot improve further: report this epoch
-            r.stop_reason = "perfect"
-            return True
+        if cfg.stop_at_accuracy is not None:
+            watched = metrics[cfg.stop_metric]
+            if watched > cfg.stop_at_accuracy or watched >= 1.0:
+                r.stop_reason = "perfect"
+                return True
         if cfg.early_stop_patience is not None and self.evals_since_best >= cfg.early_stop_patience:
             r.stop_reason = "early_stop"
             return True

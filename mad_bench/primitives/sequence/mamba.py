@@ -88,6 +88,8 @@ class Mamba(SequenceMixer):
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # S4D-real
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(E))
+        # mamba_ssm (and MAD-Lab's copy, mad/model/layers/mamba.py) exempt both from weight decay
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True
 
     def _split(self, xc: torch.Tensor):
         N, R = self.cfg.d_state, self.dt_rank

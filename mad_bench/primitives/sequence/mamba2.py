@@ -89,6 +89,8 @@ class Mamba2(SequenceMixer):
         A = torch.empty(H).uniform_(cfg.A_init_min, cfg.A_init_max)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(H))
+        # mamba_ssm's Mamba2 exempts dt_bias, A_log and D from weight decay
+        self.dt_bias._no_weight_decay = self.A_log._no_weight_decay = self.D._no_weight_decay = True
         self.norm_weight = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d_model, bias=cfg.bias)
 

@@ -40,3 +40,13 @@ def batched_counts(preds: torch.Tensor, targets: torch.Tensor, num_classes: int,
 
 def member_counts(tp: torch.Tensor, support: torch.Tensor, predicted: torch.Tensor, g: int) -> AccuracyCounts:
     return AccuracyCounts(tp[g], support[g], predicted[g])
+
+
+def batched_macro(tp: torch.Tensor, support: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """``[G, C]`` counts of one batch -> ``[G]`` float64 macro accuracy per member, with
+    :meth:`AccuracyCounts.macro`'s semantics (classes seen in targets or predictions count)."""
+    tp, sup, pred = tp.double(), support.double(), predicted.double()
+    score = torch.where(sup > 0, tp / sup.clamp_min(1), torch.zeros_like(tp))
+    seen = ((sup + pred - tp) > 0).double()  # tp + fp + fn > 0
+    wsum = seen.sum(-1)
+    return torch.where(wsum > 0, (seen * score).sum(-1) / wsum.clamp_min(1), torch.zeros_like(wsum))

@@ -50,7 +50,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +60,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..spec import ArchitectureSpec
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
-from ..train.config import TrainConfig
-from ..train.core import RunResult, RunRules, autocast, cosine_lr, prepare_run, resolve_device, uses_bf16
+from .config import TrainConfig
+from .core import (RunResult, RunRules, autocast, cosine_lr, decays, prepare_run, resolve_device,
+                          uses_bf16)
 from .graphs import Program
-from .metrics import batched_counts
+from .member_metrics import batched_counts, batched_macro
 
 log = logging.getLogger("mad_bench.engine")
 
@@ -73,7 +74,8 @@ ADAM_EPS = 1e-8  # torch.optim.AdamW's default, which the trainer uses
 @dataclass
 class EngineOptions:
     mode: str = "auto"
-    """``auto``: vmap when the probe passes, else loop; ``vmap`` / ``loop`` force one."""
+    """``auto``: vmap when the probe passes, else loop (one member: ``single``, the plain
+    trainer's case, no vmap and no probe); ``vmap`` / ``loop`` force one."""
     capture: bool | None = None
     """Capture steps in CUDA graphs (None: on CUDA). Ignored on CPU."""
     capture_eval: bool = True
@@ -155,6 +157,17 @@ def _vmap_safe_attention(device: torch.device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
+class _MemberModel(torch.nn.Module):
+    """One member as a plain module (``model(x)``): the shared model on that member's parameters."""
+
+    def __init__(self, model: torch.nn.Module, params: dict):
+        super().__init__()
+        self.model, self.member_params = model, params
+
+    def forward(self, x):
+        return functional_call(self.model, self.member_params, (x,))
+
+
 @dataclass
 class _Member:
     index: int                # position in the caller's grid
@@ -172,8 +185,10 @@ class Ensemble:
 
     def __init__(self, model: torch.nn.Module, cfgs: Sequence[TrainConfig], x_train, y_train,
                  x_test, y_test, vocab: int, device: torch.device, options: EngineOptions,
-                 info: EngineInfo | None = None, on_eval: Sequence | None = None):
+                 info: EngineInfo | None = None, on_eval: Sequence | None = None,
+                 columns: Callable[[torch.nn.Module], dict] | None = None):
         base = cfgs[0]
+        self.columns = columns  # task hook: extra test columns of a member's final model
         for c in cfgs[1:]:
             same = c.model_copy(update={"lr": base.lr, "weight_decay": base.weight_decay})
             if same != base:
@@ -215,7 +230,9 @@ class Ensemble:
         sched = _schedule_table(cfgs, self.total_steps)
         self.sched = torch.cat([sched, sched[-1:]]).to(device)
         self.active = torch.ones(G, dtype=torch.bool, device=device)
-        self.used_mask: torch.Tensor | None = None
+        # [1, N] 0/1 per element: weight decay applies (weight_decay_scope, used parameters)
+        self.decay_flags = decays(model, base)
+        self.decay_mask: torch.Tensor | None = self._mask(self.decay_flags)
         self.has_aux = False
         self.mode = "vmap"
         # dropout > 0: vmap(randomness="same") draws one mask per call, as each plain run does;
@@ -233,6 +250,12 @@ class Ensemble:
         self.eval_prog: Program | None = None
 
     # ------------------------------------------------------------------ state layout
+    def _mask(self, flags: Sequence[bool]) -> torch.Tensor | None:
+        """Per-parameter flags as a ``[1, N]`` float mask over the flat buffer (None: all set)."""
+        if all(flags):
+            return None
+        return torch.cat([torch.full((n,), float(f)) for f, n in zip(flags, self.numels)]).to(self.dev)[None]
+
     @property
     def G(self) -> int:
         return self.flat.shape[0]
@@ -257,13 +280,16 @@ class Ensemble:
         self.ev_loss = torch.zeros(G, dtype=torch.float64, device=dev)
         self.ev_n = torch.zeros((), dtype=torch.float64, device=dev)
         self.ev_counts = [torch.zeros(G, C, dtype=torch.long, device=dev) for _ in range(3)]
+        # per test batch, weighted by its examples: loss, perplexity, macro accuracy (eval_reduce batch)
+        self.ev_batch = torch.zeros(G, 3, dtype=torch.float64, device=dev)
+        self.ev_examples = torch.zeros((), dtype=torch.float64, device=dev)
 
     def _train_state(self) -> list[torch.Tensor]:
         return [self.flat, self.exp_avg, self.exp_avg_sq, self.step_ctr, self.batch_ctr,
                 self.tr_loss, self.tr_finite, *self.tr_counts]
 
     def _eval_state(self) -> list[torch.Tensor]:
-        return [self.eval_ctr, self.ev_loss, self.ev_n, *self.ev_counts]
+        return [self.eval_ctr, self.ev_loss, self.ev_n, *self.ev_counts, self.ev_batch, self.ev_examples]
 
     # ------------------------------------------------------------------ the model
     def _member_fn(self):
@@ -281,7 +307,10 @@ class Ensemble:
         """``x[B, L]`` -> (logits ``[G, B, L, V]``, aux ``[G]`` or None)."""
         mode = mode or self.mode
         fn = self._member_fn()
-        if mode == "vmap":
+        if mode == "single":  # one member: the model itself on its parameter views
+            out = fn({k: v[0] for k, v in self.params.items()}, x)
+            out = tuple(o.unsqueeze(0) for o in out) if self.has_aux else out.unsqueeze(0)
+        elif mode == "vmap":
             with _vmap_safe_attention(self.dev):
                 out = vmap(fn, in_dims=(0, None), randomness="same")(self.params, x)
         else:
@@ -327,8 +356,8 @@ class Ensemble:
                 norm = torch.linalg.vector_norm(g, dim=1)
                 clip = (cfg.grad_clip / (norm + 1e-6)).clamp(max=1.0)
                 g.mul_(clip[:, None])
-            if self.used_mask is not None:
-                decay = 1 + (decay - 1) * self.used_mask
+            if self.decay_mask is not None:
+                decay = 1 + (decay - 1) * self.decay_mask
             beta1, beta2 = cfg.betas
             self.flat.mul_(decay)
             self.exp_avg.lerp_(g, 1 - beta1)
@@ -361,12 +390,20 @@ class Ensemble:
             logits, _ = self._forward(x)
         lg = logits.float()
         ce = F.cross_entropy(lg.flatten(0, -2), y.expand(G, *y.shape).reshape(-1),
-                             ignore_index=IGNORE_INDEX, reduction="none").view(G, -1).sum(1)
-        self.ev_loss.add_(ce.double())
-        self.ev_n.add_((y != IGNORE_INDEX).sum())
+                             ignore_index=IGNORE_INDEX, reduction="none").view(G, -1).sum(1).double()
+        n_tok = (y != IGNORE_INDEX).sum()
+        self.ev_loss.add_(ce)
+        self.ev_n.add_(n_tok)
         preds = lg.argmax(-1).view(G, -1)
-        for acc, c in zip(self.ev_counts, batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)):
+        counts = batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)
+        for acc, c in zip(self.ev_counts, counts):
             acc.add_(c)
+        # MAD-Lab's metrics: each per batch, then Lightning's batch-size-weighted epoch mean
+        n_ex = float(x.shape[0])
+        batch_loss = ce / n_tok.clamp(min=1)
+        per_batch = torch.stack([batch_loss, batch_loss.exp(), batched_macro(*counts)], 1)
+        self.ev_batch.add_(per_batch, alpha=n_ex)
+        self.ev_examples.add_(n_ex)
 
     def _eval_step(self) -> None:
         L = self.x_test.shape[1]
@@ -430,12 +467,11 @@ class Ensemble:
             params = list(self.model.parameters())
             grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
             unused = [name for name, gr in zip(self.names, grads) if gr is None]
-            if unused:
-                mask = torch.cat([torch.full((n,), float(gr is not None)) for gr, n in zip(grads, self.numels)])
-                self.used_mask = mask.to(self.dev)[None]
+            if unused:  # torch.optim skips them: no weight decay either
+                self.decay_mask = self._mask([d and gr is not None for d, gr in zip(self.decay_flags, grads)])
                 self.info.notes.append(f"parameters without gradient, not updated: {unused}")
-            if mode == "loop":
-                self.mode = "loop"
+            if mode == "loop" or (mode == "auto" and self.G == 1):
+                self.mode = "loop" if mode == "loop" else "single"
                 return
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -460,7 +496,7 @@ class Ensemble:
 
     def build_programs(self) -> None:
         capture = self.capture
-        self.replay_rng = self.mode == "loop" and self.dropout > 0
+        self.replay_rng = self.mode == "loop" and self.dropout > 0 and self.G > 1
         if self.replay_rng:
             capture = False  # the RNG replay is host-side
         self.model.train()
@@ -505,15 +541,32 @@ class Ensemble:
             vals = [AccuracyCounts(*(c[g] for c in self.tr_counts)).micro()]
             if evaluated:
                 ev = AccuracyCounts(*(c[g] for c in self.ev_counts))
-                vals += [ev.micro(), ev.macro(), self.ev_loss[g] / self.ev_n.clamp(min=1)]
+                set_loss = self.ev_loss[g] / self.ev_n.clamp(min=1)
+                if self.base_cfg.eval_reduce == "batch":
+                    b = self.ev_batch[g] / self.ev_examples.clamp(min=1)
+                    vals += [ev.micro(), b[2], b[0], b[1]]
+                else:
+                    vals += [ev.micro(), ev.macro(), set_loss, set_loss.clamp(max=700).exp()]
             per.append(torch.stack([v.double() for v in vals]))
         table = torch.cat([torch.stack(cols, 1), torch.stack(per)], 1).tolist()
-        keys = ["finite", "loss_sum", "train_acc"] + (["acc", "acc_macro", "loss"] if evaluated else [])
+        keys = ["finite", "loss_sum", "train_acc"] + (["acc", "acc_macro", "loss", "ppl"] if evaluated else [])
         return [dict(zip(keys, row)) for row in table]
 
     def _stop(self, m: _Member, slot: int) -> None:
         m.done = True
         self.active[slot] = False
+        self._final_columns(m, slot)
+
+    def _final_columns(self, m: _Member, slot: int) -> None:
+        """The task's extra test columns (mqar-mixture: accuracy per segment) from the member's
+        final parameters, read before compaction drops them; ok runs only, as the trainer."""
+        if self.columns is None or m.result.status != "ok":
+            return
+        member = _MemberModel(self.model, {k: v[slot].detach() for k, v in self.params.items()})
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            m.result.extra = self.columns(member)
+        self.model.train()
 
     def run(self, progress=None) -> list[RunResult]:
         cfg = self.base_cfg
@@ -544,6 +597,8 @@ class Ensemble:
                 self.eval_ctr.zero_()
                 self.ev_loss.zero_()
                 self.ev_n.zero_()
+                self.ev_batch.zero_()
+                self.ev_examples.zero_()
                 for c in self.ev_counts:
                     c.zero_()
                 for _ in range(self.n_test_full):
@@ -559,6 +614,9 @@ class Ensemble:
             for m in running:
                 m.wall_s += dt / n_active
             if epoch == cfg.epochs or all(m.done for m in self.members):
+                for slot, mi in enumerate(self.slots):
+                    if not self.members[mi].done:
+                        self._final_columns(self.members[mi], slot)
                 break  # (no compaction after the last epoch: nothing is left to train)
             if self.opts.compact and any(self.members[s].done for s in self.slots):
                 t1 = time.perf_counter()
@@ -584,7 +642,7 @@ class Ensemble:
                 continue
             if not evaluated:
                 continue
-            metrics = {"acc": s["acc"], "acc_macro": s["acc_macro"], "loss": s["loss"]}
+            metrics = {"acc": s["acc"], "acc_macro": s["acc_macro"], "loss": s["loss"], "ppl": s["ppl"]}
             if math.isfinite(metrics["loss"]):
                 best_acc = max(best_acc, metrics["acc"])
                 best_loss_seen = min(best_loss_seen, metrics["loss"])
@@ -651,8 +709,16 @@ def build_ensemble(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
     first: call inside ``torch.random.fork_rng`` to leave the caller's RNG alone), probed and
     with its step programs captured: ready to ``run``."""
     opts = options or EngineOptions()
-    model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, cfgs[0].seed, device, data)
-    ens = Ensemble(model, cfgs, x_train, y_train, x_test, y_test, vocab, device, opts, info, on_eval)
+    seed = cfgs[0].seed
+    data = data or (setting.generate("train", seed), setting.generate("test", seed))
+    model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, seed, device, data)
+    columns = None
+    test_columns = getattr(setting, "test_columns", None)  # task hook (mqar-mixture segments)
+    if test_columns is not None:
+        bs = cfgs[0].batch_size
+        columns = lambda member: test_columns(member, x_test, data[1], bs)  # noqa: E731
+    ens = Ensemble(model, cfgs, x_train, y_train, x_test, y_test, vocab, device, opts, info, on_eval,
+                   columns)
     ens.probe()
     ens.build_programs()
     ens.info.mode, ens.info.members = ens.mode, len(cfgs)
