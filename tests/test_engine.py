@@ -346,3 +346,18 @@ def test_stop_is_strict_on_the_watched_metric_and_the_score_is_the_lowest_perple
     r = rules.result
     assert r.stop_reason == "perfect"
     assert r.best_epoch == 1 and r.test_acc_macro == 0.9  # epoch 1 had the lower perplexity
+
+
+@pytest.mark.parametrize("mode", ["vmap", "single"])
+def test_the_compiled_step_computes_the_eager_step(mode):
+    """torch.compile of the step's two halves (aot_eager here: the same graphs that inductor
+    fuses on CUDA) trains every member as the eager step does."""
+    grid = GRID if mode == "vmap" else GRID[:1]
+    cfg = CFG.model_copy(update={"epochs": 1, "grad_clip": 0.5, **MAD_RULES})
+    eager = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", options=EngineOptions(compile=None))
+    info = EngineInfo()
+    got = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", info=info,
+                     options=EngineOptions(compile="aot_eager"))
+    assert info.mode == mode and info.compiled and info.compile_failure is None
+    for a, b in zip(got, eager):
+        assert_same(a, b, tol=1e-5)

@@ -83,6 +83,10 @@ class EngineOptions:
     compact: bool = True
     """Drop stopped members from the ensemble at epoch boundaries (re-captures the graphs)."""
     capture_warmup: int = 3
+    compile: str | None = "auto"
+    """torch.compile the step's two halves (forward + loss, clipping + AdamW + metrics) with
+    this backend: ``auto`` is ``inductor`` on CUDA and off elsewhere; None / ``off``: eager.
+    A step that fails to compile runs eagerly (logged in :class:`EngineInfo`)."""
     max_members: int | None = None
     """Split a larger grid into ensembles of at most this many members (memory)."""
     probe: bool = True
@@ -98,6 +102,8 @@ class EngineInfo:
     members: int = 0
     captured_train: bool = False
     captured_eval: bool = False
+    compiled: bool = False
+    compile_failure: str | None = None
     capture_failure: str | None = None
     fallback_reason: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -166,6 +172,17 @@ class _MemberModel(torch.nn.Module):
 
     def forward(self, x):
         return functional_call(self.model, self.member_params, (x,))
+
+
+def _raise_recompile_limits() -> None:
+    """Dynamo keeps a few compiled versions per function; a bench compiles the step once per
+    (spec, setting, ensemble size), so the defaults (8) would silently send later settings to
+    eager execution."""
+    import torch._dynamo.config as dyn
+    for name, floor in (("recompile_limit", 512), ("cache_size_limit", 512),
+                        ("accumulated_recompile_limit", 8192), ("accumulated_cache_size_limit", 8192)):
+        if hasattr(dyn, name):
+            setattr(dyn, name, max(getattr(dyn, name), floor))
 
 
 @dataclass
@@ -248,6 +265,15 @@ class Ensemble:
         self._alloc_metrics()
         self.train_prog: Program | None = None
         self.eval_prog: Program | None = None
+        backend = options.compile
+        if backend == "auto":
+            backend = "inductor" if device.type == "cuda" else None
+        self.compiled = None
+        if backend not in (None, "off"):
+            _raise_recompile_limits()
+            self.compiled = (torch.compile(self._forward_loss, backend=backend, dynamic=False),
+                             torch.compile(self._apply_update, backend=backend, dynamic=False))
+            self.info.compiled = True
 
     # ------------------------------------------------------------------ state layout
     def _mask(self, flags: Sequence[bool]) -> torch.Tensor | None:
@@ -340,38 +366,62 @@ class Ensemble:
         return total, loss, lg
 
     # ------------------------------------------------------------------ one step
-    def _step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        G, cfg = self.G, self.base_cfg
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor):
+        """Forward and loss of every member: (sum of the members' total losses, task loss
+        ``[G]`` detached, predictions ``[G, B*L]``). The first half of a step (compiled with
+        ``compile``; autograd runs its backward between the halves)."""
         total, loss, logits = self._losses(x, y)
-        grads = torch.autograd.grad(total.sum(), self.leaves, allow_unused=True)
-        with torch.no_grad():
-            g = torch.cat([gr.reshape(G, -1) if gr is not None else
-                           torch.zeros(G, n, device=self.dev) for gr, n in zip(grads, self.numels)], 1)
-            del grads
-            coef = self.sched.index_select(0, self.step_ctr).squeeze(0).float()  # [3, G]
-            decay = torch.where(self.active, coef[0], 1.0)[:, None]
-            neg_step = torch.where(self.active, coef[1], 0.0)[:, None]
-            bc2_sqrt = coef[2][:, None]
-            if cfg.grad_clip is not None:
-                norm = torch.linalg.vector_norm(g, dim=1)
-                clip = (cfg.grad_clip / (norm + 1e-6)).clamp(max=1.0)
-                g.mul_(clip[:, None])
-            if self.decay_mask is not None:
-                decay = 1 + (decay - 1) * self.decay_mask
-            beta1, beta2 = cfg.betas
-            self.flat.mul_(decay)
-            self.exp_avg.lerp_(g, 1 - beta1)
-            self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-            self.flat.addcdiv_(self.exp_avg * neg_step, denom)
-            self.step_ctr.add_(1)
-            # metrics (the trainer logs the task loss, without the auxiliary term)
-            loss = loss.detach()
-            self.tr_finite.logical_and_(torch.isfinite(loss))
-            self.tr_loss.add_(loss.double())
-            preds = logits.detach().argmax(-1).view(G, -1)
-            for acc, c in zip(self.tr_counts, batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)):
-                acc.add_(c)
+        return total.sum(), loss.detach(), logits.detach().argmax(-1).view(self.G, -1)
+
+    @torch.no_grad()
+    def _apply_update(self, grads, loss: torch.Tensor, preds: torch.Tensor, y: torch.Tensor) -> None:
+        """Clipping, AdamW on the flat buffers and the metrics: the second half of a step,
+        elementwise work over every parameter that ``compile`` fuses into a few kernels."""
+        G, cfg = self.G, self.base_cfg
+        g = torch.cat([gr.reshape(G, -1) if gr is not None else
+                       torch.zeros(G, n, device=self.dev) for gr, n in zip(grads, self.numels)], 1)
+        coef = self.sched.index_select(0, self.step_ctr).squeeze(0).float()  # [3, G]
+        decay = torch.where(self.active, coef[0], 1.0)[:, None]
+        neg_step = torch.where(self.active, coef[1], 0.0)[:, None]
+        bc2_sqrt = coef[2][:, None]
+        if cfg.grad_clip is not None:
+            norm = torch.linalg.vector_norm(g, dim=1)
+            clip = (cfg.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+            g = g * clip[:, None]
+        if self.decay_mask is not None:
+            decay = 1 + (decay - 1) * self.decay_mask
+        beta1, beta2 = cfg.betas
+        self.flat.mul_(decay)
+        self.exp_avg.lerp_(g, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(ADAM_EPS)
+        self.flat.addcdiv_(self.exp_avg * neg_step, denom)
+        self.step_ctr.add_(1)
+        # metrics (the trainer logs the task loss, without the auxiliary term)
+        self.tr_finite.logical_and_(torch.isfinite(loss))
+        self.tr_loss.add_(loss.double())
+        for acc, c in zip(self.tr_counts, batched_counts(preds, y.reshape(-1), self.vocab, self.offsets)):
+            acc.add_(c)
+
+    def _step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        fwd, update = self._forward_loss, self._apply_update
+        if self.compiled is not None:
+            fwd, update = self.compiled
+        try:
+            total, loss, preds = fwd(x, y)
+            grads = torch.autograd.grad(total, self.leaves, allow_unused=True)
+            update(grads, loss, preds, y)
+        except Exception as exc:  # noqa: BLE001 - a step that does not compile runs eagerly
+            if self.compiled is None or self.info.compile_failure is not None:
+                raise
+            self.compiled = None
+            self.info.compile_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            self.info.compiled = False
+            log.warning("torch.compile of the training step failed, running it eagerly (%s)",
+                        self.info.compile_failure)
+            total, loss, preds = self._forward_loss(x, y)
+            grads = torch.autograd.grad(total, self.leaves, allow_unused=True)
+            self._apply_update(grads, loss, preds, y)
 
     def _train_step(self) -> None:
         idx = self.order[: self.n_full * self.bs].view(self.n_full, self.bs)

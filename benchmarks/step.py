@@ -1,0 +1,112 @@
+"""One training step of the engine, four ways: eager, CUDA graph, compiled, compiled + graph.
+
+    python benchmarks/step.py --device cuda --archs transformer mamba hyena --out step.json
+
+For each spec at the MAD baseline shape (in-context recall, batch 128, L 128 unless
+``--seq-len``; G = 6 members, the lr x wd grid): milliseconds per training step (forward,
+backward, AdamW and metrics of every member) timed over replays after warm-up, training
+tokens/s (G x 128 x L per step), the one-off set-up of each variant (compile, capture), and
+the largest relative difference of each member's parameters after ``--check-steps`` steps
+against the eager step from the same start (the compiled step must train the same model).
+Prints a table; writes JSON to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from mad_bench import load_spec  # noqa: E402
+from mad_bench.shipped import shipped_file  # noqa: E402
+from mad_bench.suite import expand, load_suite  # noqa: E402
+from mad_bench.train.core import resolve_device  # noqa: E402
+from mad_bench.train.ensemble import EngineOptions, build_ensemble  # noqa: E402
+
+GRID = [(1e-4, 0.0), (1e-4, 0.1), (5e-4, 0.0), (5e-4, 0.1), (1e-3, 0.0), (1e-3, 0.1)]
+VARIANTS = {"eager": dict(compile=None, capture=False), "graph": dict(compile=None, capture=True),
+            "compiled": dict(compile="inductor", capture=False),
+            "compiled+graph": dict(compile="inductor", capture=True)}
+
+
+def make(spec, setting, dev, members, seq_len, variant, batches):
+    ts = setting.task_setting.model_copy(update={"num_train_examples": 128 * batches,
+                                                 "num_test_examples": 128, "seq_len": seq_len})
+    cfgs = [setting.training.model_copy(update={"lr": lr, "weight_decay": wd, "epochs": 50})
+            for lr, wd in (GRID * 16)[:members]]
+    opts = EngineOptions(**VARIANTS[variant], probe=False)
+    with torch.random.fork_rng(devices=[dev]):
+        return build_ensemble(spec, ts, cfgs, dev, options=opts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--archs", nargs="+", default=["transformer", "mamba", "hyena", "gla", "deltanet", "mlstm"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--members", type=int, default=6)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    ap.add_argument("--check-steps", type=int, default=4)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    dev = resolve_device(args.device)
+    setting = expand(load_suite("mad"), ["in-context-recall"], baseline_only=True)[0]
+    rows = []
+    print(f"{'arch':12s} {'variant':15s} {'setup s':>8s} {'ms/step':>8s} {'Mtok/s':>7s} {'x eager':>8s} "
+          f"{'max rel diff':>12s}  notes", flush=True)
+    for arch in args.archs:
+        spec = load_spec(str(shipped_file(arch, "architectures")))
+        base_ms, ref_flat = None, None
+        for variant in args.variants:
+            row = {"arch": arch, "variant": variant, "members": args.members, "seq_len": args.seq_len}
+            try:
+                t0 = time.perf_counter()
+                ens = make(spec, setting, dev, args.members, args.seq_len, variant, batches=args.check_steps)
+                ens.order.copy_(torch.arange(ens.n))
+                for _ in range(args.check_steps):  # the same batches from the same start
+                    ens.train_prog()
+                torch.cuda.synchronize(dev)
+                row["setup_s"] = time.perf_counter() - t0
+                flat = ens.flat.detach().float().clone()
+                if ref_flat is None:
+                    ref_flat = flat
+                diff = ((flat - ref_flat).norm(dim=1) / ref_flat.norm(dim=1)).max().item()
+                for _ in range(3):
+                    ens.train_prog()
+                torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    ens.train_prog()
+                torch.cuda.synchronize(dev)
+                ms = (time.perf_counter() - t0) / args.steps * 1e3
+                base_ms = base_ms or ms
+                tok = args.members * 128 * args.seq_len / ms * 1e3
+                notes = (f"captured={ens.train_prog.captured} compiled={ens.info.compiled}"
+                         + (f" compile_failure={ens.info.compile_failure}" if ens.info.compile_failure else "")
+                         + (f" capture_failure={ens.info.capture_failure}" if ens.info.capture_failure else ""))
+                row.update(ms_per_step=ms, mtok_s=tok / 1e6, vs_eager=base_ms / ms, max_rel_diff=diff, notes=notes)
+                print(f"{arch:12s} {variant:15s} {row['setup_s']:8.1f} {ms:8.2f} {tok / 1e6:7.2f} "
+                      f"{base_ms / ms:7.2f}x {diff:12.2e}  {notes}", flush=True)
+                del ens
+            except Exception as exc:  # noqa: BLE001 - one failing variant must not end the table
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                print(f"{arch:12s} {variant:15s} ERROR {row['error']}", flush=True)
+            torch.cuda.empty_cache()
+            rows.append(row)
+            if args.out:
+                Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev),
+                                                      "torch": torch.__version__, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
