@@ -33,7 +33,8 @@ from mad_bench.train.ensemble import EngineOptions, build_ensemble  # noqa: E402
 GRID = [(1e-4, 0.0), (1e-4, 0.1), (5e-4, 0.0), (5e-4, 0.1), (1e-3, 0.0), (1e-3, 0.1)]
 VARIANTS = {"eager": dict(compile=None, capture=False), "graph": dict(compile=None, capture=True),
             "compiled": dict(compile="inductor", capture=False),
-            "compiled+graph": dict(compile="inductor", capture=True)}
+            "compiled+graph": dict(compile="inductor", capture=True),
+            "compiled+graph+math": dict(compile="inductor", capture=True, sdpa="math")}
 
 
 def make(spec, setting, dev, members, seq_len, variant, batches):
@@ -51,26 +52,27 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--archs", nargs="+", default=["transformer", "mamba", "hyena", "gla", "deltanet", "mlstm"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--members", type=int, default=6)
+    ap.add_argument("--members", type=int, nargs="+", default=[6])
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     ap.add_argument("--check-steps", type=int, default=4)
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each variant")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     dev = resolve_device(args.device)
     setting = expand(load_suite("mad"), ["in-context-recall"], baseline_only=True)[0]
     rows = []
-    print(f"{'arch':12s} {'variant':15s} {'setup s':>8s} {'ms/step':>8s} {'Mtok/s':>7s} {'x eager':>8s} "
+    print(f"{'arch':12s} {'G':>3s} {'variant':15s} {'setup s':>8s} {'ms/step':>8s} {'Mtok/s':>7s} {'x eager':>8s} "
           f"{'max rel diff':>12s}  notes", flush=True)
-    for arch in args.archs:
+    for arch, members in [(a, g) for a in args.archs for g in args.members]:
         spec = load_spec(str(shipped_file(arch, "architectures")))
         base_ms, ref_flat = None, None
         for variant in args.variants:
-            row = {"arch": arch, "variant": variant, "members": args.members, "seq_len": args.seq_len}
+            row = {"arch": arch, "variant": variant, "members": members, "seq_len": args.seq_len}
             try:
                 t0 = time.perf_counter()
-                ens = make(spec, setting, dev, args.members, args.seq_len, variant, batches=args.check_steps)
+                ens = make(spec, setting, dev, members, args.seq_len, variant, batches=args.check_steps)
                 ens.order.copy_(torch.arange(ens.n))
                 for _ in range(args.check_steps):  # the same batches from the same start
                     ens.train_prog()
@@ -88,13 +90,22 @@ def main(argv=None) -> int:
                     ens.train_prog()
                 torch.cuda.synchronize(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1e3
+                if args.profile:
+                    from torch.profiler import ProfilerActivity, profile
+                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                        for _ in range(5):
+                            ens.train_prog()
+                        torch.cuda.synchronize(dev)
+                    print(f"[{arch} {variant}] top CUDA kernels, 5 steps")
+                    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15,
+                                                    max_name_column_width=70), flush=True)
                 base_ms = base_ms or ms
-                tok = args.members * 128 * args.seq_len / ms * 1e3
+                tok = members * 128 * args.seq_len / ms * 1e3
                 notes = (f"captured={ens.train_prog.captured} compiled={ens.info.compiled}"
                          + (f" compile_failure={ens.info.compile_failure}" if ens.info.compile_failure else "")
                          + (f" capture_failure={ens.info.capture_failure}" if ens.info.capture_failure else ""))
                 row.update(ms_per_step=ms, mtok_s=tok / 1e6, vs_eager=base_ms / ms, max_rel_diff=diff, notes=notes)
-                print(f"{arch:12s} {variant:15s} {row['setup_s']:8.1f} {ms:8.2f} {tok / 1e6:7.2f} "
+                print(f"{arch:12s} {members:3d} {variant:15s} {row['setup_s']:8.1f} {ms:8.2f} {tok / 1e6:7.2f} "
                       f"{base_ms / ms:7.2f}x {diff:12.2e}  {notes}", flush=True)
                 del ens
             except Exception as exc:  # noqa: BLE001 - one failing variant must not end the table

@@ -93,6 +93,10 @@ class EngineOptions:
     """Compare a vmapped forward with a per-member forward before training."""
     emulate_capture: bool = False
     """Tests: run the capture's warm-up + state restore where no CUDA graph can be made."""
+    sdpa: str = "auto"
+    """Attention backends allowed on CUDA: ``auto`` (flash + math, the vmap-safe pair), or
+    ``math`` alone (matmul + softmax, which inductor fuses: faster for MAD's 8-wide heads,
+    which flash pads to 32)."""
 
 
 @dataclass
@@ -153,13 +157,15 @@ def _schedule_table(cfgs: Sequence[TrainConfig], total_steps: int) -> torch.Tens
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def _vmap_safe_attention(device: torch.device):
+def _vmap_safe_attention(device: torch.device, choice: str = "auto"):
     """SDPA backends that are right under vmap. Measured on an H200 (torch 2.11, bf16,
     ``benchmarks/engine_check.py``): the cuDNN backend, which SDPA picks by default there, gives
     infinite gradients under vmap and the memory-efficient one raises ("LSE is not correctly
     aligned"); flash and math agree with the per-member loop."""
     if device.type != "cuda":
         return contextlib.nullcontext()
+    if choice == "math":
+        return sdpa_kernel([SDPBackend.MATH])
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
@@ -334,10 +340,11 @@ class Ensemble:
         mode = mode or self.mode
         fn = self._member_fn()
         if mode == "single":  # one member: the model itself on its parameter views
-            out = fn({k: v[0] for k, v in self.params.items()}, x)
+            with _vmap_safe_attention(self.dev, self.opts.sdpa):
+                out = fn({k: v[0] for k, v in self.params.items()}, x)
             out = tuple(o.unsqueeze(0) for o in out) if self.has_aux else out.unsqueeze(0)
         elif mode == "vmap":
-            with _vmap_safe_attention(self.dev):
+            with _vmap_safe_attention(self.dev, self.opts.sdpa):
                 out = vmap(fn, in_dims=(0, None), randomness="same")(self.params, x)
         else:
             outs = []
