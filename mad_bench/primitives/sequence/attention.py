@@ -5,7 +5,8 @@
     o_t     = sum_{s <= t, t - s < window} softmax_s(q_t . k_s / sqrt(d_h)) v_s
     y       = concat_h(o) W_o
 
-The parallel form runs on ``scaled_dot_product_attention``; ``step`` keeps a KV cache.
+The parallel form runs on :mod:`mad_bench.ops.attention` (``scaled_dot_product_attention``, or
+a Triton kernel for small heads on CUDA); ``step`` keeps a KV cache.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ...ops import attention as attention_ops
+from ...ops.attention import causal_attention
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -66,6 +68,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 @register(AttentionConfig)
 class Attention(SequenceMixer):
     """Causal multi-head softmax attention with rotary embeddings and an optional window."""
+    ops = (attention_ops,)
 
     def __init__(self, cfg: AttentionConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -87,12 +90,7 @@ class Attention(SequenceMixer):
         q, k, v = self._heads(x)
         q = apply_rotary(q, self.cos[:L], self.sin[:L])
         k = apply_rotary(k, self.cos[:L], self.sin[:L])
-        if self.cfg.window is None:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            t = torch.arange(L, device=x.device)
-            mask = (t[None, :] <= t[:, None]) & (t[:, None] - t[None, :] < self.cfg.window)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        o = causal_attention(q, k, v, self.cfg.window, self.cfg.impl)
         return self.out(o.transpose(1, 2).reshape(B, L, D))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
