@@ -31,7 +31,9 @@ FIELDS = ("test_acc", "test_acc_macro", "test_loss", "train_acc", "train_loss")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny ops: threads only contend on a shared CI machine."""
+    """Tiny ops: threads only contend on a shared CI machine. Each test probes afresh."""
+    from mad_bench.train import ensemble as ens_mod
+    ens_mod._PROBED.clear()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -361,3 +363,16 @@ def test_the_compiled_step_computes_the_eager_step(mode):
     assert info.mode == mode and info.compiled and info.compile_failure is None
     for a, b in zip(got, eager):
         assert_same(a, b, tol=1e-5)
+
+
+def test_the_vmap_check_runs_once_per_spec_and_shape():
+    from mad_bench.train import ensemble as ens_mod
+    ens_mod._PROBED.clear()
+    cfg = CFG.model_copy(update={"epochs": 1})
+    first, second = EngineInfo(), EngineInfo()
+    train_grid(ATTENTION, RECALL, cfg, GRID[:2], device="cpu", info=first)
+    other = RECALL.model_copy(update={"num_train_examples": 96})  # another setting, same shapes
+    train_grid(ATTENTION, other, cfg, GRID[:2], device="cpu", info=second)
+    assert first.mode == second.mode == "vmap"
+    assert not any("earlier setting" in n for n in first.notes)
+    assert any("earlier setting" in n for n in second.notes)
