@@ -208,7 +208,9 @@ def _execute(requests, args, title: str):
     engine = resolve_engine(args.engine, args.device)
     todo, _ = pending(requests, store, args.force)
     if todo:
-        print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine))
+        stored = store.load()
+        stored = stored.to_dict("records") if len(stored) else []
+        print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine, stored))
     workers = args.workers or (1 if args.executor == "local" else None)
     with make_executor(args.executor, parallel=workers, in_process=workers == 1,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,

@@ -1,17 +1,34 @@
 """How much training a plan asks for, and about how long it takes, said before it starts.
 
-The bound counts every run at all its epochs (no stop at 0.999 accuracy), so the real time is
-shorter where runs stop early. The rate is the one measured for the MAD transformer on one
-H200 (BENCHMARKS.md: ``benchmarks/throughput.py``, bf16, training tokens per second over a
-whole slice of the protocol, setup included); other specs are slower (Mamba ~2x, Hyena ~3.5x),
-other GPUs differ. Where no rate was measured, only the work is reported.
+The bound counts every run at all its epochs (no stop at 0.999 accuracy). The expected figure
+scales each run by the share of its epochs that stored runs of the same spec and task actually
+trained (early stops measured, from the results store), and times it at the spec's measured
+rate: training tokens per second of the ensemble engine on one H200 over a whole slice of the
+protocol, setup and evaluation included (BENCHMARKS.md, ``benchmarks/throughput.py``). A spec
+with no measured rate is timed at the MAD transformer's, and the line says so. Other GPUs
+differ; on a CPU only the work is reported.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections import defaultdict
+from typing import Iterable, Sequence
 
 # (device type, engine) -> training tokens / s of the MAD transformer on an H200
 REFERENCE_RATES = {("cuda", "ensemble"): 5.8e6, ("cuda", "plain"): 1.16e6}
+# spec name -> the ensemble engine's slice rate on an H200 relative to the transformer's
+# (BENCHMARKS.md, "Throughput and equivalence": 5.81 / 4.06 / 3.32 / 2.79 / 3.17 / 1.68 M tok/s)
+RELATIVE_RATES = {"transformer": 1.0, "gla": 0.70, "deltanet": 0.57, "mamba": 0.48, "mamba-swiglu": 0.48,
+                  "mlstm": 0.55, "hyena": 0.29}
+
+
+def trained_share(rows: Iterable[dict]) -> dict[tuple[str, str], float]:
+    """(spec, task) -> mean ``epochs_run / epochs`` over stored ok runs that name their epochs."""
+    acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        epochs = r.get("epochs")
+        if r.get("status") == "ok" and epochs and r.get("epochs_run"):
+            acc[(r["spec"], r["task"])].append(min(1.0, r["epochs_run"] / epochs))
+    return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
 def training_tokens(requests: Sequence) -> int:
@@ -20,15 +37,32 @@ def training_tokens(requests: Sequence) -> int:
                * r.training.epochs for r in requests)
 
 
-def describe(requests: Sequence, device_type: str, engine: str) -> str:
-    """One line: runs, the token bound and, where a rate is known, the time it implies."""
+def describe(requests: Sequence, device_type: str, engine: str, stored: Iterable[dict] = ()) -> str:
+    """One line: runs, the token bound and, where a rate is known, the time it implies (at
+    most, and expected with the early-stop share measured in ``stored`` rows)."""
     tokens = training_tokens(requests)
     line = f"{len(requests)} run(s) to train: at most {tokens:.3g} training tokens (no early stop)"
     rate = REFERENCE_RATES.get((device_type, engine))
     if rate:
-        hours = tokens / rate / 3600
-        line += (f"; ETA at most {_hours(hours)} at the MAD transformer's measured {engine} rate "
-                 f"on an H200 ({rate / 1e6:.2g} M tok/s; other specs are slower)")
+        share = trained_share(stored)
+        bound_s = expected_s = 0.0
+        unmeasured = set()
+        for r in requests:
+            ts = r.setting.task_setting
+            n = ts.num_train_examples * ts.seq_len * r.training.epochs
+            rel = RELATIVE_RATES.get(r.spec.name) if engine == "ensemble" else 1.0
+            if rel is None:
+                unmeasured.add(r.spec.name)
+                rel = 1.0
+            bound_s += n / (rate * rel)
+            expected_s += n * share.get((r.spec.name, r.setting.task), 1.0) / (rate * rel)
+        line += f"; ETA at most {_hours(bound_s / 3600)}"
+        if expected_s < bound_s:
+            line += f", expected {_hours(expected_s / 3600)} with the early stops of stored runs"
+        line += f" (H200 rates measured per spec, {engine} engine"
+        if unmeasured:
+            line += f"; {', '.join(sorted(unmeasured))} at the transformer's rate, likely slower"
+        line += ")"
     elif device_type == "cuda":
         line += f"; no rate measured for the {engine} engine: the progress bar's ETA follows the first runs"
     else:

@@ -16,3 +16,21 @@ def test_full_mad_protocol_token_bound_by_hand():
     line = describe(requests, "cuda", "ensemble")
     assert line.startswith("396 run(s)") and "ETA at most" in line and " h " in line
     assert "ETA" not in describe(requests, "cpu", "plain").split(";")[0]
+
+
+def test_eta_uses_the_specs_rate_and_the_measured_early_stop_share():
+    suite = load_suite("mad")
+    settings = expand(suite, ["in-context-recall"], baseline_only=True)
+    fast, slow = (load_spec(f"architectures/{n}.yaml") for n in ("transformer", "hyena"))
+    req_fast = plan([fast], settings, grid=suite.grid.points())
+    req_slow = plan([slow], settings, grid=suite.grid.points())
+    hours = lambda line: line.split("ETA at most ")[1].split()[0:2]  # noqa: E731
+    assert hours(describe(req_fast, "cuda", "ensemble")) != hours(describe(req_slow, "cuda", "ensemble"))
+    # stored runs of the transformer on this task trained a quarter of their epochs
+    stored = [{"spec": "transformer", "task": "in-context-recall", "status": "ok", "epochs": 200,
+               "epochs_run": 50}]
+    line = describe(req_fast, "cuda", "ensemble", stored)
+    assert "expected" in line and "early stops" in line
+    assert "expected" not in describe(req_slow, "cuda", "ensemble", stored)
+    custom = load_spec({"name": "my-mixer", "d_model": 128, "layers": ["attention", "swiglu"]})
+    assert "my-mixer at the transformer's rate" in describe(plan([custom], settings), "cuda", "ensemble")
