@@ -20,15 +20,33 @@ def training_tokens(requests: Sequence) -> int:
                * r.training.epochs for r in requests)
 
 
-def describe(requests: Sequence, device_type: str, engine: str) -> str:
-    """One line: runs, the token bound and, where a rate is known, the time it implies."""
+def makespan_tokens(job_tokens: Sequence[int], gpus: int) -> int:
+    """Tokens the busiest GPU trains when jobs, in order, each go to the GPU that frees first
+    (what the executors do): the time the plan takes at one GPU's rate."""
+    finish = [0] * max(1, gpus)
+    for tokens in job_tokens:
+        first = min(range(len(finish)), key=finish.__getitem__)
+        finish[first] += tokens
+    return max(finish)
+
+
+def describe(requests: Sequence, device_type: str, engine: str, gpus: int = 1,
+             jobs: Sequence[Sequence] | None = None) -> str:
+    """One line: runs (in how many ``jobs``, groups of requests), the token bound and, where a
+    rate is known, the time it implies on ``gpus`` GPUs (jobs are not split across GPUs)."""
     tokens = training_tokens(requests)
-    line = f"{len(requests)} run(s) to train: at most {tokens:.3g} training tokens (no early stop)"
+    line = f"{len(requests)} run(s)" + (f" in {len(jobs)} job(s)" if jobs is not None else "")
+    line += f" to train: at most {tokens:.3g} training tokens (no early stop)"
     rate = REFERENCE_RATES.get((device_type, engine))
     if rate:
-        hours = tokens / rate / 3600
-        line += (f"; ETA at most {_hours(hours)} at the MAD transformer's measured {engine} rate "
-                 f"on an H200 ({rate / 1e6:.2g} M tok/s; other specs are slower)")
+        gpus = max(1, gpus)
+        per_job = [training_tokens(j) for j in jobs] if jobs is not None else \
+            [training_tokens([r]) for r in requests]
+        hours = makespan_tokens(per_job, gpus) / rate / 3600
+        where = f" on {gpus} GPUs" if gpus > 1 else ""
+        line += (f"; ETA at most {_hours(hours)}{where} at the MAD transformer's measured {engine} "
+                 f"rate on an H200 ({rate / 1e6:.2g} M tok/s{' per GPU' if gpus > 1 else ''}; "
+                 "other specs are slower)")
     elif device_type == "cuda":
         line += f"; no rate measured for the {engine} engine: the progress bar's ETA follows the first runs"
     else:
