@@ -349,8 +349,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="Ray: GPUs per job; fractions pack several jobs per GPU, over every GPU "
-                        "of every node (default: 0)")
+                   help="GPUs per job; fractions pack several jobs per GPU (ray: over every GPU "
+                        "of every node; local: 1/K is --jobs-per-gpu K) (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
