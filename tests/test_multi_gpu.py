@@ -179,6 +179,11 @@ def test_bench_prints_the_plan(tmp_path, capsys, monkeypatch, two_lr_suite):
     out = capsys.readouterr().out
     assert "to do: 2 run(s) in 2 job(s) to train" in out
     assert "executor local (2 processes on 2 of 2 GPU(s) seen (0, 1), 1 per GPU)" in out
+    # `run` is one job: one worker, a thread of this process (its progress bar shows)
+    with pytest.raises(Planned):
+        main(["run", SPEC, "--task", "in-context-recall", "--suite", str(two_lr_suite),
+              "--results", str(tmp_path), "--no-progress", "--engine", "plain"])
+    assert "executor local (1 threads on 2 of 2 GPU(s) seen (0, 1), at most 1 per GPU)" in capsys.readouterr().out
 
 
 def test_eta_spreads_the_jobs_over_the_gpus():

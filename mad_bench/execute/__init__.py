@@ -15,6 +15,7 @@ to the driver: ``("report", job, step, value)`` (an intermediate value, for prun
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from .base import Executor, Job  # noqa: F401
@@ -30,7 +31,7 @@ def make_executor(kind: str, *, parallel: int | None = None, in_process: bool | 
     jobs train on GPUs; elsewhere local: one thread (``in_process`` None or True) or half the
     cores' processes (False), Ray: what fits. ``in_process`` None: a thread of the driver when
     there is one worker, processes otherwise. ``jobs``: how many jobs there are, where known
-    (Ray spreads fewer jobs than slots over more GPUs)."""
+    (no more workers than jobs; Ray spreads fewer jobs than slots over more GPUs)."""
     if address and kind != "ray":
         raise ValueError("--address needs --executor ray")
     if parallel is not None and parallel < 1:
@@ -54,6 +55,8 @@ def make_executor(kind: str, *, parallel: int | None = None, in_process: bool | 
             jobs_per_gpu = max(1, int(1 / gpus_per_trial + 1e-6))
         default = 1 if in_process is not False else max(1, (os.cpu_count() or 1) // 2)
         plan = plan_local(device, parallel, jobs_per_gpu, default)
+        if parallel is None and jobs and jobs < plan.workers:  # one job (`run`): in this process
+            plan = dataclasses.replace(plan, workers=jobs)
         threads = plan.workers == 1 if in_process is None else in_process
         return LocalExecutor(parallel=plan.workers, in_process=threads, device=device, plan=plan)
     if kind == "ray":
