@@ -78,7 +78,7 @@ class LocalExecutor(Executor):
         self._events: queue.Queue = queue.Queue()
         self._broker = Broker()
         self.gpus = len(self.plan.ids)
-        self._load = [0] * self.gpus                   # running jobs per GPU slot
+        self._load = [0] * self.gpus           # running jobs per GPU slot
         self._placed: dict[str, int] = {}      # handle -> GPU slot, until done or retried
         self._avoid: dict[str, set[int]] = {}  # handle of a retry -> GPU slots it died on
         self._waiting: list[tuple] = []        # (job, progress) submitted, no slot for them yet
