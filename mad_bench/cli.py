@@ -193,6 +193,7 @@ def _resolve_grid(grid, settings):
 
 def _execute(requests, args, title: str):
     from .execute import make_executor
+    from .execute.jobs import job_groups
     from .progress import RunBar, make_progress
     from .results import ResultsStore
     from .runner import execute, pending, resolve_engine
@@ -207,15 +208,18 @@ def _execute(requests, args, title: str):
     metric = getattr(args, "metric", "test_acc_macro")
     engine = resolve_engine(args.engine, args.device)
     todo, _ = pending(requests, store, args.force)
-    if todo:
-        stored = store.load()
-        stored = stored.to_dict("records") if len(stored) else []
-        print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine, stored))
-    workers = args.workers or (1 if args.executor == "local" else None)
-    with make_executor(args.executor, parallel=workers, in_process=workers == 1,
+    jobs = job_groups(todo, engine)
+    # local: one worker per GPU slot on GPUs, else one in this process (None: a thread if one)
+    with make_executor(args.executor, parallel=args.workers, in_process=None,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
-                       gpus_per_trial=args.gpus_per_trial, device=args.device) as executor, \
+                       gpus_per_trial=args.gpus_per_trial, device=args.device,
+                       jobs_per_gpu=args.jobs_per_gpu, jobs=len(jobs) or None) as executor, \
             make_progress(enabled=not args.no_progress) as progress:
+        if todo:  # the plan, before anything trains
+            stored = store.load()
+            stored = stored.to_dict("records") if len(stored) else []
+            print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine, stored,
+                                                gpus=executor.gpus, jobs=jobs))
         print(f"engine {engine}, executor {executor.describe()}")
         overall = progress.add_task(title, total=len(requests), info="")
 
@@ -332,7 +336,12 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run runs already in the store")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="jobs at once (default: local 1, in this process; ray: what fits)")
+                   help="jobs at once (default: training on GPUs, one worker per GPU x "
+                        "--jobs-per-gpu, each pinned to its GPU; else local 1, in this process; "
+                        "ray: what fits)")
+    p.add_argument("--jobs-per-gpu", type=positive_int, default=None, metavar="K",
+                   help="workers sharing one GPU (default: 1; ray: --gpus-per-trial 1/K); needs "
+                        "a CUDA device")
     p.add_argument("--engine", choices=["auto", "plain", "ensemble"], default="auto",
                    help="auto (default): ensemble on a GPU, plain elsewhere; plain: one run at a time; "
                         "ensemble: the lr x wd grid of a setting trained as one batched model (same "
@@ -342,7 +351,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="Ray: GPUs per job; fractions pack several jobs per GPU")
+                   help="GPUs per job; fractions pack several jobs per GPU (ray: over every GPU "
+                        "of every node; local: 1/K is --jobs-per-gpu K) (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -37,29 +37,48 @@ def training_tokens(requests: Sequence) -> int:
                * r.training.epochs for r in requests)
 
 
-def describe(requests: Sequence, device_type: str, engine: str, stored: Iterable[dict] = ()) -> str:
-    """One line: runs, the token bound and, where a rate is known, the time it implies (at
-    most, and expected with the early-stop share measured in ``stored`` rows)."""
+def makespan(job_seconds: Sequence[float], gpus: int) -> float:
+    """Seconds the busiest GPU works when jobs, in order, each go to the GPU that frees first
+    (what the executors do)."""
+    finish = [0.0] * max(1, gpus)
+    for seconds in job_seconds:
+        first = min(range(len(finish)), key=finish.__getitem__)
+        finish[first] += seconds
+    return max(finish)
+
+
+def describe(requests: Sequence, device_type: str, engine: str, stored: Iterable[dict] = (),
+             gpus: int = 1, jobs: Sequence[Sequence] | None = None) -> str:
+    """One line: runs (in how many ``jobs``, groups of requests), the token bound and, where a
+    rate is known, the time it implies on ``gpus`` GPUs (jobs are not split across GPUs): at
+    most, and expected with the early-stop share measured in ``stored`` rows."""
     tokens = training_tokens(requests)
-    line = f"{len(requests)} run(s) to train: at most {tokens:.3g} training tokens (no early stop)"
+    line = f"{len(requests)} run(s)" + (f" in {len(jobs)} job(s)" if jobs is not None else "")
+    line += f" to train: at most {tokens:.3g} training tokens (no early stop)"
     rate = REFERENCE_RATES.get((device_type, engine))
     if rate:
         share = trained_share(stored)
-        bound_s = expected_s = 0.0
-        unmeasured = set()
-        for r in requests:
+        unmeasured: set[str] = set()
+
+        def seconds(r, expected: bool) -> float:
             ts = r.setting.task_setting
             n = ts.num_train_examples * ts.seq_len * r.training.epochs
             rel = RELATIVE_RATES.get(r.spec.name) if engine == "ensemble" else 1.0
             if rel is None:
                 unmeasured.add(r.spec.name)
                 rel = 1.0
-            bound_s += n / (rate * rel)
-            expected_s += n * share.get((r.spec.name, r.setting.task), 1.0) / (rate * rel)
-        line += f"; ETA at most {_hours(bound_s / 3600)}"
+            return n * (share.get((r.spec.name, r.setting.task), 1.0) if expected else 1.0) / (rate * rel)
+
+        groups = jobs if jobs is not None else [[r] for r in requests]
+        gpus = max(1, gpus)
+        bound_s = makespan([sum(seconds(r, False) for r in j) for j in groups], gpus)
+        expected_s = makespan([sum(seconds(r, True) for r in j) for j in groups], gpus)
+        where = f" on {gpus} GPUs" if gpus > 1 else ""
+        line += f"; ETA at most {_hours(bound_s / 3600)}{where}"
         if expected_s < bound_s:
             line += f", expected {_hours(expected_s / 3600)} with the early stops of stored runs"
-        line += f" (H200 rates measured per spec, {engine} engine"
+        line += (f" (measured H200 {engine} rates per spec: the transformer's {rate / 1e6:.2g} M "
+                 f"tok/s{' per GPU' if gpus > 1 else ''}")
         if unmeasured:
             line += f"; {', '.join(sorted(unmeasured))} at the transformer's rate, likely slower"
         line += ")"

@@ -88,7 +88,19 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
 
 
-def test_bench_on_embedded_ray_with_both_engines(tmp_path, two_lr_suite, capsys):
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the tests below (starting one is seconds), with 4 logical
+    GPUs on the CPU; executors leave a caller's Ray running."""
+    for k, v in ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(num_cpus=2, num_gpus=4, object_store_memory=100_000_000, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_bench_on_embedded_ray_with_both_engines(tmp_path, two_lr_suite, capsys, local_ray):
     """`bench --executor ray`: plain runs and ensemble grids as Ray tasks give the local rows."""
     import pandas as pd
 
@@ -100,19 +112,38 @@ def test_bench_on_embedded_ray_with_both_engines(tmp_path, two_lr_suite, capsys)
     base = ["bench", str(spec), "--suite", str(suite), "--device", "cpu", "--no-progress"]
     assert main(base + ["--results", str(tmp_path / "local")]) == 0
     ref = ResultsStore(tmp_path / "local").load().set_index("run_key").sort_index()
-    for k, v in ENV.items():
-        os.environ.setdefault(k, v)
-    ray.init(num_cpus=2, object_store_memory=100_000_000, include_dashboard=False,
-             log_to_driver=False, logging_level="ERROR")
-    try:  # one Ray instance for both benches: the executor leaves a caller's Ray running
-        for engine in ("plain", "ensemble"):
-            out = tmp_path / engine
-            assert main(base + ["--results", str(out), "--executor", "ray", "--engine", engine]) == 0
-            assert f"engine {engine}, executor ray (embedded" in capsys.readouterr().out
-            assert ray.is_initialized()
-            got = ResultsStore(out).load().set_index("run_key").sort_index()
-            assert list(got.index) == list(ref.index) and list(got.columns) == list(ref.columns)
-            assert (got["status"] == "ok").all()
-            pd.testing.assert_series_equal(got["test_acc"], ref["test_acc"], atol=1e-4, rtol=0)
+    for engine in ("plain", "ensemble"):  # on the caller's Ray: left running
+        out = tmp_path / engine
+        assert main(base + ["--results", str(out), "--executor", "ray", "--engine", engine]) == 0
+        assert f"engine {engine}, executor ray (embedded" in capsys.readouterr().out
+        assert ray.is_initialized()
+        got = ResultsStore(out).load().set_index("run_key").sort_index()
+        assert list(got.index) == list(ref.index) and list(got.columns) == list(ref.columns)
+        assert (got["status"] == "ok").all()
+        pd.testing.assert_series_equal(got["test_acc"], ref["test_acc"], atol=1e-4, rtol=0)
+
+
+def test_fractional_gpus_spread_over_every_gpu_and_each_task_sees_its_own(tmp_path, local_ray):
+    """Ray's 4 logical GPUs: four jobs at --gpus-per-trial 0.5 are widened to a whole GPU each
+    (Ray alone would put them on two GPUs, two each), so they spread over all four; every task
+    sees exactly its assigned GPU and trains on `cuda` whatever index was asked."""
+    import placement_jobs
+    from mad_bench.execute import make_executor
+    from mad_bench.execute.loop import drive_jobs
+
+    ray.cloudpickle.register_pickle_by_value(placement_jobs)  # the workers cannot import tests/
+    try:
+        feed = iter([placement_jobs.RecordJob(i, str(tmp_path), wait_for=4) for i in range(4)])
+        got, failed = [], []
+        with make_executor("ray", gpus_per_trial=0.5, cpus_per_trial=0.5, device="cuda:3", jobs=4) as ex:
+            assert ex.capacity() == 4 and "4 at once on 4 GPU(s)" in ex.describe()
+            assert "1 GPU (--gpus-per-trial 0.5, widened" in ex.describe()
+            drive_jobs(ex, lambda: next(feed, None), lambda j, r: got.append(r),
+                       lambda j, why: failed.append(why), poll=0.1)
+        assert ray.is_initialized()
     finally:
-        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(placement_jobs)
+    assert not failed and len(got) == 4
+    for r in got:  # one device each, the one Ray assigned, named plain cuda
+        assert r["ray_gpu_ids"] and [r["cvd"]] == r["ray_gpu_ids"] and r["device"] == "cuda"
+    assert sorted(r["cvd"] for r in got) == ["0", "1", "2", "3"]

@@ -35,6 +35,8 @@ class Executor:
     name = "executor"
     isolated = True
     """Whether each job runs in a process of its own (False: threads of the driver)."""
+    gpus = 0
+    """GPUs the jobs spread over (0: none, or not known)."""
 
     def capacity(self) -> int:
         """How many jobs should run at once."""
@@ -51,6 +53,10 @@ class Executor:
     def prune(self, job: Job) -> None:
         """Ask the running job to stop at its next report."""
         raise NotImplementedError
+
+    def retrying(self, old: Job, new: Job) -> None:
+        """``new`` (``old.retry()``) is about to be submitted because ``old``'s worker died:
+        where the executor places jobs itself, it places ``new`` elsewhere."""
 
     def describe(self) -> str:
         return self.name

@@ -48,6 +48,7 @@ def drive_jobs(executor: Executor, next_job: Callable[[], Job | None],
                 on_done(job, event[2])
             elif job.attempt < max_retries:
                 again = job.retry()
+                executor.retrying(job, again)
                 if on_retry:
                     on_retry(again, event[2])
                 submit(again)

@@ -10,8 +10,10 @@ tasks end with their driver (Ray cancels a dead driver's tasks).
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
+import sys
 from pathlib import Path
 
 from .base import Broker, Executor
@@ -54,29 +56,50 @@ def probe_address(address: str, timeout: float = 3.0) -> str:
     return address
 
 
+def job_device(device: str | None, gpu_ids: list) -> str | None:
+    """The device a task trains on. Ray shows a task only its assigned GPUs
+    (``CUDA_VISIBLE_DEVICES``), so an index given on the command line (``cuda:3``) would point
+    past them: a task with GPUs trains on the first of its own."""
+    if not gpu_ids:
+        return device
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else device
+
+
 def _ray_job(job, broker, device, threads):
     import ray
-    import torch
 
-    torch.set_num_threads(max(1, int(threads)))
-    if device in (None, "auto"):
-        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    if "torch" in sys.modules:  # imported with the job (every training job); others need no threads
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
 
     def report(step, value):
         return ray.get(broker.report.remote(job.handle, step, value))
 
-    return job.run(report, device)
+    return job.run(report, job_device(device, ray.get_gpu_ids()))
+
+
+def spread_fraction(requested: float, parallel: int, total_gpus: int) -> float:
+    """The GPU share each task asks Ray for. Ray fills one GPU with fractional tasks before the
+    next, so ``parallel`` tasks of ``requested`` < 1 would crowd a few GPUs and leave others idle
+    when they do not fill the cluster: the share grows to 1 / (tasks that must share a GPU)."""
+    if not 0 < requested < 1 or total_gpus < 1:
+        return requested
+    return max(requested, 1 / math.ceil(parallel / total_gpus))
 
 
 class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, parallel: int | None = None,
-                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, device: str | None = None):
+                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, device: str | None = None,
+                 jobs: int | None = None):
         if cpus_per_trial <= 0:
-            raise ValueError("--cpus-per-trial must be > 0")
+            raise ValueError(f"--cpus-per-trial {cpus_per_trial:g}: not valid (valid: > 0)")
         if gpus_per_trial < 0:
-            raise ValueError("--gpus-per-trial must be >= 0")
+            raise ValueError(f"--gpus-per-trial {gpus_per_trial:g}: not valid (valid: 0 or more)")
         for k, v in RAY_ENV.items():
             os.environ.setdefault(k, v)
         target = probe_address(address) if address else None  # before importing/initialising Ray
@@ -90,30 +113,39 @@ class RayExecutor(Executor):
                 ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=100_000_000,
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         self.address = target or "embedded"
-        self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
-        self.device = device
+        self.cpus, self.device = cpus_per_trial, device
         resources = ray.cluster_resources()
-        if gpus_per_trial > 0 and resources.get("GPU", 0) < gpus_per_trial:
-            raise ValueError(f"--gpus-per-trial {gpus_per_trial}: the Ray cluster has "
-                             f"{resources.get('GPU', 0):g} GPU(s)")
+        total = resources.get("GPU", 0)
+        if gpus_per_trial > 0 and total < gpus_per_trial:
+            raise ValueError(f"--gpus-per-trial {gpus_per_trial:g}: the Ray cluster has {total:g} GPU(s)")
         fits = int(resources.get("CPU", 1) // cpus_per_trial)
         if gpus_per_trial > 0:
-            fits = min(fits, int(resources.get("GPU", 0) // gpus_per_trial))
+            fits = min(fits, int(total // gpus_per_trial + 1e-6))
         self.parallel = max(1, parallel or fits)
+        if parallel is None and jobs:  # no more slots than jobs: the spread below uses that
+            self.parallel = max(1, min(self.parallel, jobs))
+        self.requested = gpus_per_trial
+        self.gpus_per_job = spread_fraction(gpus_per_trial, self.parallel, int(total))
+        self.gpus = min(int(total), math.ceil(self.parallel * self.gpus_per_job - 1e-6))
         self.broker = ray.remote(num_cpus=0)(Broker).remote()
         self._task = ray.remote(_ray_job)
         self._refs: dict = {}      # ObjectRef -> job
         self._by_handle: dict = {}
 
     def describe(self) -> str:
-        return (f"ray ({self.address}, {self.parallel} at once, {self.cpus:g} CPU"
-                f"{f' + {self.gpus:g} GPU' if self.gpus else ''} per job)")
+        gpus = ""
+        if self.gpus_per_job:
+            gpus = f" + {self.gpus_per_job:.4g} GPU"
+            if self.gpus_per_job != self.requested:
+                gpus += f" (--gpus-per-trial {self.requested:g}, widened: fewer jobs at once than slots)"
+        where = f" on {self.gpus} GPU(s)" if self.gpus else ""
+        return f"ray ({self.address}, {self.parallel} at once{where}, {self.cpus:g} CPU{gpus} per job)"
 
     def capacity(self) -> int:
         return self.parallel
 
     def submit(self, job, progress=None) -> None:
-        ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
+        ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus_per_job, max_retries=0,
                                  name=f"job-{job.handle}").remote(
             job, self.broker, self.device, max(1, self.cpus))
         self._refs[ref] = job

@@ -33,7 +33,8 @@ def _executor(args, default: str = "local"):
         raise ValueError("--address needs --executor ray")
     return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
                          address=args.address, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, device=args.device)
+                         gpus_per_trial=args.gpus_per_trial, device=args.device,
+                         jobs_per_gpu=args.jobs_per_gpu)
 
 
 def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
@@ -248,6 +249,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
+    p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K",
+                   help="trials sharing one GPU; --parallel defaults to GPUs x K (default: 1)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials per GPU (default: 0)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died (default: 2)")
