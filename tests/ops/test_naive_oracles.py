@@ -238,18 +238,19 @@ def test_torch_path_equals_naive_in_fp64(name):
     _compare(case, torch.float64, "torch", TOL64, **kw)
 
 
+SMALL = {"L": 7, "H": 1}  # one program per launch (or two, for V-blocks), seven steps
 KERNEL_CASES = {
-    "causal_conv": (causal_conv, {}),
-    "delta_rule": (delta_rule, {}),
-    "gated_delta_rule": (gated_delta_rule_case, {}),
-    "gla": (gla, {}),
-    "simple_gla": (simple_gla, {}),
-    "linear_attention": (simple_gla, {"decay": False}),
-    "mlstm": (mlstm_case, {"chunk": 16}),
-    "rwkv6": (wkv6_case, {}),
-    "selective_scan": (selective_scan_case, {}),
-    "slstm": (slstm_case, {}),
-    "ssd": (ssd_case, {}),
+    "causal_conv": (causal_conv, {"L": 7}),
+    "delta_rule": (delta_rule, SMALL),
+    "gated_delta_rule": (gated_delta_rule_case, SMALL),
+    "gla": (gla, SMALL),
+    "simple_gla": (simple_gla, SMALL),
+    "linear_attention": (simple_gla, {**SMALL, "decay": False}),
+    "mlstm": (mlstm_case, {**SMALL, "chunk": 16}),
+    "rwkv6": (wkv6_case, SMALL),
+    "selective_scan": (selective_scan_case, {"L": 7}),
+    "slstm": (slstm_case, SMALL),
+    "ssd": (ssd_case, {"L": 7, "heads": 2, "groups": 1}),
 }
 
 
