@@ -60,7 +60,8 @@ def causal_conv(dtype, L=11, chunk=None):
 
 def delta_rule(dtype, L=11, chunk=4, B=1, H=2):
     q, k = _unit(B, H, L, 8, dtype=dtype), _unit(B, H, L, 8, dtype=dtype)
-    v, beta, s0 = _r(B, H, L, 8, dtype=dtype), torch.rand(B, H, L, dtype=dtype), _r(B, H, 8, 8, dtype=dtype)
+    v, beta = _r(B, H, L, 8, dtype=dtype), torch.rand(B, H, L, dtype=dtype)
+    s0 = _r(B, H, 8, 8, dtype=dtype)
     op = partial(chunk_delta_rule, scale=0.7, output_final_state=True, chunk_size=chunk)
     nv = partial(naive_delta_rule, scale=0.7, output_final_state=True)
     return [q, k, v, beta], _state_kw(op, s0), _state_kw(nv, s0)
@@ -97,11 +98,13 @@ def simple_gla(dtype, L=11, chunk=4, B=1, H=2, decay=True):
 
 
 def mlstm_case(dtype, L=11, chunk=4, B=1, H=2):
-    q, k, v = _r(B, H, L, 8, dtype=dtype), _r(B, H, L, 8, dtype=dtype) * 8 ** -0.5, _r(B, H, L, 8, dtype=dtype)
+    q, v = _r(B, H, L, 8, dtype=dtype), _r(B, H, L, 8, dtype=dtype)
+    k = _r(B, H, L, 8, dtype=dtype) * 8 ** -0.5
     ig, lf = _r(B, H, L, dtype=dtype) * 3, F.logsigmoid(_r(B, H, L, dtype=dtype) * 3)
     st = (_r(B, H, 8, 8, dtype=dtype), _r(B, H, 8, dtype=dtype), _r(B, H, dtype=dtype))
     op = partial(mlstm, output_final_state=True, chunk_size=chunk)
-    return [q, k, v, ig, lf], _state_kw(op, st), _state_kw(partial(naive_mlstm, output_final_state=True), st)
+    nv = partial(naive_mlstm, output_final_state=True)
+    return [q, k, v, ig, lf], _state_kw(op, st), _state_kw(nv, st)
 
 
 def wkv6_case(dtype, L=11, chunk=4, B=1, H=2):
@@ -177,6 +180,10 @@ def _state_of(fn):
     return fn.args[1] if isinstance(fn, partial) and fn.func is _with_state else None
 
 
+def _as_list(state):
+    return [] if state is None else list(state) if isinstance(state, tuple) else [state]
+
+
 def _grad_targets(outs):
     """Outputs that carry a gradient (mLSTM's stabiliser ``m`` does not)."""
     return [o for o in outs if o.requires_grad]
@@ -201,8 +208,7 @@ def _compare(case, op_dtype, impl, tol, device="cpu", grads=True, **case_kw):
     assert len(got_t) == len(want_t)
     gouts = [torch.randn_like(w) for w in want_t]
     got_t = [o.cpu() for o in got_t]
-    leaves_op = op_ins + (list(op_st) if isinstance(op_st, tuple) else [op_st] if op_st is not None else [])
-    leaves_nv = nv_ins + (list(nv_st) if isinstance(nv_st, tuple) else [nv_st] if nv_st is not None else [])
+    leaves_op, leaves_nv = op_ins + _as_list(op_st), nv_ins + _as_list(nv_st)
     g_op = torch.autograd.grad(got_t, leaves_op, [g.to(o.dtype) for g, o in zip(gouts, got_t)],
                                allow_unused=True)
     g_nv = torch.autograd.grad(want_t, leaves_nv, gouts, allow_unused=True)

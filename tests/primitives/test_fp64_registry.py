@@ -14,7 +14,7 @@ import torch
 
 from mad_bench.primitives import REGISTRY, list_primitives
 
-D, L, B = 16, 7, 2
+D, L, B = 8, 5, 1
 
 
 def _build(name):

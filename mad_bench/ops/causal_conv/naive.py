@@ -12,7 +12,8 @@ __all__ = ["naive_causal_conv1d"]
 def naive_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                         activation: str | None = None) -> torch.Tensor:
     """``y[:, t] = bias + sum_j w[:, j] x[:, t - (K - 1) + j]`` (zeros before the start), then
-    ``silu`` when ``activation == "silu"``. Arguments as :func:`mad_bench.ops.causal_conv.causal_conv1d`."""
+    ``silu`` when ``activation == "silu"``. Arguments as
+    :func:`mad_bench.ops.causal_conv.causal_conv1d`."""
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     dt = torch.promote_types(x.dtype, torch.float32)
@@ -22,7 +23,7 @@ def naive_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     xs = x.to(dt)
     ys = []
     for t in range(L):
-        y = torch.zeros(B, C, dtype=dt, device=x.device) if bias is None else bias.to(dt).expand(B, C)
+        y = x.new_zeros(B, C, dtype=dt) if bias is None else bias.to(dt).expand(B, C)
         for j in range(K):
             s = t - (K - 1) + j
             if s >= 0:

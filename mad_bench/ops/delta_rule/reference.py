@@ -6,7 +6,7 @@ states ``S [B, H, K, V]``::
     S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T (scale * q_t)
 
 :func:`chunk_delta_rule` is the chunked WY / UT form (float32 inside, float64 stays float64);
-:func:`recurrent_delta_rule` the plain loop over time (the tests' ground truth).
+:func:`recurrent_delta_rule` the plain loop over time (:mod:`.naive`, the tests' ground truth).
 """
 from __future__ import annotations
 

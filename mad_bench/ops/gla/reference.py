@@ -4,8 +4,8 @@ Layout as flash-linear-attention: ``q, k [B, H, L, K]``, ``v [B, H, L, V]``, sta
 ``S [B, H, K, V]`` (key-major: ``o_t = S_t^T q_t``). The functions compute in float32 (float64
 stays float64) and return the input dtype. The ``chunk_*`` functions are linear in ``L``
 (intra-chunk masked matmuls + a short Python loop over ``L / chunk_size`` chunks that carries the
-state); the ``recurrent_*`` functions are plain loops over time, the definition of each
-recurrence and the independent ground truth of the tests.
+state); the ``recurrent_*`` functions are plain loops over time (from :mod:`.naive`), the
+definition of each recurrence and the independent ground truth of the tests.
 
 Recurrences (per batch and head; ``g_t = exp(log_g_t)``):
 
@@ -164,5 +164,6 @@ def recurrent_gla(q, k, v, log_g, scale=1.0, initial_state=None):
 
 
 def recurrent_simple_gla(q, k, v, log_g=None, scale=1.0, initial_state=None):
-    """The plain loop (:func:`.naive.naive_simple_gla`, ``log_g [B, H, L]`` or None): ``(o, S_L)``."""
+    """The plain loop (:func:`.naive.naive_simple_gla`, ``log_g [B, H, L]`` or None):
+    ``(o, S_L)``."""
     return naive_simple_gla(q, k, v, log_g, scale, initial_state, output_final_state=True)

@@ -1,5 +1,5 @@
 """Torch reference of RWKV-6's WKV: the chunked form (:func:`wkv6_chunked`) and the plain
-recurrence (:func:`wkv6_recurrent`, the tests' ground truth)."""
+recurrence (:func:`wkv6_recurrent`, from :mod:`.naive`: the tests' ground truth)."""
 from __future__ import annotations
 
 import torch

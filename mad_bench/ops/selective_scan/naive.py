@@ -34,7 +34,8 @@ def naive_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
          else initial_state.to(dt))
     ys = []
     for t in range(L):
-        h = torch.exp(dl[:, :, t, None] * A) * h + (dl[:, :, t] * uf[:, :, t])[..., None] * B[..., t]
+        x_t = (dl[:, :, t] * uf[:, :, t])[..., None] * B[..., t]
+        h = torch.exp(dl[:, :, t, None] * A) * h + x_t
         ys.append((h * C[..., t]).sum(-1))
     y = torch.stack(ys, dim=2)
     if D is not None:

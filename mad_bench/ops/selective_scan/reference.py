@@ -1,7 +1,7 @@
 """Torch reference of Mamba-1's selective scan (Gu & Dao, 2023): the one chunked two-level scan
 (:func:`chunked_scan`, time-major core; :func:`selective_scan`, mamba's ``selective_scan_fn``
 argument convention around it) and :func:`selective_scan_naive`, the step-by-step definition
-(the tests' ground truth).
+(from :mod:`.naive`: the tests' ground truth).
 """
 from __future__ import annotations
 
