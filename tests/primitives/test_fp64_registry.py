@@ -74,3 +74,24 @@ def test_parallel_form_computes_in_fp64(name):
     exact = (g * d).sum()
     err = abs((fd - exact).item()) / max(abs(exact.item()), g.abs().sum().item() * 1e-3)
     assert err < 1e-6, f"{name}: finite difference vs autograd {err:.3g} (an fp32 step?)"
+
+
+def test_whole_model_in_fp64_steps():
+    """``model.double()`` then ``init_state`` / ``step`` (the failure of issue 17: fp32 states
+    met fp64 weights in lstm, gru, retnet and gated-deltanet)."""
+    from mad_bench import build_model, load_spec
+
+    torch.manual_seed(2)
+    layers = ["lstm", "gru", "retnet", "gated-deltanet"]
+    spec = load_spec({"name": "f64", "d_model": D, "layers": layers})
+    model = build_model(spec, vocab_size=11, max_len=L).double().eval()
+    tokens = torch.randint(0, 11, (B, L))
+    with torch.no_grad():
+        parallel = model(tokens)
+        state = model.init_state(B)
+        steps = []
+        for t in range(L):
+            out, state = model.step(tokens[:, t], state)
+            steps.append(out)
+    assert parallel.dtype == torch.float64
+    assert _rel(torch.stack(steps, dim=1), parallel) < 1e-12
