@@ -112,6 +112,18 @@ class SequenceMixer(Primitive):
         """One token: ``x_t[B, D] -> (y_t[B, D], new_state)``; equals ``forward`` at position t."""
         raise NotImplementedError
 
+    def state_kind(self, device=None, dtype=None) -> dict:
+        """``device`` / ``dtype`` keywords for a state tensor made by :meth:`init_state`: the
+        ones asked for, else the parameters' (so ``.double()`` / ``.to(device)`` carry over),
+        the dtype at least fp32 (states accumulate over the sequence: a bf16 model keeps fp32
+        states, an fp64 model fp64 ones)."""
+        ref = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if ref is None:
+            ref = next((b for b in self.buffers() if b.is_floating_point()), None)
+        device = device if device is not None else (ref.device if ref is not None else None)
+        dtype = dtype or (ref.dtype if ref is not None else torch.float32)
+        return {"device": device, "dtype": torch.promote_types(dtype, torch.float32)}
+
 
 class ChannelMixer(Primitive):
     kind: ClassVar[Kind] = "channel"

@@ -162,8 +162,9 @@ def test_ssd_matches_loop(chunk):
     C = torch.randn(b, l, g, n, dtype=torch.float64)
     y, last = ssd_chunked(x, dt, A, B, C, chunk_size=chunk)
     ref, S = naive_ssd(x, dt, A, B, C)
-    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(last, S.float(), rtol=1e-5, atol=1e-5)
+    assert y.dtype == last.dtype == torch.float64  # fp64 in, fp64 throughout
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(last, S, rtol=1e-10, atol=1e-10)
 
 
 def test_mamba2_shapes_and_defaults():

@@ -6,13 +6,15 @@ states ``S [B, H, K, V]``::
     S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T (scale * q_t)
 
 :func:`chunk_delta_rule` is the chunked WY / UT form (float32 inside, float64 stays float64);
-:func:`recurrent_delta_rule` the plain loop over time (the tests' ground truth).
+:func:`recurrent_delta_rule` the plain loop over time (:mod:`.naive`, the tests' ground truth).
 """
 from __future__ import annotations
 
 import torch
 
 from ..utils import pad_time, upcast
+
+from .naive import naive_delta_rule
 
 __all__ = ["chunk_delta_rule", "recurrent_delta_rule"]
 
@@ -81,15 +83,5 @@ def chunk_delta_rule(
 
 
 def recurrent_delta_rule(q, k, v, beta, scale=1.0, initial_state=None):
-    """Naive per-step delta rule; returns ``(o, S_L)``."""
-    B, H, L, K = q.shape
-    dtype = v.dtype
-    q, k, v, beta = upcast(q), upcast(k), upcast(v), upcast(beta)
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else upcast(initial_state)
-    outs = []
-    for t in range(L):
-        k_t, v_t, b_t = k[:, :, t], v[:, :, t], beta[:, :, t]
-        pred = (k_t[..., None] * S).sum(-2)  # S^T k_t, [B, H, V]
-        S = S + b_t[..., None, None] * k_t[..., :, None] * (v_t - pred)[..., None, :]
-        outs.append((q[:, :, t, None] * scale) @ S)
-    return torch.cat(outs, dim=2).to(dtype), S
+    """The plain loop (:func:`.naive.naive_delta_rule`) with its final state: ``(o, S_L)``."""
+    return naive_delta_rule(q, k, v, beta, scale, initial_state, output_final_state=True)

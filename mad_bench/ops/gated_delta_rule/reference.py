@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from .naive import naive_gated_delta_rule
+
 __all__ = ["chunk_gated_delta_rule", "recurrent_gated_delta_rule"]
 
 
@@ -83,16 +85,6 @@ def chunk_gated_delta_rule(q, k, v, beta, log_g, scale: float = 1.0, chunk_size:
 
 
 def recurrent_gated_delta_rule(q, k, v, beta, log_g, scale: float = 1.0, initial_state=None):
-    """The recurrence step by step (the definition; tests' fp64 reference); returns ``(o, S_L)``."""
-    B, H, L, K = q.shape
-    dtype = v.dtype
-    q, k, v, beta, log_g = (_f(t) for t in (q, k, v, beta, log_g))
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else _f(initial_state)
-    outs = []
-    for t in range(L):
-        k_t, b_t = k[:, :, t], beta[:, :, t, None]
-        S = torch.exp(log_g[:, :, t])[..., None, None] * S
-        err = v[:, :, t] - (k_t[..., None] * S).sum(-2)  # v_t - S'^T k_t
-        S = S + (b_t * k_t)[..., :, None] * err[..., None, :]
-        outs.append(((q[:, :, t] * scale)[..., None, :] @ S)[..., 0, :])
-    return torch.stack(outs, dim=2).to(dtype), S
+    """The plain loop (:func:`.naive.naive_gated_delta_rule`) with its final state: ``(o, S_L)``."""
+    return naive_gated_delta_rule(q, k, v, beta, log_g, scale, initial_state,
+                                  output_final_state=True)

@@ -4,8 +4,8 @@ Layout as flash-linear-attention: ``q, k [B, H, L, K]``, ``v [B, H, L, V]``, sta
 ``S [B, H, K, V]`` (key-major: ``o_t = S_t^T q_t``). The functions compute in float32 (float64
 stays float64) and return the input dtype. The ``chunk_*`` functions are linear in ``L``
 (intra-chunk masked matmuls + a short Python loop over ``L / chunk_size`` chunks that carries the
-state); the ``recurrent_*`` functions are plain loops over time, the definition of each
-recurrence and the independent ground truth of the tests.
+state); the ``recurrent_*`` functions are plain loops over time (from :mod:`.naive`), the
+definition of each recurrence and the independent ground truth of the tests.
 
 Recurrences (per batch and head; ``g_t = exp(log_g_t)``):
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 
 from ..utils import carry_states, pad_time, upcast
+
+from .naive import naive_gla, naive_simple_gla
 
 __all__ = ["chunk_gla", "chunk_simple_gla", "recurrent_gla", "recurrent_simple_gla"]
 
@@ -157,22 +159,11 @@ def chunk_simple_gla(
 
 
 def recurrent_gla(q, k, v, log_g, scale=1.0, initial_state=None):
-    """Naive per-step GLA (``log_g [B, H, L, K]``); returns ``(o, S_L)``."""
-    B, H, L, K = q.shape
-    dtype = v.dtype
-    q, k, v, log_g = upcast(q), upcast(k), upcast(v), upcast(log_g)
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else upcast(initial_state)
-    outs = []
-    for t in range(L):
-        S = torch.exp(log_g[:, :, t])[..., None] * S + k[:, :, t, :, None] * v[:, :, t, None]
-        outs.append((q[:, :, t, None] * scale) @ S)
-    return torch.cat(outs, dim=2).to(dtype), S
+    """The plain loop (:func:`.naive.naive_gla`, ``log_g [B, H, L, K]``): ``(o, S_L)``."""
+    return naive_gla(q, k, v, log_g, scale, initial_state, output_final_state=True)
 
 
 def recurrent_simple_gla(q, k, v, log_g=None, scale=1.0, initial_state=None):
-    """Naive per-step retention / linear attention (``log_g [B, H, L]`` or None)."""
-    if log_g is not None:
-        log_g = log_g[..., None].expand(*q.shape)
-    else:
-        log_g = torch.zeros_like(q)
-    return recurrent_gla(q, k, v, log_g, scale, initial_state)
+    """The plain loop (:func:`.naive.naive_simple_gla`, ``log_g [B, H, L]`` or None):
+    ``(o, S_L)``."""
+    return naive_simple_gla(q, k, v, log_g, scale, initial_state, output_final_state=True)

@@ -1,10 +1,12 @@
 """Torch reference of RWKV-6's WKV: the chunked form (:func:`wkv6_chunked`) and the plain
-recurrence (:func:`wkv6_recurrent`, the tests' ground truth)."""
+recurrence (:func:`wkv6_recurrent`, from :mod:`.naive`: the tests' ground truth)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from .naive import naive_wkv6
 
 __all__ = ["wkv6_chunked", "wkv6_recurrent"]
 
@@ -56,14 +58,5 @@ def wkv6_chunked(r, k, v, logw, u, chunk: int):
 
 
 def wkv6_recurrent(r, k, v, logw, u):
-    """The plain step-by-step recurrence (tests' ground truth; fp64 stays fp64)."""
-    B, H, L, K = r.shape
-    work = torch.promote_types(r.dtype, torch.float32)
-    r, k, v, w, u = (t.to(work) for t in (r, k, v, logw.exp(), u))
-    S = torch.zeros(B, H, K, v.shape[-1], dtype=work, device=r.device)
-    os = []
-    for t in range(L):
-        kv = k[:, :, t, :, None] * v[:, :, t, None, :]
-        os.append((r[:, :, t, None, :] @ (S + u[None, :, :, None] * kv)).squeeze(-2))
-        S = w[:, :, t, :, None] * S + kv
-    return torch.stack(os, 2)
+    """The plain loop (:func:`.naive.naive_wkv6`)."""
+    return naive_wkv6(r, k, v, logw, u)

@@ -1,12 +1,14 @@
 """Torch reference of Mamba-1's selective scan (Gu & Dao, 2023): the one chunked two-level scan
 (:func:`chunked_scan`, time-major core; :func:`selective_scan`, mamba's ``selective_scan_fn``
 argument convention around it) and :func:`selective_scan_naive`, the step-by-step definition
-(the tests' ground truth).
+(from :mod:`.naive`: the tests' ground truth).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .naive import naive_selective_scan
 
 __all__ = ["selective_scan", "chunked_scan", "selective_scan_naive"]
 
@@ -138,22 +140,5 @@ def chunked_scan(
 
 
 def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Step-by-step loop (the definition), in the inputs' precision (at least fp32)."""
-    dt = torch.promote_types(u.dtype, torch.float32)
-    uf, dl = u.to(dt), delta.to(dt)
-    if delta_bias is not None:
-        dl = dl + delta_bias.to(dt)[:, None]
-    if delta_softplus:
-        dl = F.softplus(dl)
-    A, B, C = A.to(dt), B.to(dt), C.to(dt)
-    h = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=dt, device=u.device)
-    ys = []
-    for t in range(u.shape[2]):
-        h = torch.exp(dl[:, :, t, None] * A) * h + (dl[:, :, t] * uf[:, :, t])[..., None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=2)
-    if D is not None:
-        y = y + D.to(dt)[:, None] * uf
-    if z is not None:
-        y = y * F.silu(z.to(dt))
-    return y.to(u.dtype)
+    """The plain loop (:func:`.naive.naive_selective_scan`)."""
+    return naive_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -25,8 +25,8 @@ def ssd(x, dt, A, B, C, initial_state=None, output_final_state=False, chunk_size
     ``B, C [b, l, g, n]`` (g divides h), ``initial_state [b, h, p, n]``;
     ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T``, ``y_t = h_t C_t`` (no D term).
 
-    Returns ``y [b, l, h, p]`` in ``x``'s dtype, and ``h_L [b, h, p, n]`` (fp32) when
-    ``output_final_state``.
+    Returns ``y [b, l, h, p]`` in ``x``'s dtype, and ``h_L [b, h, p, n]`` (fp32; fp64 for fp64
+    inputs on the torch path) when ``output_final_state``.
     """
     h, g = x.shape[2], B.shape[2]
     if h % g:

@@ -20,7 +20,9 @@ def ssd_chunked(
 
     ``x[b, l, h, p]``, ``dt[b, l, h]`` (positive), ``A[h]`` (negative), ``B, C[b, l, g, n]``,
     ``initial_state[b, h, p, n]``. Returns ``(y[b, l, h, p], h_last[b, h, p, n])`` for
-    ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T``, ``y_t = h_t C_t`` (no D term). fp32 inside.
+    ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T``, ``y_t = h_t C_t`` (no D term). Computed in
+    fp32, or fp64 for fp64 inputs (the precise path the tests check against
+    :func:`.naive.naive_ssd`); ``h_last`` in that compute dtype.
 
     Algorithm (the SSD block decomposition; the decay is a scalar per head and step, so the
     within-chunk decay matrix is ``[T, T]`` per head): with ``a_t = dt_t A`` and, per chunk of
@@ -42,7 +44,8 @@ def ssd_chunked(
     T = max(1, min(chunk_size, l))
     nc = -(-l // T)
     pad = nc * T - l
-    x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
+    work = torch.promote_types(dtype_in, torch.float32)  # fp32; fp64 stays fp64
+    x, dt, A, B, C = (t.to(work) for t in (x, dt, A, B, C))
     if pad:
         x = F.pad(x, (0, 0, 0, 0, 0, pad))
         dt = F.pad(dt, (0, 0, 0, pad))
@@ -72,9 +75,9 @@ def ssd_chunked(
     decay_chunk = G[..., -1].exp().unbind(2)  # c x [b, h]
     S_local = S_local.unbind(2)
     S = (
-        torch.zeros(b, h, p, n, device=x.device, dtype=torch.float32)
+        torch.zeros(b, h, p, n, device=x.device, dtype=work)
         if initial_state is None
-        else initial_state.float()
+        else initial_state.to(work)
     )
     S_in = []
     for c in range(nc):

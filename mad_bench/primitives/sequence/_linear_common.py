@@ -137,11 +137,11 @@ def conv_qkv_step(layer: nn.Module, x_t: torch.Tensor, state: dict, new: dict):
 
 
 def delta_state(layer: nn.Module, batch_size: int, device=None, dtype=None) -> dict:
-    """The delta-rule layers' state: ``S [B, H, dk, dv]`` (fp32) and the short convs' windows."""
-    state = {"S": torch.zeros(batch_size, layer.n_heads, layer.dk, layer.dv, device=device,
-                              dtype=torch.float32)}
+    """The delta-rule layers' state: ``S [B, H, dk, dv]`` (at least fp32: the parameters'
+    dtype, fp64 for an fp64 layer) and the short convs' windows."""
+    kind = layer.state_kind(device, dtype)
+    state = {"S": torch.zeros(batch_size, layer.n_heads, layer.dk, layer.dv, **kind)}
     if layer.cfg.short_conv:
         for name in ("q", "k", "v"):
-            state[name] = getattr(layer, f"{name}_conv").init_state(batch_size, device,
-                                                                     dtype or torch.float32)
+            state[name] = getattr(layer, f"{name}_conv").init_state(batch_size, **kind)
     return state

@@ -45,7 +45,7 @@ class TorchRNN(SequenceMixer):
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> Any:
         shape = (1, batch_size, self.d_hidden)
-        zeros = [torch.zeros(shape, device=device, dtype=dtype or torch.float32)
+        zeros = [torch.zeros(shape, **self.state_kind(device, dtype))
                  for _ in range(self.state_tensors)]
         return tuple(zeros) if self.state_tensors > 1 else zeros[0]
 

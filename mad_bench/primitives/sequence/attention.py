@@ -96,7 +96,7 @@ class Attention(SequenceMixer):
     def init_state(self, batch_size: int, device=None, dtype=None):
         cache_len = self.max_len if self.cfg.window is None else min(self.cfg.window, self.max_len)
         shape = (batch_size, self.n_heads, cache_len, self.head_dim)
-        zeros = lambda: torch.zeros(shape, device=device, dtype=dtype or torch.float32)  # noqa: E731
+        zeros = lambda: torch.zeros(shape, **self.state_kind(device, dtype))  # noqa: E731
         return {"k": zeros(), "v": zeros(), "pos": 0}
 
     def step(self, x_t: torch.Tensor, state):

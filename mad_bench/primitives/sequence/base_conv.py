@@ -71,7 +71,7 @@ class BaseConv(SequenceMixer):
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         n = self.cfg.kernel_size - 1 if self.cfg.conv == "short" else self.max_len
-        hist = torch.zeros(batch_size, self.d_model, n, device=device, dtype=dtype or torch.float32)
+        hist = torch.zeros(batch_size, self.d_model, n, **self.state_kind(device, dtype))
         return {"hist": hist, "pos": 0}
 
     def step(self, x_t: torch.Tensor, state):

@@ -29,6 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ...ops.gla.reference import chunk_simple_gla
@@ -71,28 +72,29 @@ class Based(SequenceMixer):
     def _heads(self, x: torch.Tensor):
         B, L, _ = x.shape
         split = lambda t: t.view(B, L, self.n_heads, -1).transpose(1, 2)  # noqa: E731
-        q = taylor_features(split(self.q_proj(x)).float())
-        k = taylor_features(split(self.k_proj(x)).float())
+        q = taylor_features(upcast(split(self.q_proj(x))))
+        k = taylor_features(upcast(split(self.k_proj(x))))
         return q, k, split(self.v_proj(x))  # [B, H, L, F], [B, H, L, F], [B, H, L, d_h]
 
     def _out(self, o: torch.Tensor, q: torch.Tensor, z: torch.Tensor, dtype) -> torch.Tensor:
-        o = o.float() / ((q * z).sum(-1, keepdim=True) + self.cfg.eps)  # [B, H, L, d_h]
+        o = upcast(o) / ((q * z).sum(-1, keepdim=True) + self.cfg.eps)  # [B, H, L, d_h]
         B, _, L, _ = o.shape
         return self.o_proj(o.transpose(1, 2).reshape(B, L, self.d_model).to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(x)
-        o = chunk_simple_gla(q, k, v.float(), None, scale=1.0, chunk_size=self.cfg.chunk_size)
+        o = chunk_simple_gla(q, k, upcast(v), None, scale=1.0, chunk_size=self.cfg.chunk_size)
         return self._out(o, q, k.cumsum(dim=2), x.dtype)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         H, Fd = self.n_heads, self.n_features
-        return {"S": torch.zeros(batch_size, H, Fd, self.head_dim, device=device),
-                "z": torch.zeros(batch_size, H, Fd, device=device)}
+        kind = self.state_kind(device, dtype)
+        return {"S": torch.zeros(batch_size, H, Fd, self.head_dim, **kind),
+                "z": torch.zeros(batch_size, H, Fd, **kind)}
 
     def step(self, x_t: torch.Tensor, state):
         q, k, v = self._heads(x_t[:, None])  # [B, H, 1, .]
-        S = state["S"] + k[:, :, 0, :, None] * v[:, :, 0, None, :].float()
+        S = state["S"] + k[:, :, 0, :, None] * upcast(v[:, :, 0, None, :])
         z = state["z"] + k[:, :, 0]
         o = q @ S  # [B, H, 1, d_h]
         return self._out(o, q, z[:, :, None], x_t.dtype)[:, 0], {"S": S, "z": z}

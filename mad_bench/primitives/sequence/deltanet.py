@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from ...ops import causal_conv, delta_rule
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
@@ -80,10 +81,10 @@ class DeltaNet(SequenceMixer):
 
     def _heads(self, q, k, v, x):
         act = _ACT[self.cfg.qk_activation]
-        q = F.normalize(self._split(act(q), self.dk).float(), dim=-1)
-        k = F.normalize(self._split(act(k), self.dk).float(), dim=-1)
+        q = F.normalize(upcast(self._split(act(q), self.dk)), dim=-1)
+        k = F.normalize(upcast(self._split(act(k), self.dk)), dim=-1)
         v = self._split(_ACT[self.cfg.v_activation](v), self.dv)
-        beta = torch.sigmoid(self.b_proj(x).float()).transpose(1, 2)  # [B, H, L]
+        beta = torch.sigmoid(upcast(self.b_proj(x))).transpose(1, 2)  # [B, H, L]
         return q, k, v, beta
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ class DeltaNet(SequenceMixer):
         q, k, v = conv_qkv_step(self, x_t, state, new)
         q, k, v, beta = (t[:, :, 0] for t in self._heads(q[:, None], k[:, None], v[:, None],
                                                           x_t[:, None]))
-        S, v = state["S"], v.float()
+        S, v = state["S"], upcast(v)
         pred = (k[..., None, :] @ S)[..., 0, :]  # S^T k: the value the state recalls for k
         S = S + (beta[..., None] * k)[..., :, None] * (v - pred)[..., None, :]
         o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]

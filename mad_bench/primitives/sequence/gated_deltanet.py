@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from ...ops import causal_conv, gated_delta_rule
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
@@ -86,11 +87,11 @@ class GatedDeltaNet(SequenceMixer):
     def _heads(self, q, k, v, x):
         if self.cfg.short_conv:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        q = F.normalize(self._split(q, self.dk).float(), dim=-1)
-        k = F.normalize(self._split(k, self.dk).float(), dim=-1)
+        q = F.normalize(upcast(self._split(q, self.dk)), dim=-1)
+        k = F.normalize(upcast(self._split(k, self.dk)), dim=-1)
         v = self._split(v, self.dv)
-        beta = torch.sigmoid(self.b_proj(x).float()).transpose(1, 2)  # [B, H, L]
-        log_g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+        beta = torch.sigmoid(upcast(self.b_proj(x))).transpose(1, 2)  # [B, H, L]
+        log_g = -self.A_log.exp() * F.softplus(upcast(self.a_proj(x)) + self.dt_bias)
         return q, k, v, beta, log_g.transpose(1, 2)
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ class GatedDeltaNet(SequenceMixer):
         q, k, v, beta, log_g = (t[:, :, 0] for t in self._heads(q[:, None], k[:, None],
                                                                 v[:, None], x_t[:, None]))
         S = torch.exp(log_g)[..., None, None] * state["S"]
-        err = v.float() - (k[..., None, :] @ S)[..., 0, :]  # v - S'^T k
+        err = upcast(v) - (k[..., None, :] @ S)[..., 0, :]  # v - S'^T k
         S = S + (beta[..., None] * k)[..., :, None] * err[..., None, :]
         o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]
         new["S"] = S

@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from ...ops import gla
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
@@ -86,7 +87,7 @@ class GatedLinearAttention(SequenceMixer):
         q = self._split(self.q_proj(x), self.dk)
         k = self._split(self.k_proj(x), self.dk)
         v = self._split(self.v_proj(x), self.dv)
-        log_g = F.logsigmoid(self.gk_up(self.gk_down(x)).float()) / self.cfg.gate_logit_normalizer
+        log_g = F.logsigmoid(upcast(self.gk_up(self.gk_down(x)))) / self.cfg.gate_logit_normalizer
         return q, k, v, self._split(log_g, self.dk)
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -104,11 +105,11 @@ class GatedLinearAttention(SequenceMixer):
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        return torch.zeros(batch_size, self.n_heads, self.dk, self.dv, device=device,
-                           dtype=torch.float32)
+        return torch.zeros(batch_size, self.n_heads, self.dk, self.dv,
+                           **self.state_kind(device, dtype))
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
-        q, k, v, log_g = (t[:, :, 0].float() for t in self._project(x_t[:, None]))  # [B, H, d]
+        q, k, v, log_g = (upcast(t[:, :, 0]) for t in self._project(x_t[:, None]))  # [B, H, d]
         S = torch.exp(log_g)[..., None] * state + k[..., :, None] * v[..., None, :]
         o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]  # [B, H, d_v]
         y = self._output(o.to(x_t.dtype)[:, None], x_t[:, None])[:, 0]

@@ -29,6 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from .hyena import fft_causal_conv, outer_product_conv
@@ -98,13 +99,14 @@ class H3(SequenceMixer):
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         N, n = self.N, self.cfg.head_dim
-        return {"shift": torch.zeros(batch_size, self.d_model, N - 1, device=device),
-                "ssm": torch.zeros(batch_size, self.heads, n, n, N // 2, 2, device=device)}
+        kind = self.state_kind(device, dtype)
+        return {"shift": torch.zeros(batch_size, self.d_model, N - 1, **kind),
+                "ssm": torch.zeros(batch_size, self.heads, n, n, N // 2, 2, **kind)}
 
     def step(self, x_t: torch.Tensor, state):
         B, n = x_t.shape[0], self.cfg.head_dim
         q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
-        window = torch.cat([state["shift"], k[..., None].float()], dim=-1)  # [B, D, N] oldest first
+        window = torch.cat([state["shift"], upcast(k[..., None])], dim=-1)  # [B, D, N] oldest first
         k = (window * self.shift_C.flip(-1)).sum(-1) + self.shift_D * k
         q, k, v = (t.view(B, self.heads, n) for t in (q, k, v))
         kv = k[..., :, None] * v[..., None, :]  # [B, G, i, j]

@@ -54,6 +54,7 @@ from torch import nn
 
 from ...ops import causal_conv
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -157,7 +158,7 @@ def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """y[..., t] = sum_{s <= t} k[..., t - s] u[..., s] via FFT of size 2L (u, k: [..., L])."""
     L = u.shape[-1]
     n = 2 * L
-    y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(k.float(), n=n), n=n)
+    y = torch.fft.irfft(torch.fft.rfft(upcast(u), n=n) * torch.fft.rfft(upcast(k), n=n), n=n)
     return y[..., :L].to(u.dtype)
 
 
@@ -235,7 +236,8 @@ class Hyena(SequenceMixer):
         return self.out_proj(y)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        dtype = dtype or torch.float32
+        kind = self.state_kind(device, dtype)
+        device, dtype = kind["device"], kind["dtype"]
         k = self.cfg.short_filter_order
         if self.outer:  # every outer product so far, [B, G, N, N, max_len]
             N = self.cfg.head_dim

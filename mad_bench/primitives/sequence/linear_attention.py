@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from ...ops import gla
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import chunked_flops_per_token
@@ -87,8 +88,8 @@ class LinearAttention(SequenceMixer):
         return self._phi(q, "q"), self._phi(k, "k"), v  # each [B, H, L, d_h]
 
     def _normalise(self, o: torch.Tensor, q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        den = (q.float() * z).sum(-1, keepdim=True) + self.cfg.eps
-        return (o.float() / den).to(o.dtype)
+        den = (upcast(q) * z).sum(-1, keepdim=True) + self.cfg.eps
+        return (upcast(o) / den).to(o.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
@@ -96,21 +97,21 @@ class LinearAttention(SequenceMixer):
         o = gla.chunk_simple_gla(q, k, v, None, scale=1.0, chunk_size=self.cfg.chunk_size,
                                  impl=self.cfg.impl)
         if self.cfg.normalize:
-            o = self._normalise(o, q, k.float().cumsum(dim=2))
+            o = self._normalise(o, q, upcast(k).cumsum(dim=2))
         return self.out(o.transpose(1, 2).reshape(B, L, D))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         H, d = self.n_heads, self.head_dim
         return {
-            "S": torch.zeros(batch_size, H, d, d, device=device, dtype=torch.float32),
-            "z": torch.zeros(batch_size, H, d, device=device, dtype=torch.float32),
+            "S": torch.zeros(batch_size, H, d, d, **self.state_kind(device, dtype)),
+            "z": torch.zeros(batch_size, H, d, **self.state_kind(device, dtype)),
         }
 
     def step(self, x_t: torch.Tensor, state):
         q, k, v = (t[:, :, 0] for t in self._heads(x_t[:, None]))  # [B, H, d_h]
-        S = state["S"] + k.float()[..., :, None] * v.float()[..., None, :]
-        z = state["z"] + k.float()
-        o = (q.float()[..., None, :] @ S)[..., 0, :]
+        S = state["S"] + upcast(k)[..., :, None] * upcast(v)[..., None, :]
+        z = state["z"] + upcast(k)
+        o = (upcast(q)[..., None, :] @ S)[..., 0, :]
         if self.cfg.normalize:
             o = self._normalise(o, q, z)
         y = self.out(o.to(x_t.dtype).reshape(x_t.shape[0], self.d_model))

@@ -28,6 +28,7 @@ from torch import nn
 
 from ...ops import causal_conv, selective_scan
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -101,7 +102,7 @@ class Mamba(SequenceMixer):
         impl = self.cfg.impl
         xc = causal_conv1d(xs, self.conv1d.weight, self.conv1d.bias, "silu", impl=impl)
         dt, Bm, Cm = self._split(xc)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(upcast(self.A_log))
         # [b, l, d] tensors as the scan's [b, d, l] views (no copy); bias + softplus, D, gate fused
         y = selective_scan.selective_scan(
             xc.transpose(1, 2), dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
@@ -111,14 +112,10 @@ class Mamba(SequenceMixer):
         return self.out_proj(y.transpose(1, 2).to(x.dtype))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        dtype = dtype or torch.float32
+        kind = self.state_kind(device, dtype)
         return {
-            "conv": torch.zeros(
-                batch_size, self.d_inner, self.cfg.d_conv, device=device, dtype=dtype
-            ),
-            "ssm": torch.zeros(
-                batch_size, self.d_inner, self.cfg.d_state, device=device, dtype=torch.float32
-            ),
+            "conv": torch.zeros(batch_size, self.d_inner, self.cfg.d_conv, **kind),
+            "ssm": torch.zeros(batch_size, self.d_inner, self.cfg.d_state, **kind),
         }
 
     def step(self, x_t: torch.Tensor, state):
@@ -126,12 +123,12 @@ class Mamba(SequenceMixer):
         xc, window = causal_conv1d_step(xs, state["conv"], self.conv1d.weight, self.conv1d.bias)
         xc = F.silu(xc)
         dt, Bm, Cm = self._split(xc)
-        dt = F.softplus((dt + self.dt_proj.bias).float())  # [B, E]
-        A = -torch.exp(self.A_log.float())  # [E, N]
-        x_in = (dt * xc.float())[:, :, None] * Bm.float()[:, None, :]
+        dt = F.softplus(upcast(dt + self.dt_proj.bias))  # [B, E]
+        A = -torch.exp(upcast(self.A_log))  # [E, N]
+        x_in = (dt * upcast(xc))[:, :, None] * upcast(Bm)[:, None, :]
         h = torch.exp(dt[:, :, None] * A) * state["ssm"] + x_in
-        y = (h * Cm.float()[:, None, :]).sum(-1) + self.D.float() * xc.float()
-        y = (y * F.silu(z.float())).to(x_t.dtype)
+        y = (h * upcast(Cm)[:, None, :]).sum(-1) + upcast(self.D) * upcast(xc)
+        y = (y * F.silu(upcast(z))).to(x_t.dtype)
         return self.out_proj(y), {"conv": window, "ssm": h}
 
     def mixing_flops_per_token(self, seq_len: int) -> float:

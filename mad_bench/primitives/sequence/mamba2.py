@@ -25,6 +25,7 @@ from torch import nn
 
 from ...ops import causal_conv, ssd
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from .mamba import init_dt_bias
@@ -95,9 +96,9 @@ class Mamba2(SequenceMixer):
         self.out_proj = nn.Linear(E, d_model, bias=cfg.bias)
 
     def _gated_norm(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        y = y.float() * F.silu(z.float())
+        y = upcast(y) * F.silu(upcast(z))
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)
-        return y * self.norm_weight.float()
+        return y * upcast(self.norm_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Bsz, L, _ = x.shape
@@ -106,25 +107,21 @@ class Mamba2(SequenceMixer):
         z, xBC, dt = self.in_proj(x).split([E, self.conv_dim, H], dim=-1)
         xBC = causal_conv1d(xBC, self.conv1d.weight, self.conv1d.bias, "silu", impl=self.cfg.impl)
         xs, Bm, Cm = xBC.split([E, G * N, G * N], dim=-1)
-        dt = F.softplus((dt + self.dt_bias).float())
-        A = -torch.exp(self.A_log.float())
+        dt = F.softplus(upcast(dt + self.dt_bias))
+        A = -torch.exp(upcast(self.A_log))
         xh = xs.view(Bsz, L, H, P)
         y = ssd.ssd(xh, dt, A, Bm.view(Bsz, L, G, N), Cm.view(Bsz, L, G, N),
                     chunk_size=self.cfg.chunk_size, impl=self.cfg.impl)
-        y = y.float() + self.D.float()[:, None] * xh.float()
+        y = upcast(y) + upcast(self.D)[:, None] * upcast(xh)
         y = self._gated_norm(y.reshape(Bsz, L, E), z)
         return self.out_proj(y.to(x.dtype))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         return {
-            "conv": torch.zeros(
-                batch_size, self.conv_dim, self.cfg.d_conv,
-                device=device, dtype=dtype or torch.float32,
-            ),
-            "ssm": torch.zeros(
-                batch_size, self.n_heads, self.cfg.headdim, self.cfg.d_state,
-                device=device, dtype=torch.float32,
-            ),
+            "conv": torch.zeros(batch_size, self.conv_dim, self.cfg.d_conv,
+                                **self.state_kind(device, dtype)),
+            "ssm": torch.zeros(batch_size, self.n_heads, self.cfg.headdim, self.cfg.d_state,
+                               **self.state_kind(device, dtype)),
         }
 
     def step(self, x_t: torch.Tensor, state):
@@ -134,14 +131,14 @@ class Mamba2(SequenceMixer):
         z, xBC, dt = self.in_proj(x_t).split([E, self.conv_dim, H], dim=-1)
         xBC, window = causal_conv1d_step(xBC, state["conv"], self.conv1d.weight, self.conv1d.bias)
         xs, Bm, Cm = F.silu(xBC).split([E, G * N, G * N], dim=-1)
-        dt = F.softplus((dt + self.dt_bias).float())  # [B, H]
-        A = -torch.exp(self.A_log.float())
-        xh = xs.float().view(Bsz, H, P)
-        Bh = Bm.float().view(Bsz, G, N).repeat_interleave(H // G, dim=1)  # [B, H, N]
-        Ch = Cm.float().view(Bsz, G, N).repeat_interleave(H // G, dim=1)
+        dt = F.softplus(upcast(dt + self.dt_bias))  # [B, H]
+        A = -torch.exp(upcast(self.A_log))
+        xh = upcast(xs).view(Bsz, H, P)
+        Bh = upcast(Bm).view(Bsz, G, N).repeat_interleave(H // G, dim=1)  # [B, H, N]
+        Ch = upcast(Cm).view(Bsz, G, N).repeat_interleave(H // G, dim=1)
         decay = torch.exp(dt * A)[..., None, None]
         h = decay * state["ssm"] + (dt[..., None] * xh)[..., None] * Bh[:, :, None, :]
-        y = (h @ Ch[..., None])[..., 0] + self.D.float()[:, None] * xh  # [B, H, P]
+        y = (h @ Ch[..., None])[..., 0] + upcast(self.D)[:, None] * xh  # [B, H, P]
         y = self._gated_norm(y.reshape(Bsz, E), z)
         return self.out_proj(y.to(x_t.dtype)), {"conv": window, "ssm": h}
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ...ops import causal_conv, mlstm
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -87,19 +88,19 @@ class MLSTM(SequenceMixer):
         H, dh = self.n_heads, self.head_dim
         q, k = self.qk(xc).chunk(2, dim=-1)
         v = self.v(x)
-        i_gate, f_gate = self.gates(x).float().chunk(2, dim=-1)
+        i_gate, f_gate = upcast(self.gates(x)).chunk(2, dim=-1)
         shape = x.shape[:-1] + (H, dh)
         q, k, v = q.view(shape), k.view(shape) / math.sqrt(dh), v.view(shape)
         return q, k, v, i_gate, F.logsigmoid(f_gate), torch.sigmoid(self.o(x))
 
     def _out(self, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """h [..., H, d_h] -> per-head layer norm (group norm), output gate, projection."""
-        h = h.float()
+        h = upcast(h)
         h = (h - h.mean(-1, keepdim=True)) * torch.rsqrt(
             h.var(-1, keepdim=True, unbiased=False) + self.cfg.norm_eps
         )
-        h = h.flatten(-2) * self.norm_weight.float()
-        return self.out((o.float() * h).to(o.dtype))
+        h = h.flatten(-2) * upcast(self.norm_weight)
+        return self.out((upcast(o) * h).to(o.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xc = x
@@ -113,17 +114,14 @@ class MLSTM(SequenceMixer):
 
     def init_state(self, batch_size: int, device=None, dtype=None):
         H, dh = self.n_heads, self.head_dim
-        f32 = dict(device=device, dtype=torch.float32)
+        kind = self.state_kind(device, dtype)
         state = {
-            "C": torch.zeros(batch_size, H, dh, dh, **f32),  # [k dim, v dim]
-            "n": torch.zeros(batch_size, H, dh, **f32),
-            "m": torch.zeros(batch_size, H, **f32),
+            "C": torch.zeros(batch_size, H, dh, dh, **kind),  # [k dim, v dim]
+            "n": torch.zeros(batch_size, H, dh, **kind),
+            "m": torch.zeros(batch_size, H, **kind),
         }
         if self.cfg.d_conv > 0:
-            state["conv"] = torch.zeros(
-                batch_size, self.d_model, self.cfg.d_conv,
-                device=device, dtype=dtype or torch.float32,
-            )
+            state["conv"] = torch.zeros(batch_size, self.d_model, self.cfg.d_conv, **kind)
         return state
 
     def step(self, x_t: torch.Tensor, state):
@@ -134,7 +132,7 @@ class MLSTM(SequenceMixer):
                                                  self.conv1d.bias)
             xc = F.silu(xc)
         q, k, v, i_gate, log_f, o = self._project(x_t, xc)  # q, k, v [B, H, dh]; gates [B, H]
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q), upcast(k), upcast(v)
         m_prev = state["m"]
         m = torch.maximum(log_f + m_prev, i_gate)
         f_ = (log_f + m_prev - m).exp()

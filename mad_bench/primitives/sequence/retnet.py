@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from ...ops import gla
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 from ._linear_common import (
@@ -108,12 +109,12 @@ class RetNet(SequenceMixer):
         return self._output(o.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        S = torch.zeros(batch_size, self.n_heads, self.dk, self.dv, device=device,
-                        dtype=torch.float32)
+        S = torch.zeros(batch_size, self.n_heads, self.dk, self.dv,
+                        **self.state_kind(device, dtype))
         return {"S": S, "pos": 0}
 
     def step(self, x_t: torch.Tensor, state):
-        q, k, v = (t[:, :, 0].float() for t in self._project(x_t[:, None], state["pos"]))
+        q, k, v = (upcast(t[:, :, 0]) for t in self._project(x_t[:, None], state["pos"]))
         gamma = torch.exp(self.log_gamma)[None, :, None, None]
         S = gamma * state["S"] + k[..., :, None] * v[..., None, :]
         o = ((q * self.dk**-0.5)[..., None, :] @ S)[..., 0, :]

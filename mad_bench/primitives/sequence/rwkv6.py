@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from ...ops import rwkv6
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -114,21 +115,21 @@ class RWKV6(SequenceMixer):
         return self._out(o.transpose(1, 2).reshape(B, L, D), g)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        dtype = dtype or torch.float32
+        kind = self.state_kind(device, dtype)
         H, K = self.n_heads, self.head_dim
         return {
-            "S": torch.zeros(batch_size, H, K, K, device=device, dtype=torch.float32),
-            "x_prev": torch.zeros(batch_size, self.d_model, device=device, dtype=dtype),
+            "S": torch.zeros(batch_size, H, K, K, **kind),
+            "x_prev": torch.zeros(batch_size, self.d_model, **kind),
         }
 
     def step(self, x_t: torch.Tensor, state):
         B = x_t.shape[0]
         r, k, v, g, logw = self._inputs(x_t, state["x_prev"].to(x_t.dtype))
-        hd = lambda t: t.float().view(B, self.n_heads, self.head_dim)  # noqa: E731
+        hd = lambda t: upcast(t).view(B, self.n_heads, self.head_dim)  # noqa: E731
         r, k, v, w = hd(r), hd(k), hd(v), hd(logw).exp()
         S = state["S"]
         kv = k[..., :, None] * v[..., None, :]  # [B, H, K, V]
-        o = (r[..., None, :] @ (S + self.bonus.float()[..., None] * kv)).squeeze(-2)
+        o = (r[..., None, :] @ (S + upcast(self.bonus)[..., None] * kv)).squeeze(-2)
         S_new = w[..., None] * S + kv
         y = self._out(o.reshape(B, self.d_model).to(x_t.dtype), g)
         return y, {"S": S_new, "x_prev": x_t}

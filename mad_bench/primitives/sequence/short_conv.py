@@ -58,9 +58,7 @@ class ShortConv(SequenceMixer):
         return self.out_proj(c if silu else self.act(c))
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        return torch.zeros(
-            batch_size, self.d_model, self.K - 1, device=device, dtype=dtype or torch.float32
-        )
+        return torch.zeros(batch_size, self.d_model, self.K - 1, **self.state_kind(device, dtype))
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
         c, state = causal_conv1d_step(self.in_proj(x_t), state, self.conv.weight, self.conv.bias)

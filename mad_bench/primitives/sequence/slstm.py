@@ -31,6 +31,7 @@ from torch import nn
 
 from ...ops import slstm
 from ...ops.slstm import slstm_cell
+from ...ops.utils import upcast
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
 
@@ -75,32 +76,33 @@ class SLSTM(SequenceMixer):
 
     def _wx(self, x: torch.Tensor) -> torch.Tensor:
         """x[..., D] -> W x + b as [..., H, 4 d_h] (fp32)."""
-        return self.W(x).float().view(*x.shape[:-1], self.n_heads, 4 * self.head_dim)
+        return upcast(self.W(x)).view(*x.shape[:-1], self.n_heads, 4 * self.head_dim)
 
     def _out(self, h: torch.Tensor) -> torch.Tensor:
         """h[..., H, d_h] (fp32) -> per-head layer norm, projection."""
         h = (h - h.mean(-1, keepdim=True)) * torch.rsqrt(
             h.var(-1, keepdim=True, unbiased=False) + self.cfg.norm_eps
         )
-        return h.flatten(-2) * self.norm_weight.float()
+        return h.flatten(-2) * upcast(self.norm_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = slstm.slstm_scan(self._wx(x), self.R.float(), impl=self.cfg.impl)  # [B, L, H, d_h]
+        h = slstm.slstm_scan(self._wx(x), upcast(self.R), impl=self.cfg.impl)  # [B, L, H, d_h]
         return self.out(self._out(h).to(x.dtype))
 
-    def _zeros(self, batch_size: int, device=None):
+    def _zeros(self, batch_size: int, device=None, dtype=None):
         shape = (self.n_heads, batch_size, self.head_dim)
-        zeros = lambda: torch.zeros(shape, device=device, dtype=torch.float32)  # noqa: E731
-        return zeros(), zeros(), zeros(), torch.full(shape, float("-inf"), device=device)
+        kind = self.state_kind(device, dtype)
+        zeros = lambda: torch.zeros(shape, **kind)  # noqa: E731
+        return zeros(), zeros(), zeros(), torch.full(shape, float("-inf"), **kind)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
-        h, c, n, m = self._zeros(batch_size, device)
+        h, c, n, m = self._zeros(batch_size, device, dtype)
         return {"h": h, "c": c, "n": n, "m": m}
 
     def step(self, x_t: torch.Tensor, state):
         wx = self._wx(x_t).transpose(0, 1)  # [H, B, 4 d_h]
         prev = (state["h"], state["c"], state["n"], state["m"])
-        h, c, n, m = slstm_cell(wx, self.R.float(), prev)
+        h, c, n, m = slstm_cell(wx, upcast(self.R), prev)
         y = self.out(self._out(h.transpose(0, 1)).to(x_t.dtype))
         return y, {"h": h, "c": c, "n": n, "m": m}
 
