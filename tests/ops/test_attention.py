@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mad_bench.ops.attention import TRITON_MAX_HEAD_DIM, causal_attention
-from mad_bench.ops.attention.naive import attention_naive
+from mad_bench.ops.attention.naive import naive_causal_attention
 from mad_bench.ops.attention.reference import attention_torch
 
 from _kernel_test_utils import as64, check, grads, leaf
@@ -20,7 +20,7 @@ def test_triton_attention_equals_the_oracle(device, window, B, H, L, D):
     q, k, v = (leaf(torch.randn(B, H, L, D, device=device)) for _ in range(3))
     o = causal_attention(q, k, v, window, impl="triton")
     q64, k64, v64 = as64([q, k, v])
-    o64 = attention_naive(q64, k64, v64, window)
+    o64 = naive_causal_attention(q64, k64, v64, window)
     check(o, o64, TOL, ["o"])
     do = torch.randn_like(o)
     check(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), TOL, ["dq", "dk", "dv"])
@@ -31,7 +31,7 @@ def test_torch_reference_equals_the_oracle_in_fp64(window):
     q, k, v = (leaf(torch.randn(2, 2, 11, 8, dtype=torch.float64)) for _ in range(3))
     o = attention_torch(q, k, v, window)
     q2, k2, v2 = (leaf(t.detach()) for t in (q, k, v))
-    ref = attention_naive(q2, k2, v2, window)
+    ref = naive_causal_attention(q2, k2, v2, window)
     assert o.dtype == torch.float64
     check(o, ref, 1e-12, ["o"])
     do = torch.randn_like(o)
@@ -44,12 +44,12 @@ def test_triton_attention_under_vmap_folds_the_members(device):
     v = leaf(torch.randn(B, H, L, D, device=device))  # shared by the members: expanded
     fn = lambda a, b, c: causal_attention(a, b, c, None, impl="triton")  # noqa: E731
     o = torch.func.vmap(fn, in_dims=(0, 0, None))(q, k, v)
-    ref = torch.stack([attention_naive(*as64([q[g], k[g], v])) for g in range(G)])
+    ref = torch.stack([naive_causal_attention(*as64([q[g], k[g], v])) for g in range(G)])
     check(o, ref, TOL, ["o"])
     do = torch.randn_like(o)
     got = grads(o, [q, k, v], do)
     q64, k64, v64 = as64([q, k, v])
-    ref = torch.stack([attention_naive(q64[g], k64[g], v64, None) for g in range(G)])
+    ref = torch.stack([naive_causal_attention(q64[g], k64[g], v64, None) for g in range(G)])
     check(got, grads(ref, [q64, k64, v64], do.double()), TOL, ["dq", "dk", "dv"])
 
 

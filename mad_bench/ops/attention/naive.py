@@ -7,7 +7,7 @@ import math
 import torch
 
 
-def attention_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def naive_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     window: int | None = None) -> torch.Tensor:
     """``q, k, v [B, H, L, d]`` -> ``o [B, H, L, d]``: ``o_t = sum_{s<=t, t-s<window}
     softmax_s(q_t . k_s / sqrt(d)) v_s``."""
