@@ -316,25 +316,29 @@ def lm_row(spec: ArchitectureSpec, cfg: LMConfig, corpus: Corpus, result: LMResu
     }
 
 
-def _spawned(spec_data: dict, cfg_data: dict, checkpoint_dir, resume, stop_after, results,
-             progress, out_path) -> None:
-    """One process of ``launch``: train, and rank 0 leaves its result for the parent."""
-    result = train_lm(spec_data, LMConfig(**cfg_data), checkpoint_dir=checkpoint_dir, resume=resume,
-                      stop_after=stop_after, results=results, progress=progress)
+def _spawned(spec_data: dict, jobs: list[tuple[dict, dict]], out_path: str) -> None:
+    """One process of ``launch``: train each job in turn (one process group for all), and rank 0
+    leaves the results for the parent."""
+    results = [asdict(train_lm(spec_data, LMConfig(**cfg_data), **kwargs)) for cfg_data, kwargs in jobs]
     if int(os.environ.get("RANK", "0")) == 0:
-        torch.save(asdict(result), out_path)
+        torch.save(results, out_path)
+
+
+def run_lm_jobs(spec, jobs: list[tuple[LMConfig, dict]], nproc: int) -> list[LMResult]:
+    """Several runs of ``spec`` (``(config, train_lm keyword arguments)`` each), one after the
+    other in the same ``nproc`` fresh processes: their start-up is paid once."""
+    import tempfile
+
+    spec = load_spec(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.pt"
+        D.launch(nproc, _spawned, spec.to_dict(), [(asdict(c), kw) for c, kw in jobs], str(out))
+        return [LMResult(**r) for r in torch.load(out, weights_only=False)]
 
 
 def run_lm(spec, cfg: LMConfig, nproc: int = 1, **kwargs) -> LMResult:
     """``train_lm`` in this process (``nproc`` 1) or across ``nproc`` fresh processes."""
     if nproc <= 1:
         return train_lm(spec, cfg, **kwargs)
-    import tempfile
-
-    spec = load_spec(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.pt"
-        D.launch(nproc, _spawned, spec.to_dict(), asdict(cfg), kwargs.get("checkpoint_dir"),
-                 kwargs.get("resume", False), kwargs.get("stop_after"), kwargs.get("results"),
-                 kwargs.get("progress", False), str(out))
-        return LMResult(**torch.load(out, weights_only=False))
+    kwargs.pop("corpus", None)  # each process reads the corpus itself
+    return run_lm_jobs(spec, [(cfg, kwargs)], nproc)[0]
