@@ -55,6 +55,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
+    import os
+
     from ..results.store import ResultsStore
     from ..spec import load_spec
     from .data import check_lengths, load_corpus
@@ -66,15 +68,16 @@ def cmd_lm(args: argparse.Namespace) -> int:
         raise ValueError("--fsdp shards the model over processes: give --nproc 2 or more")
     if cfg.batch_size % args.nproc:
         raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of --nproc {args.nproc}")
+    say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)  # torchrun: rank 0 speaks
     corpus = load_corpus(cfg.corpus, cfg.max_bytes, cfg.val_fraction)
     check_lengths(corpus, cfg.seq_len)
-    print(f"corpus {corpus.describe()}")
+    say(f"corpus {corpus.describe()}")
     store = ResultsStore(args.results)
     store.ensure_writable()
     key = run_key_of(spec, cfg, corpus)
     if store.has_result(key) and not (args.force or args.resume):
         row = store.read(key)
-        print(f"already in {store.root}: {spec.name} on {corpus.name} val_loss={row['test_loss']:.4f} "
+        say(f"already in {store.root}: {spec.name} on {corpus.name} val_loss={row['test_loss']:.4f} "
               f"bpb={row['val_bpb']:.4f} (use --force to re-run)")
         return 0
     ckpt = args.checkpoint_dir or str(Path("checkpoints") / f"lm-{spec.name}-{corpus.name}")
@@ -84,10 +87,10 @@ def cmd_lm(args: argparse.Namespace) -> int:
         result = run_lm(spec, cfg, nproc=args.nproc, **kwargs)
     else:
         result = run_lm(spec, cfg, corpus=corpus, **kwargs)
-    print(f"{spec.name} on {corpus.name}: {result.status} step {result.step}/{cfg.steps} "
+    say(f"{spec.name} on {corpus.name}: {result.status} step {result.step}/{cfg.steps} "
           f"val_loss={result.val_loss:.4f} bpb={result.val_bpb:.4f} train_loss={result.train_loss:.4f} "
           f"tokens/s={result.tokens_per_s:,.0f} params={result.params:,} wall_s={result.wall_s:.1f}")
-    print(f"checkpoint {Path(ckpt) / 'last.pt'}"
+    say(f"checkpoint {Path(ckpt) / 'last.pt'}"
           + (f"; row in {store.root}" if result.step == cfg.steps or result.status != "ok"
              else f"; continue with --resume (row stored when all {cfg.steps} steps have run)"))
     return 0 if result.status == "ok" else 1
