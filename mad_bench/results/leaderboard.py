@@ -59,8 +59,8 @@ def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, 
     Language-model rows are left out (:func:`synthetic_rows`)."""
     frame = synthetic_rows(frame)
     if frame is None or frame.empty:
-        raise ValueError("the results store holds no synthetic-task runs: run `madbench run` or "
-                         "`madbench bench` first")
+        raise ValueError("the results store is empty (of synthetic-task runs; `madbench lm` rows "
+                         "are not scored here): run `madbench run` or `madbench bench` first")
     suites = sorted(str(s) for s in frame["suite"].dropna().unique())
     if not suites:
         raise ValueError("the results rows name no suite")
