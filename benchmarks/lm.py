@@ -16,7 +16,7 @@ ratio mad_bench / plain, per mode. Writes throughput.json and throughput.csv und
 proxy: the six reference specs at ~20M parameters (architectures/lm/*-20m.yaml) trained by
 ``madbench lm``'s trainer on the standard library's sources for the same number of steps (a fixed
 token budget). Their rows go to DIR/results (a results store: merge several calls' runs/ folders
-into one); with the MAD scores of --mad-results (default results/reference-cpu) the proxy plot
+into one); with the MAD scores of --mad-results (default results/reference-cpu, which lacks mh-hyena, gla and deltanet) the proxy plot
 and Spearman's rho are written (proxy.png, proxy.json) for the specs present in both.
 """
 from __future__ import annotations
@@ -255,7 +255,8 @@ def proxy(args) -> int:
               f"{r.tokens_per_s:,.0f} tokens/s, {time.perf_counter() - t0:.0f} s", flush=True)
     import pandas as pd
 
-    frame = pd.concat([ResultsStore(args.mad_results).load(), ResultsStore(store).load()], ignore_index=True)
+    frame = pd.concat([ResultsStore(m).load() for m in args.mad_results] + [ResultsStore(store).load()],
+                      ignore_index=True)
     try:
         pts = proxy_points(frame, suite=args.suite)
     except ValueError as exc:
@@ -296,8 +297,8 @@ def main(argv=None) -> int:
     x.add_argument("--lr", type=float, default=1e-3)
     x.add_argument("--val-windows", type=int, default=256)
     x.add_argument("--compile", action="store_true")
-    x.add_argument("--mad-results", default=str(ROOT / "results" / "reference-cpu"),
-                   help="a store with the specs' MAD scores")
+    x.add_argument("--mad-results", nargs="+", default=[str(ROOT / "results" / "reference-cpu")],
+                   help="stores with the specs' MAD scores (merged; default: results/reference-cpu)")
     x.add_argument("--suite", default="mad-quick", help="the MAD suite of --mad-results to score on")
     sub.add_parser("check", help="CPU: the plain model equals mad_bench's with the same weights")
     args = p.parse_args(argv)

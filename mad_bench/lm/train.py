@@ -207,6 +207,10 @@ def train_lm(spec, cfg: LMConfig, checkpoint_dir: str | Path | None = None, resu
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         start, train_time, tokens_done = state["step"], state["train_time"], state["tokens"]
         result.history = state["history"]
+        if result.history:  # the numbers so far (all of them if the run had already finished)
+            last = result.history[-1]
+            result.step, result.val_loss, result.val_bpb = last["step"], last["val_loss"], last["val_bpb"]
+            result.train_loss, result.tokens_per_s = last["train_loss"], last["tokens_per_s"]
     starts_val = val_starts(corpus, cfg.seq_len, cfg.val_windows)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
