@@ -418,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .tune.commands import register as register_tune
     register_tune(sub)
+
+    from .lm.commands import register as register_lm
+    register_lm(sub)
     for action in sub._choices_actions:  # every --help starts with what the command does
         command = sub.choices[action.dest]
         command.description = command.description or action.help[0].upper() + action.help[1:] + "."

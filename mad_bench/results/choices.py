@@ -3,4 +3,4 @@ argparse choices without importing pandas or matplotlib, and the views check aga
 
 BY = ("task", "setting", "primitive")     # leaderboard rows x columns
 FORMATS = ("md", "csv", "html", "json")   # leaderboard output
-PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
+PLOT_KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state", "proxy")

@@ -51,7 +51,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
     frame = None if args.kind == "search-history" else load_store(args.results)
     fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
-                    storage=args.storage, x=args.x)
+                    storage=args.storage, x=args.x, corpus=args.corpus)
+    if args.kind == "proxy":
+        from .plots import proxy_points, spearman
+
+        pts = proxy_points(frame, args.suite, args.metric, args.corpus)
+        for row in pts.itertuples(index=False):
+            print(f"{row.spec:<28} MAD score {row.mad_score:.4f}  val_loss {row.val_loss:.4f}  "
+                  f"bpb {row.val_bpb:.4f}")
+        rho = spearman(pts["mad_score"], pts["val_loss"])
+        print(f"Spearman rank correlation (MAD score vs val_loss) over {len(pts)} specs: {rho:.3f} "
+              "(-1: the higher the score, the lower the loss)")
     path = save_figure(fig, out)
     print(f"wrote {path}")
     return 0
@@ -91,7 +101,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
     p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search "
-                                           "history, MQAR accuracy vs width or vs state size")
+                                           "history, MQAR accuracy vs width or vs state size, MAD score vs LM loss (proxy)")
     p.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which plot")
     _common(p)
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
@@ -99,6 +109,8 @@ def register(subparsers) -> None:
                    help="pareto: the x axis, 'params' or any numeric results column (default: params)")
     p.add_argument("--study", default=None, help="search-history: Optuna study name")
     p.add_argument("--storage", default=None, help="search-history: Optuna storage URL (sqlite:///x.db)")
+    p.add_argument("--corpus", default=None,
+                   help="proxy: the lm rows' corpus (needed when they cover several)")
     p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser("report", help="one self-contained HTML page: leaderboards and plots")

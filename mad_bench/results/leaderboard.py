@@ -46,10 +46,21 @@ LEGEND = (f"{PARTIAL_GRID} partial lr x wd grid behind the cell; {MISSING} setti
 
 # -- selecting rows ---------------------------------------------------------------------
 
+def synthetic_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The store's synthetic-task rows: language-model rows (``kind: lm``, ``madbench lm``) are
+    another kind of result (a loss on text, no accuracy) and stay out of the MAD views."""
+    if frame is None or "kind" not in frame.columns:
+        return frame
+    return frame[frame["kind"] != "lm"]
+
+
 def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, str]:
-    """The rows of one suite; with ``suite=None`` the store must hold exactly one suite."""
+    """The rows of one suite; with ``suite=None`` the store must hold exactly one suite.
+    Language-model rows are left out (:func:`synthetic_rows`)."""
+    frame = synthetic_rows(frame)
     if frame is None or frame.empty:
-        raise ValueError("the results store is empty: run `madbench run` or `madbench bench` first")
+        raise ValueError("the results store is empty (of synthetic-task runs; `madbench lm` rows "
+                         "are not scored here): run `madbench run` or `madbench bench` first")
     suites = sorted(str(s) for s in frame["suite"].dropna().unique())
     if not suites:
         raise ValueError("the results rows name no suite")

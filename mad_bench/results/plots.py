@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global backend state
 
 from .aggregate import mad_scores, setting_scores, task_scores
-from .leaderboard import MAD_COLUMN, build_leaderboard, select_suite, spec_info
+from .leaderboard import MAD_COLUMN, build_leaderboard, select_suite, spec_info, synthetic_rows
 
-KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
+KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state", "proxy")
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -355,6 +355,74 @@ def state(frame: pd.DataFrame, suite: str | None = None, ncols: int | None = Non
                         f"{suite}: MQAR accuracy vs recurrent state size", False, ncols)
 
 
+# -- MAD score as a proxy for language modelling -------------------------------------------
+
+def proxy_points(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc_macro",
+                 corpus: str | None = None) -> pd.DataFrame:
+    """One row per spec name found in both kinds of rows: its MAD score on ``suite`` and its
+    lowest validation loss among the ``madbench lm`` rows (``kind: lm``) of one corpus.
+
+    Specs are matched by name: an LM run is usually wider than the MAD run (another spec hash).
+    Where a name has several MAD scores (a width sweep) the best is taken. Columns: spec,
+    mad_score, val_loss, val_bpb, lm_params."""
+    if "kind" not in frame.columns or not (frame["kind"] == "lm").any():
+        raise ValueError("no language-model rows (kind lm) in the store: run `madbench lm SPEC` "
+                         "with the same --results first")
+    lm = frame[(frame["kind"] == "lm") & (frame["status"] == "ok")]
+    corpora = sorted(str(t)[3:] for t in lm["task"].dropna().unique())
+    if corpus is not None:
+        if corpus not in corpora:
+            raise ValueError(f"--corpus {corpus!r}: no ok lm rows on it (the store has: "
+                             f"{', '.join(corpora) or 'none'})")
+        lm = lm[lm["task"] == f"lm:{corpus}"]
+    elif len(corpora) > 1:
+        raise ValueError(f"the lm rows cover several corpora ({', '.join(corpora)}): pick one with --corpus")
+    if lm.empty:
+        raise ValueError("no ok lm rows in the store (every lm run diverged or failed)")
+    best = lm.sort_values("test_loss").groupby("spec", as_index=False).first()
+    syn, suite = select_suite(synthetic_rows(frame), suite)
+    mad = mad_scores(task_scores(setting_scores(syn, metric=metric)))
+    mad = mad.groupby("spec", as_index=False)["mad_score"].max()
+    pts = mad.merge(best[["spec", "test_loss", "val_bpb", "params"]], on="spec", how="inner")
+    if len(pts) < 2:
+        raise ValueError(f"{len(pts)} spec(s) have both a MAD score on {suite!r} and an lm row (MAD: "
+                         f"{', '.join(mad['spec']) or 'none'}; lm: {', '.join(best['spec'])}): a rank "
+                         "correlation needs 2 or more")
+    pts = pts.rename(columns={"test_loss": "val_loss", "params": "lm_params"})
+    return pts.sort_values("mad_score", ascending=False, ignore_index=True)
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: Pearson's on average ranks (ties share a rank), through
+    pandas (no scipy needed). NaN when either side is constant."""
+    rx = pd.Series(list(x), dtype=float).rank()
+    ry = pd.Series(list(y), dtype=float).rank()
+    if rx.nunique() < 2 or ry.nunique() < 2:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def proxy(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc_macro",
+          corpus: str | None = None) -> Figure:
+    """MAD score against language-model validation loss, one point per spec, with Spearman's
+    rho in the title (a good proxy: a higher score, a lower loss, rho near -1)."""
+    _, suite = select_suite(synthetic_rows(frame), suite)
+    pts = proxy_points(frame, suite, metric, corpus)
+    rho = spearman(pts["mad_score"], pts["val_loss"])
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for i, row in enumerate(pts.itertuples(index=False)):
+        st = style(i)
+        ax.scatter(row.mad_score, row.val_loss, color=st["color"], marker=st["marker"], s=48, label=row.spec)
+        ax.annotate(row.spec, (row.mad_score, row.val_loss), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(f"MAD score ({suite}, {label(metric)})")
+    ax.set_ylabel("LM validation loss (nats per byte)")
+    ax.set_title(f"MAD score vs language modelling: Spearman rho = {rho:.2f} (n = {len(pts)})")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 # -- Optuna search history ------------------------------------------------------------------
 
 def load_study(study: str, storage: str):
@@ -410,7 +478,7 @@ def search_history(study, objective_name: str | None = None) -> Figure:
 
 def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = None,
               metric: str = "test_acc_macro", study: str | None = None, storage: str | None = None,
-              x: str = "params") -> Figure:
+              x: str = "params", corpus: str | None = None) -> Figure:
     if kind == "heatmap":
         return heatmap(frame, suite, metric)
     if kind == "difficulty":
@@ -423,9 +491,11 @@ def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = 
         return mqar(frame, suite)
     if kind == "state":
         return state(frame, suite)
+    if kind == "proxy":
+        return proxy(frame, suite, metric, corpus)
     raise ValueError(f"plot kind {kind!r} is not valid (valid: {', '.join(KINDS)})")
 
 
 __all__ = ["heatmap", "difficulty", "pareto", "pareto_front", "pareto_table", "search_history",
-           "mqar", "mqar_points", "state",
+           "mqar", "mqar_points", "state", "proxy", "proxy_points", "spearman",
            "load_study", "save_figure", "figure_bytes", "make_plot", "MAD_COLUMN"]

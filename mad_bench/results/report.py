@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .leaderboard import TABLE_CSS, build_leaderboard, select_suite
+from .leaderboard import TABLE_CSS, build_leaderboard, select_suite, synthetic_rows
 from .plots import difficulty, figure_bytes, heatmap, pareto
 
 PAGE_CSS = """
@@ -59,7 +59,9 @@ def _suite_section(frame: pd.DataFrame, suite: str, metric: str) -> str:
 def build_report(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc_macro",
                  source: str = "", extra_figures: list | None = None) -> str:
     """The report's HTML. With ``suite=None`` every suite in the store gets a section.
-    ``extra_figures``: (title, Figure) pairs appended at the end (e.g. a search history)."""
+    ``extra_figures``: (title, Figure) pairs appended at the end (e.g. a search history).
+    Language-model rows (``madbench lm``) are not part of it."""
+    frame = synthetic_rows(frame)
     if frame is None or frame.empty:
         raise ValueError("the results store is empty: run `madbench run` or `madbench bench` first")
     if suite is not None:
