@@ -23,8 +23,8 @@ Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minut
   the next run's fla set-up compile-only;
 * torch.compile recompiles per shape (the references' chunk loops unroll into the graph): it is
   not run for ops whose reference is a per-step loop, above ``--compile-max-len``, after its
-  first calls took ``--compile-budget`` seconds in all, nor for an op at a larger shape once it
-  was slower than eager at a smaller one (it would not be the best baseline);
+  first calls took ``--compile-budget`` seconds in all, nor for an op once it was slower than
+  eager at a smaller shape of either set (it would not be the best baseline);
 * an impl whose timing took more than ``--max-impl-s`` (predicted linearly in L from its
   previous row of the same op and set) is skipped at the larger shapes, with the reason;
 * no new row starts after ``--time-limit`` seconds. Each row is printed when done and the JSON
@@ -80,7 +80,7 @@ def _parse(argv=None):
                    help="start no new row after this many seconds (the table so far is written)")
     p.add_argument("--compile-budget", type=float, default=120.0,
                    help="no more torch.compile baselines once their first calls took this many seconds in all")
-    p.add_argument("--compile-max-len", type=int, default=4096,
+    p.add_argument("--compile-max-len", type=int, default=2048,
                    help="no torch.compile baseline above this L (the chunk loops unroll into the graph)")
     p.add_argument("--autotune-configs", type=int, default=3,
                    help="configs an external kernel's autotuner benchmarks per key (0: all)")
@@ -706,7 +706,7 @@ class Budget:
         self.compile_s = 0.0
         self.compiled: dict[str, Callable] = {}  # one torch.compile wrapper per op, reused across shapes
         self.last: dict[tuple, tuple[int, float]] = {}  # (op, set, impl) -> (L, timing seconds)
-        self.compile_lost: set[tuple[str, str]] = set()  # (op, set) where compile was slower than eager
+        self.compile_lost: set[str] = set()  # ops where compile was slower than eager (at a smaller L)
 
     def impls(self, op: OpBench, set_name: str, L: int) -> tuple[dict, dict]:
         a = self.a
@@ -719,7 +719,7 @@ class Budget:
                 skips["compile"] = f"skipped: L > --compile-max-len {a.compile_max_len}"
             elif self.compile_s > a.compile_budget:
                 skips["compile"] = f"skipped: --compile-budget {a.compile_budget:g} s spent"
-            elif (op.name, set_name) in self.compile_lost:
+            elif op.name in self.compile_lost:
                 skips["compile"] = "skipped: slower than eager at a smaller L"
             else:
                 impls["compile"] = self.compiled.setdefault(op.name, torch.compile(op.torch, dynamic=False))
@@ -737,7 +737,7 @@ class Budget:
         key = (row["op"], row["shape_set"])
         mc, mt = row.get("ms_compile"), row.get("ms_torch")
         if mc is not None and mt is not None and mc > mt:
-            self.compile_lost.add(key)
+            self.compile_lost.add(row["op"])
         for k, v in row.items():
             if k.startswith("total_s_") and row.get("ms_" + k[8:]) is not None:
                 self.last[(*key, k[8:])] = (row["L"], v)
