@@ -145,11 +145,9 @@ def _ss_bwd_kernel(
     # dB / dC partials of this channel block: [b, n_dblk, l, n] fp32
     part = (pid_b * n_dblk + pid_d) * L * N
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dLoss/dh_{chunk end}, from later steps
-    # per-step accumulators, reduced over the chunk's steps once after the loop (no cross-thread
-    # reduction per chunk)
-    dA_acc = tl.zeros([T, BLOCK_D, BLOCK_N], dtype=tl.float32)
-    dD_acc = tl.zeros([T, BLOCK_D], dtype=tl.float32)
-    dbias_acc = tl.zeros([T, BLOCK_D], dtype=tl.float32)
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     for ci in range(NC):
         c = NC - 1 - ci
         h0 = tl.load(ck + c * DIM * N, mask=dn_m, other=0.0)
@@ -201,13 +199,13 @@ def _ss_bwd_kernel(
         carry = tl.sum(tl.where((tt == 0)[:, None, None], a * g, 0.0), axis=0)
         ah = hs - x  # a_t h_{t-1}
         gah = g * ah
-        dA_acc += gah * dl[:, :, None]
+        dA_acc += tl.sum(gah * dl[:, :, None], axis=0)
         gB = tl.sum(g * Bt[:, None, :], axis=2)  # [T, BD]
         ddl = gB * u + tl.sum(gah * Am[None, :, :], axis=2)
         du = gB * dl
         if HAS_D:
             du += Dp[None, :] * dy
-            dD_acc += dy * u
+            dD_acc += tl.sum(dy * u, axis=0)
         dBc = tl.sum(g * (dl * u)[:, :, None], axis=1)  # [T, BN]
         dCc = tl.sum(hs * dy[:, :, None], axis=1)
         poff = part + t[:, None] * N + n[None, :]
@@ -217,14 +215,14 @@ def _ss_bwd_kernel(
             ddl = ddl * tl.sigmoid(draw)
         ddl = tl.where(m2, ddl, 0.0)
         if HAS_DB:
-            dbias_acc += ddl
+            dbias_acc += tl.sum(ddl, axis=0)
         tl.store(DU + pid_b * s_dub + t[:, None] * s_dul + d[None, :] * s_dud, du.to(DU.dtype.element_ty), mask=m2)
         tl.store(DDELTA + pid_b * s_ddb + t[:, None] * s_ddl + d[None, :] * s_ddd, ddl.to(DDELTA.dtype.element_ty), mask=m2)
-    tl.store(DA_PART + pid_b * DIM * N + d[:, None] * N + n[None, :], tl.sum(dA_acc, axis=0), mask=dn_m)
+    tl.store(DA_PART + pid_b * DIM * N + d[:, None] * N + n[None, :], dA_acc, mask=dn_m)
     if HAS_D:
-        tl.store(DD_PART + pid_b * DIM + d, tl.sum(dD_acc, axis=0), mask=dm)
+        tl.store(DD_PART + pid_b * DIM + d, dD_acc, mask=dm)
     if HAS_DB:
-        tl.store(DBIAS_PART + pid_b * DIM + d, tl.sum(dbias_acc, axis=0), mask=dm)
+        tl.store(DBIAS_PART + pid_b * DIM + d, dbias_acc, mask=dm)
 
 
 # ----------------------------------------------------------------------------- launch
