@@ -32,14 +32,16 @@ from mad_bench.ops.selective_scan import selective_scan  # noqa: E402
 from mad_bench.ops.selective_scan import triton as ss_triton  # noqa: E402
 
 SHAPES = [(128, 256, 128), (128, 1024, 128), (8, 4096, 1024)]
-SWEEP = [  # T, BLOCK_D, num_warps fwd, bwd
-    dict(T=32, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=8),
-    dict(T=32, BLOCK_D=16, num_warps_fwd=4, num_warps_bwd=4),
-    dict(T=32, BLOCK_D=32, num_warps_fwd=8, num_warps_bwd=8),
-    dict(T=64, BLOCK_D=16, num_warps_fwd=4, num_warps_bwd=8),
-    dict(T=64, BLOCK_D=32, num_warps_fwd=8, num_warps_bwd=8),
-    dict(T=16, BLOCK_D=64, num_warps_fwd=4, num_warps_bwd=8),
-    dict(T=128, BLOCK_D=8, num_warps_fwd=4, num_warps_bwd=4),
+SWEEP = [  # T, BLOCK_D, num_warps and pipelining stages per direction (the default first)
+    dict(T=16, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=2, stages_bwd=2),
+    dict(T=32, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=1, stages_bwd=1),
+    dict(T=32, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=2, stages_bwd=2),
+    dict(T=16, BLOCK_D=8, num_warps_fwd=1, num_warps_bwd=1, stages_fwd=1, stages_bwd=1),
+    dict(T=32, BLOCK_D=8, num_warps_fwd=1, num_warps_bwd=1, stages_fwd=2, stages_bwd=2),
+    dict(T=16, BLOCK_D=16, num_warps_fwd=2, num_warps_bwd=2, stages_fwd=2, stages_bwd=2),
+    dict(T=16, BLOCK_D=64, num_warps_fwd=8, num_warps_bwd=8, stages_fwd=1, stages_bwd=1),
+    dict(T=64, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=1, stages_bwd=1),
+    dict(T=32, BLOCK_D=16, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=1, stages_bwd=1),
 ]
 GRADS = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
 

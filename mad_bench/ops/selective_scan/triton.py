@@ -40,7 +40,7 @@ from ..dispatch import jit, next_pow2, pick, tl, triton
 __all__ = ["selective_scan_triton", "SelectiveScanFunction", "CONFIG_OVERRIDE"]
 
 # Launch-config override for tuning runs (benchmarks/scan_check.py --sweep): keys T, BLOCK_D,
-# num_warps_fwd, num_warps_bwd. Empty: the heuristic of :func:`_cfg`.
+# num_warps_fwd, num_warps_bwd, stages_fwd, stages_bwd. Empty: the heuristic of :func:`_cfg`.
 CONFIG_OVERRIDE: dict = {}
 
 
@@ -68,6 +68,7 @@ def _ss_fwd_kernel(
     s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
@@ -85,7 +86,7 @@ def _ss_fwd_kernel(
         bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
     ck = CKPT + pid_b * NC * DIM * N + d[:, None] * N + n[None, :]
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    for c in range(NC):
+    for c in tl.range(0, NC, num_stages=STAGES):
         if STORE_CKPT:
             tl.store(ck + c * DIM * N, h, mask=dn_m)
         t = c * T + tt
@@ -124,7 +125,7 @@ def _ss_bwd_kernel(
     s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
     s_dub, s_dud, s_dul, s_ddb, s_ddd, s_ddl, s_dzb, s_dzd, s_dzl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr, STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
@@ -148,7 +149,7 @@ def _ss_bwd_kernel(
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for ci in range(NC):
+    for ci in tl.range(0, NC, num_stages=STAGES):
         c = NC - 1 - ci
         h0 = tl.load(ck + c * DIM * N, mask=dn_m, other=0.0)
         t = c * T + tt
@@ -228,25 +229,31 @@ def _ss_bwd_kernel(
 # ----------------------------------------------------------------------------- launch
 def _cfg(dim: int, n: int) -> dict:
     """One config for both directions (the checkpoints sit at chunk boundaries, so forward and
-    backward share T): a [T, BLOCK_D, N] tile of ~4096 fp32 per scanned tensor."""
+    backward share T). BLOCK_D = 8 x num_warps: Triton's default 3D layout then puts N on 4
+    lanes, channels on 8 lanes x the warps, and a chunk's T steps inside each thread, so the
+    scans and the sums over time run sequentially in registers (no shuffles, no shared memory)
+    and a thread holds T elements of each [T, BLOCK_D, N] tensor (N <= 4). ``STAGES`` > 1
+    asks Triton to pipeline the next chunk's loads (``tl.range(num_stages=...)``)."""
     BN = next_pow2(n)
-    T = 32 if BN <= 4 else 16
-    BD = max(1, min(next_pow2(dim), 4096 // (BN * T), 64))
-    cfg = pick(dict(BLOCK_D=BD, BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=8),
+    T = 16 if BN <= 4 else 8
+    cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=4,
+                    stages_fwd=1, stages_bwd=1),
                # interpreter: few, large programs (each program instance costs ~1 ms); T 16 so
                # the tests' short sequences span several chunks
                dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=16))
     for k, v in CONFIG_OVERRIDE.items():
-        if k in ("num_warps_fwd", "num_warps_bwd") and "num_warps_fwd" not in cfg:
+        if k.startswith(("num_warps", "stages")) and "num_warps_fwd" not in cfg:
             continue  # interpreter
         cfg[k] = v
     return cfg
 
 
 def _launch(cfg: dict, bwd: bool) -> dict:
-    out = {k: v for k, v in cfg.items() if not k.startswith("num_warps")}
-    if "num_warps_fwd" in cfg:
-        out["num_warps"] = cfg["num_warps_bwd" if bwd else "num_warps_fwd"]
+    side = "bwd" if bwd else "fwd"
+    out = {k: v for k, v in cfg.items() if not k.startswith(("num_warps", "stages"))}
+    out["STAGES"] = cfg.get(f"stages_{side}", 1)
+    if f"num_warps_{side}" in cfg:
+        out["num_warps"] = cfg[f"num_warps_{side}"]
     return out
 
 
