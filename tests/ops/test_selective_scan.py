@@ -129,6 +129,8 @@ def test_selective_scan_per_member_params(device):
     check(y, y64, TOL, ["y"])
     dy = torch.randn_like(y)
     check(grads(y, ins, dy), grads(y64, ins64, dy.double()), TOL, NAMES)
+    # the torch path takes the same arguments (one reference call per member)
+    check(selective_scan(*ins64, delta_softplus=True, impl="torch"), y64, 1e-12, ["y torch"])
 
 
 def test_selective_scan_vmapped_members_one_launch(device, monkeypatch):
