@@ -1,22 +1,42 @@
 """Benchmark mad_bench's Triton ops against torch eager, torch.compile and fla.
 
-For every op and shape: forward+backward median time (``triton.testing.do_bench`` on CUDA, a
-wall-clock median on CPU), peak extra memory of one forward+backward (CUDA), ``vs_best`` =
-Triton ms / best baseline ms (< 1: Triton wins), and the seconds each impl's first call took
-(``setup_s_*``: Triton JIT, fla autotuning, torch.compile). The relative error of outputs and
-input gradients vs the fp64 torch reference (max |a-b| / max |b|, worst tensor) is checked on
-``--err-batch`` rows at the first shape of each (op, shape set) only (``--check``).
+For every op and shape: forward+backward median time in ms (``triton.testing.do_bench`` on
+CUDA; 3 timed calls for impls slower than ``--slow-ms``; one wall-clock call on CPU), peak extra
+memory of one forward+backward (CUDA), ``vs_best`` = Triton ms / best baseline ms (< 1: Triton
+wins), the HBM floor (``floor_ms``: every input read and every output written once in the
+forward, every input and output gradient read and every input gradient written once in the
+backward, at ``--hbm-tbs`` TB/s; H200: 4.8) and ``x_floor`` = Triton ms / floor ms. Set-up
+is timed in its own columns and never in ``ms_*``: ``setup_s_<impl>`` is the first call at the
+row's shape (Triton JIT, fla's autotuning, torch.compile), ``check_s`` the fp64 error check
+(relative error of outputs and input gradients vs the fp64 torch reference, max |a-b| / max |b|,
+worst tensor, on ``--err-batch`` rows, at the first shape of each (op, set) by default).
 
-Time bounds (the whole ``--shapes mad,long`` table must fit one 10-minute GPU call): rows run
-breadth-first (the first shape of every op, then the second, ...), so every op is reached
-before any op's largest shapes; torch.compile recompiles per shape (the references' chunk loops
-unroll into the graph), so it stops once its first calls have taken ``--compile-budget``
-seconds in all and is skipped above ``--compile-max-len``; no new row starts after
-``--time-limit`` seconds. Each row is printed when done and the JSON and CSV are rewritten after
-every row.
+Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minutes):
 
-    python benchmarks/kernels.py --device cuda --shapes mad,long --out benchmarks/results/kernels.json
-    python benchmarks/kernels.py --device cpu --shapes tiny        # interpreter smoke test
+* rows run breadth-first across the sets (the first shape of every op in every set, then the
+  second, ...), so a time cut drops the largest shapes of both sets, not the long set;
+* autotuning of external kernels (fla) is **pinned or capped**: a key found in
+  ``--autotune-pins`` (a ``*.autotune.json`` written by an earlier run) benchmarks only its
+  pinned config; any other key benchmarks at most ``--autotune-configs`` of its configs
+  (evenly spaced over the kernel's list; ``0``: all). The configs chosen are written to
+  ``<out>.autotune.json`` after every row: keep it and pass it as ``--autotune-pins`` to make
+  the next run's fla set-up compile-only;
+* torch.compile recompiles per shape (the references' chunk loops unroll into the graph): it is
+  not run for ops whose reference is a per-step loop, above ``--compile-max-len``, after its
+  first calls took ``--compile-budget`` seconds in all, nor for an op once it was slower than
+  eager at a smaller shape of either set (it would not be the best baseline);
+* an impl whose timing took more than ``--max-impl-s`` (predicted linearly in L from its
+  previous row of the same op and set) is skipped at the larger shapes, with the reason;
+* no new row starts after ``--time-limit`` seconds. Each row is printed when done and the JSON
+  and CSV are rewritten (atomically) after every row.
+
+On the H200 (one call, outputs under $OUT)::
+
+    python benchmarks/kernels.py --device cuda --shapes mad,long --out $OUT/kernels.json \
+        [--autotune-pins benchmarks/results/kernels-h200.autotune.json]
+    python benchmarks/scan_check.py --device cuda --sweep --out $OUT/scan_check.json
+
+CPU smoke test (interpreter): ``python benchmarks/kernels.py --device cpu --shapes tiny``.
 
 Add an op by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the positional
 arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
@@ -45,7 +65,7 @@ SHAPE_SETS = {
 }
 
 
-def _parse():
+def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--shapes", default="mad",
@@ -56,18 +76,27 @@ def _parse():
     p.add_argument("--err-batch", type=int, default=2, help="batch rows used for the fp64 error check")
     p.add_argument("--check", default="first", choices=["first", "all", "none"],
                    help="fp64 error check at the first shape of each (op, set), at every shape, or never")
-    p.add_argument("--time-limit", type=float, default=540.0,
+    p.add_argument("--time-limit", type=float, default=500.0,
                    help="start no new row after this many seconds (the table so far is written)")
-    p.add_argument("--compile-budget", type=float, default=180.0,
+    p.add_argument("--compile-budget", type=float, default=120.0,
                    help="no more torch.compile baselines once their first calls took this many seconds in all")
-    p.add_argument("--compile-max-len", type=int, default=4096,
+    p.add_argument("--compile-max-len", type=int, default=2048,
                    help="no torch.compile baseline above this L (the chunk loops unroll into the graph)")
+    p.add_argument("--autotune-configs", type=int, default=3,
+                   help="configs an external kernel's autotuner benchmarks per key (0: all)")
+    p.add_argument("--autotune-pins", default=None,
+                   help="a *.autotune.json of an earlier run: its configs are used without tuning")
+    p.add_argument("--max-impl-s", type=float, default=20.0,
+                   help="skip an impl at larger shapes once its timing is predicted to take longer")
+    p.add_argument("--slow-ms", type=float, default=50.0,
+                   help="impls slower than this per call are timed over 3 calls instead of do_bench")
+    p.add_argument("--hbm-tbs", type=float, default=4.8, help="HBM bandwidth of the floor column (TB/s)")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetitions (ms)")
     p.add_argument("--cudagraph", action="store_true",
                    help="also time each fwd+bwd replayed from a CUDA graph (GPU time without host overhead)")
     p.add_argument("--out", default="benchmarks/results/kernels.json")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 ARGS = _parse() if __name__ == "__main__" else None
@@ -94,6 +123,7 @@ class OpBench:
     ref: Callable | None = None  # fp64 reference (default: ``torch``, which must keep fp64 in fp64)
     shape_sets: Sequence[str] = ("mad", "long", "tiny")
     notes: str = ""
+    compile: bool = True  # False: the reference is a per-step loop (compiling unrolls L steps)
     extra: dict = field(default_factory=dict)
 
 
@@ -191,15 +221,15 @@ OPS += [
 
 # ----------------------------------------------------------------------------- selective scan, delta rule
 # Mamba-1 selective scan: time-major tensors as in the Mamba layer ([B, L, E], B/C [B, L, N]),
-# passed to the ops as [B, E, L] / [B, N, L] transposed views; E = 2 D (expand 2), N = 16,
-# dt bias + softplus, D skip and silu(z) gate fused. torch = the op's chunked torch reference
+# passed to the ops as [B, E, L] / [B, N, L] transposed views; E = 2 D (expand 2), N = 4 (MAD's
+# Mamba: d_state 4), dt bias + softplus, D skip and silu(z) gate fused. torch = the op's chunked torch reference
 # (fp32; fp64 inputs stay fp64: the error check's reference).
 # Delta rule: fla's [B, L, H, d] storage (H 8, d = D / 8), L2-normalised keys, beta = sigmoid;
 # our kernel takes [B, H, L, d] views; fla = fla.ops.delta_rule.chunk_delta_rule (if installed).
 from mad_bench.ops.delta_rule import chunk_delta_rule as dr_chunk_delta_rule  # noqa: E402
 from mad_bench.ops.selective_scan import selective_scan as ss_selective_scan  # noqa: E402
 
-SS_STATE = 16
+SS_STATE = 4
 DR_HEADS = 8
 
 
@@ -350,6 +380,7 @@ OPS += [
         torch=lambda wx, R: sl_scan(wx, R, impl="torch"),
         shape_sets=("mad", "tiny"),
         notes="sLSTM time loop; H 4, d_h = D/4; triton = one program per (batch, head)",
+        compile=False,
     ),
     OpBench(
         "wkv6",
@@ -402,35 +433,51 @@ def _fwd_bwd(fn, args, grad_args, gouts=None):
     return outs, grads, gouts
 
 
-def _time(fn, device, grad_tensors, warmup, rep):
-    if device.type == "cuda":
-        import triton.testing
+def _nbytes(ts) -> int:
+    return sum(t.numel() * t.element_size() for t in ts if isinstance(t, torch.Tensor))
 
-        return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_tensors, return_mode="median")
-    ts = []  # CPU: the interpreter smoke test; the first call (setup) was the warm-up
-    for _ in range(1):
+
+def hbm_floor_bytes(args, outs, grad_args) -> int:
+    """Bytes a fused forward+backward must move at least: forward, every input read and every
+    output written once; backward, every input and every output gradient read once and every
+    input gradient written once (the states a recurrent kernel recomputes are not counted)."""
+    ins = _nbytes(args)
+    return 2 * ins + 2 * _nbytes(outs) + _nbytes([args[i] for i in grad_args])
+
+
+def _time(run, device, grad_tensors, a) -> tuple[float, float | None, str]:
+    """(median ms, peak extra MB, how timed). The first timed call also gives the peak memory;
+    calls slower than ``--slow-ms`` are timed 3 times, faster ones by ``do_bench``."""
+    if device.type != "cuda":  # CPU: the interpreter smoke test; the set-up call was the warm-up
         for t in grad_tensors:
             t.grad = None
         t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+        run()
+        return (time.perf_counter() - t0) * 1e3, None, "1 call"
 
+    def timed_call():
+        for t in grad_tensors:
+            t.grad = None
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        run()
+        e1.record()
+        torch.cuda.synchronize()
+        return e0.elapsed_time(e1)
 
-def _peak_mb(fn, device, grad_tensors):
-    if device.type != "cuda":
-        return None
     for t in grad_tensors:
         t.grad = None
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    for t in grad_tensors:
-        t.grad = None
-    return peak / 2**20
+    first = timed_call()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    if first > a.slow_ms:
+        return statistics.median([first, timed_call(), timed_call()]), peak, "3 calls"
+    import triton.testing
+
+    ms = triton.testing.do_bench(run, warmup=a.warmup, rep=a.rep, grad_to_none=grad_tensors, return_mode="median")
+    return ms, peak, "do_bench"
 
 
 def _rel_err(outs, grads, outs64, grads64):
@@ -446,30 +493,23 @@ def _rel_err(outs, grads, outs64, grads64):
     return worst
 
 
-def bench_op(op: OpBench, set_name: str, shape, dtype, device, compiled, args_ns, check: bool):
-    """One row. ``compiled``: this op's torch.compile'd baseline (None: not run)."""
+def _err_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def bench_op(op: OpBench, set_name: str, shape, dtype, device, impls: dict, skips: dict, args_ns, check: bool):
+    """One row: ``impls`` name -> callable (the baselines to run), ``skips`` name -> reason."""
     B, L, D = shape
     torch.manual_seed(0)
     base_args = op.make(B, L, D, dtype, device)
-    impls = {"triton": op.triton, "torch": op.torch}
-    if compiled is not None:
-        impls["compile"] = compiled
-    impls.update(op.extra.get("baselines", {}))  # e.g. {"fla": fn}: external kernels
     row = dict(op=op.name, shape_set=set_name, B=B, L=L, D=D, dtype=str(dtype).replace("torch.", ""),
                device=str(device), notes=op.notes)
-    small = outs64 = None
-    if check:  # fp64 reference on a batch slice
-        t0 = time.perf_counter()
-        small = _slice_batch(base_args, min(B, args_ns.err_batch), B, L)
-        a64 = _prepare(small, op.grad_args, torch.float64)
-        outs64, grads64, gouts = _fwd_bwd(op.ref or op.torch, a64, op.grad_args)
-        row["check_s"] = time.perf_counter() - t0
+    for name, why in skips.items():
+        row[f"ms_{name}"] = None
+        row[f"error_{name}"] = why
     for name, fn in impls.items():
+        t_start = time.perf_counter()
         try:
-            if check:
-                a = _prepare(small, op.grad_args)
-                outs, grads, _ = _fwd_bwd(fn, a, op.grad_args, gouts)
-                row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
             a = _prepare(base_args, op.grad_args)
             gts = [a[i] for i in op.grad_args]
             big_gouts = None
@@ -483,8 +523,12 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, compiled, args_ns
             if device.type == "cuda":
                 torch.cuda.synchronize()
             row[f"setup_s_{name}"] = time.perf_counter() - t0
-            row[f"ms_{name}"] = _time(run, device, gts, args_ns.warmup, args_ns.rep)
-            row[f"peak_mb_{name}"] = _peak_mb(run, device, gts)
+            if "floor_ms" not in row:
+                fb = hbm_floor_bytes(a, big_gouts, op.grad_args)
+                row["floor_mb"] = fb / 2**20
+                row["floor_ms"] = fb / (args_ns.hbm_tbs * 1e12) * 1e3
+            ms, peak, how = _time(run, device, gts, args_ns)
+            row[f"ms_{name}"], row[f"peak_mb_{name}"], row[f"timed_{name}"] = ms, peak, how
             if args_ns.cudagraph and device.type == "cuda":
                 import triton.testing
 
@@ -493,15 +537,36 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, compiled, args_ns
                         run, rep=args_ns.rep, grad_to_none=gts, return_mode="median")
                 except Exception as e:
                     row[f"graph_ms_{name}"] = None
-                    row[f"error_graph_{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    row[f"error_graph_{name}"] = _err_text(e)
+            del run, a, gts, big_gouts
         except Exception as e:  # keep going; record why
             row[f"ms_{name}"] = None
-            row[f"error_{name}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            row[f"error_{name}"] = _err_text(e)
+        row[f"total_s_{name}"] = time.perf_counter() - t_start - (row.get(f"setup_s_{name}") or 0.0)
+    if check:  # fp64 reference on a batch slice, after the timings (its calls may tune other keys)
+        t0 = time.perf_counter()
+        try:
+            small = _slice_batch(base_args, min(B, args_ns.err_batch), B, L)
+            a64 = _prepare(small, op.grad_args, torch.float64)
+            outs64, grads64, gouts = _fwd_bwd(op.ref or op.torch, a64, op.grad_args)
+            for name, fn in impls.items():
+                if row.get(f"ms_{name}") is None:
+                    continue
+                try:
+                    outs, grads, _ = _fwd_bwd(fn, _prepare(small, op.grad_args), op.grad_args, gouts)
+                    row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
+                except Exception as e:
+                    row[f"error_check_{name}"] = _err_text(e)
+        except Exception as e:
+            row["error_check"] = _err_text(e)
+        row["check_s"] = time.perf_counter() - t0
     baselines = [row.get(f"ms_{n}") for n in impls if n != "triton"]
     baselines = [b for b in baselines if b is not None]
-    if row.get("ms_triton") is not None and baselines:
-        row["best_baseline_ms"] = min(baselines)
-        row["vs_best"] = row["ms_triton"] / row["best_baseline_ms"]
+    if row.get("ms_triton") is not None:
+        row["x_floor"] = row["ms_triton"] / row["floor_ms"] if row.get("floor_ms") else None
+        if baselines:
+            row["best_baseline_ms"] = min(baselines)
+            row["vs_best"] = row["ms_triton"] / row["best_baseline_ms"]
     return row
 
 
@@ -512,13 +577,15 @@ def _fmt(v, spec):
 def print_table(rows, impls):
     graph = any(f"graph_ms_{n}" in r for r in rows for n in impls)
     gcols = [f"graph_ms_{n}" for n in impls] if graph else []
-    hdr = ["op", "set", "B", "L", "D", *[f"ms {n}" for n in impls], "vs_best", *[c.replace("_ms_", " ") for c in gcols],
+    hdr = ["op", "set", "B", "L", "D", "floor", *[f"ms {n}" for n in impls], "x_floor", "vs_best",
+           *[c.replace("_ms_", " ") for c in gcols], *[f"setup_s {n}" for n in impls],
            *[f"MB {n}" for n in impls], *[f"err {n}" for n in impls]]
     lines = [hdr]
     for r in rows:
-        lines.append([r["op"], r["shape_set"], str(r["B"]), str(r["L"]), str(r["D"]),
-                      *[_fmt(r.get(f"ms_{n}"), ".3f") for n in impls], _fmt(r.get("vs_best"), ".2f"),
-                      *[_fmt(r.get(c), ".3f") for c in gcols],
+        lines.append([r["op"], r["shape_set"], str(r["B"]), str(r["L"]), str(r["D"]), _fmt(r.get("floor_ms"), ".3f"),
+                      *[_fmt(r.get(f"ms_{n}"), ".3f") for n in impls], _fmt(r.get("x_floor"), ".1f"),
+                      _fmt(r.get("vs_best"), ".2f"), *[_fmt(r.get(c), ".3f") for c in gcols],
+                      *[_fmt(r.get(f"setup_s_{n}"), ".1f") for n in impls],
                       *[_fmt(r.get(f"peak_mb_{n}"), ".1f") for n in impls],
                       *[_fmt(r.get(f"err_{n}"), ".1e") for n in impls]])
     widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
@@ -527,32 +594,153 @@ def print_table(rows, impls):
         if j == 0:
             print("  ".join("-" * w for w in widths))
     for r in rows:
-        for n in impls:
-            for k in (f"error_{n}", f"error_graph_{n}"):
-                if r.get(k):
-                    print(f"! {r['op']} {r['shape_set']} L={r['L']} {k}: {r[k]}")
+        for k, v in r.items():
+            if k.startswith("error") and v:
+                print(f"! {r['op']} {r['shape_set']} L={r['L']} {k}: {v}")
 
 
 def _plan(sets, names):
-    """(set, op, shape index) rows, breadth-first within a set: the first shape of every op, then
-    the second, ... so that a time limit cuts the largest shapes, not whole ops."""
+    """(set, op, shape index) rows, breadth-first across the sets: the first shape of every op
+    in every set, then the second, ... so that a time limit cuts the largest shapes of every
+    set, never a whole set or op."""
     plan = []
-    for set_name in sets:
-        ops = [op for op in OPS if (not names or op.name in names) and set_name in op.shape_sets]
-        for i in range(len(SHAPE_SETS[set_name]["shapes"])):
-            plan += [(set_name, op, i) for op in ops]
+    for i in range(max(len(SHAPE_SETS[s]["shapes"]) for s in sets)):
+        for set_name in sets:
+            if i < len(SHAPE_SETS[set_name]["shapes"]):
+                plan += [(set_name, op, i) for op in OPS
+                         if (not names or op.name in names) and set_name in op.shape_sets]
     return plan
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write(out: Path, meta: dict, rows: list[dict]) -> None:
-    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    import io
+
+    _atomic_write(out, json.dumps(dict(meta=meta, rows=rows), indent=1))
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_write(out.with_suffix(".csv"), buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- bounded autotuning
+class AutotuneBound:
+    """Bounds Triton's autotuning of every ``triton.autotune`` kernel (fla's): a key pinned in
+    ``pins`` benchmarks only that config, any other key at most ``max_configs`` configs evenly
+    spaced over the kernel's list. ``chosen`` records the config picked per key (the next run's
+    pins). Keys: kernel, the autotune key's values, the tensors' dtypes."""
+
+    def __init__(self, max_configs: int, pins: dict[str, str] | None = None):
+        self.max_configs, self.pins, self.chosen = max_configs, dict(pins or {}), {}
+        self.pinned_hits = 0
+
+    @staticmethod
+    def key(tuner, args, kwargs) -> str:
+        named = {**dict(zip(tuner.arg_names, args)), **kwargs}
+        f = tuner.fn
+        while hasattr(f, "fn"):
+            f = f.fn
+        vals = [str(named[k]) for k in tuner.keys if k in named]
+        dts = [str(v.dtype) for v in named.values() if hasattr(v, "dtype")]
+        return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', '?')}|{','.join(vals)}|{','.join(dts)}"
+
+    def select(self, configs: list, key: str | None) -> list:
+        pinned = self.pins.get(key) if key else None
+        if pinned is not None:
+            hit = [c for c in configs if str(c) == pinned]
+            if hit:
+                self.pinned_hits += 1
+                return hit[:1]
+        k = self.max_configs
+        if k <= 0 or len(configs) <= k:
+            return list(configs)
+        if k == 1:
+            return [configs[len(configs) // 2]]
+        idx = sorted({round(i * (len(configs) - 1) / (k - 1)) for i in range(k)})
+        return [configs[i] for i in idx]
+
+    def install(self) -> Callable[[], None]:
+        """Patch ``triton.runtime.autotuner.Autotuner``; returns the function that undoes it."""
+        from triton.runtime import autotuner as at
+
+        bound, prune0, run0 = self, at.Autotuner.prune_configs, at.Autotuner.run
+
+        def prune_configs(tuner, kwargs):
+            return bound.select(prune0(tuner, kwargs), getattr(tuner, "_mad_key", None))
+
+        def run(tuner, *args, **kwargs):
+            try:
+                tuner._mad_key = bound.key(tuner, args, kwargs)
+            except Exception:  # noqa: BLE001 - an unusual autotuner: cap only
+                tuner._mad_key = None
+            out = run0(tuner, *args, **kwargs)
+            best = getattr(tuner, "best_config", None)
+            if tuner._mad_key and best is not None and len(tuner.configs) > 1:
+                bound.chosen[tuner._mad_key] = str(best)
+            return out
+
+        at.Autotuner.prune_configs, at.Autotuner.run = prune_configs, run
+
+        def undo():
+            at.Autotuner.prune_configs, at.Autotuner.run = prune0, run0
+
+        return undo
+
+
+# ----------------------------------------------------------------------------- plan and run
+class Budget:
+    """What to run in each row (see the module doc's bounds): the compile baseline's rules and
+    the per-impl timing prediction."""
+
+    def __init__(self, a, use_compile: bool):
+        self.a, self.use_compile = a, use_compile
+        self.compile_s = 0.0
+        self.compiled: dict[str, Callable] = {}  # one torch.compile wrapper per op, reused across shapes
+        self.last: dict[tuple, tuple[int, float]] = {}  # (op, set, impl) -> (L, timing seconds)
+        self.compile_lost: set[str] = set()  # ops where compile was slower than eager (at a smaller L)
+
+    def impls(self, op: OpBench, set_name: str, L: int) -> tuple[dict, dict]:
+        a = self.a
+        impls = {"triton": op.triton, "torch": op.torch}
+        skips = {}
+        if self.use_compile:
+            if not op.compile:
+                skips["compile"] = "skipped: the reference is a per-step loop"
+            elif L > a.compile_max_len:
+                skips["compile"] = f"skipped: L > --compile-max-len {a.compile_max_len}"
+            elif self.compile_s > a.compile_budget:
+                skips["compile"] = f"skipped: --compile-budget {a.compile_budget:g} s spent"
+            elif op.name in self.compile_lost:
+                skips["compile"] = "skipped: slower than eager at a smaller L"
+            else:
+                impls["compile"] = self.compiled.setdefault(op.name, torch.compile(op.torch, dynamic=False))
+        impls.update(op.extra.get("baselines", {}))  # e.g. {"fla": fn}: external kernels
+        for name in list(impls):
+            prev = self.last.get((op.name, set_name, name))
+            if name != "triton" and prev is not None and prev[1] * L / prev[0] > a.max_impl_s:
+                skips[name] = (f"skipped: its timing took {prev[1]:.0f} s at L={prev[0]} "
+                               f"(> --max-impl-s {a.max_impl_s:g} predicted)")
+                del impls[name]
+        return impls, skips
+
+    def record(self, row: dict) -> None:
+        self.compile_s += row.get("setup_s_compile") or 0.0
+        key = (row["op"], row["shape_set"])
+        mc, mt = row.get("ms_compile"), row.get("ms_torch")
+        if mc is not None and mt is not None and mc > mt:
+            self.compile_lost.add(row["op"])
+        for k, v in row.items():
+            if k.startswith("total_s_") and row.get("ms_" + k[8:]) is not None:
+                self.last[(*key, k[8:])] = (row["L"], v)
 
 
 def main(a):
@@ -585,16 +773,23 @@ def main(a):
             impls += [n for n in op.extra.get("baselines", {}) if n not in impls]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    pins_out = out.with_suffix(".autotune.json")
     meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                interpret=os.environ.get("TRITON_INTERPRET", "0"), argv=sys.argv[1:])
+                interpret=os.environ.get("TRITON_INTERPRET", "0"), argv=sys.argv[1:], hbm_tbs=a.hbm_tbs)
+    tuner = None
+    if device.type == "cuda":
+        pins = json.loads(Path(a.autotune_pins).read_text())["chosen"] if a.autotune_pins else {}
+        tuner = AutotuneBound(a.autotune_configs, pins)
+        tuner.install()
+        meta["autotune"] = (f"pinned from {a.autotune_pins} where found, else " if pins else "") + (
+            f"at most {a.autotune_configs} configs per key" if a.autotune_configs > 0 else "all configs")
     try:
         import triton
 
         meta["triton"] = triton.__version__
     except Exception:
         pass
-    compiled: dict[str, Callable] = {}  # one torch.compile wrapper per op, reused across shapes
-    compile_s = 0.0  # seconds spent in torch.compile's first calls so far
+    budget = Budget(a, use_compile)
     checked: set[tuple[str, str]] = set()
     rows, plan = [], _plan(sets, names)
     for k, (set_name, op, i) in enumerate(plan):
@@ -605,33 +800,30 @@ def main(a):
             break
         shape = SHAPE_SETS[set_name]["shapes"][i]
         dtype = getattr(torch, SHAPE_SETS[set_name]["dtype"])
-        fn, why = None, None
-        if use_compile and shape[1] > a.compile_max_len:
-            why = f"skipped: L > --compile-max-len {a.compile_max_len}"
-        elif use_compile and compile_s > a.compile_budget:
-            why = f"skipped: --compile-budget {a.compile_budget:g} s spent"
-        elif use_compile:
-            fn = compiled.setdefault(op.name, torch.compile(op.torch, dynamic=False))
         check = a.check == "all" or (a.check == "first" and (op.name, set_name) not in checked)
         checked.add((op.name, set_name))
-        row = bench_op(op, set_name, shape, dtype, device, fn, a, check)
-        if why:
-            row["error_compile"] = why
-        compile_s += row.get("setup_s_compile") or 0.0
+        row_impls, skips = budget.impls(op, set_name, shape[1])
+        row = bench_op(op, set_name, shape, dtype, device, row_impls, skips, a, check)
+        budget.record(row)
         row["elapsed_s"] = time.perf_counter() - start
         rows.append(row)
-        setup = max((v for key, v in row.items() if key.startswith("setup_s_")), default=0.0)
+        setup = sum(v for key, v in row.items() if key.startswith("setup_s_"))
         print(f"  [{k + 1}/{len(plan)} {row['elapsed_s']:5.0f} s] {op.name:18s} {set_name:5s} {shape}  "
-              f"triton {_fmt(row.get('ms_triton'), '.3f')} ms  vs_best {_fmt(row.get('vs_best'), '.2f')}  "
-              f"slowest setup {setup:.1f} s", flush=True)
+              f"triton {_fmt(row.get('ms_triton'), '.3f')} ms  floor {_fmt(row.get('floor_ms'), '.3f')} ms  "
+              f"vs_best {_fmt(row.get('vs_best'), '.2f')}  setup {setup:.1f} s  check {row.get('check_s', 0):.1f} s",
+              flush=True)
         _write(out, meta, rows)
+        if tuner is not None:
+            _atomic_write(pins_out, json.dumps(dict(meta=meta, chosen=tuner.chosen), indent=1))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print()
     print_table(rows, impls)
     meta["total_s"] = time.perf_counter() - start
+    meta["setup_s"] = sum(v for r in rows for key, v in r.items() if key.startswith("setup_s_"))
     _write(out, meta, rows)
-    print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s)")
+    print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s, "
+          f"{meta['setup_s']:.0f} s of it set-up)")
 
 
 if __name__ == "__main__":

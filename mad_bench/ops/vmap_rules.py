@@ -7,7 +7,10 @@ members' stacked tensors and either
 
 * **folds** the member dimension into the op's batch dimension (one launch for all members):
   right when every vmapped argument is one of ``fold_args``, tensors whose dim 0 is the
-  batch (activations such as q, k, v, gates); an unvmapped one of them is expanded; or
+  batch (activations such as q, k, v, gates; an unvmapped one of them is expanded), or one of
+  ``member_args``, per-member parameters that the kernel takes with a leading member dim
+  (``[G, ...]``, member ``g`` serving batch rows ``g * b / G ...``; an unvmapped one is passed
+  as it is, shared by all members); or
 * **loops** over the members (one launch each) when a vmapped argument has no batch dimension
   (a per-member parameter such as Mamba's ``A``), which cannot be folded.
 
@@ -27,16 +30,19 @@ def is_vmapped(t) -> bool:
     return isinstance(t, torch.Tensor) and torch._C._functorch.is_batchedtensor(t)
 
 
-def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = ()):
+def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = (), member_args: Sequence[int] = ()):
     """``fn(*args)``, batched correctly when called inside ``vmap`` (see the module doc)."""
     if not any(is_vmapped(a) for a in args):
         return fn(*args)
-    return _VmapCall.apply(fn, tuple(fold_args), *args)
+    return _VmapCall.apply(fn, (tuple(fold_args), tuple(member_args)), *args)
 
 
-def _fold(args, in_dims, fold_args, G):
+def _fold(args, in_dims, fold_args, member_args, G):
     out = []
     for i, (a, d) in enumerate(zip(args, in_dims)):
+        if isinstance(a, torch.Tensor) and i in member_args:
+            out.append(a.movedim(d, 0) if d is not None else a)
+            continue
         if not isinstance(a, torch.Tensor) or i not in fold_args:
             out.append(a)
             continue
@@ -63,7 +69,7 @@ class _VmapCall(torch.autograd.Function):
     """Carrier of the batching rule; only ever reached under vmap (see :func:`vmap_apply`)."""
 
     @staticmethod
-    def forward(fn, fold_args, *args):
+    def forward(fn, arg_kinds, *args):
         return fn(*args)
 
     @staticmethod
@@ -75,12 +81,13 @@ class _VmapCall(torch.autograd.Function):
         raise RuntimeError("_VmapCall is differentiated through the kernel it calls")
 
     @staticmethod
-    def vmap(info, in_dims, fn, fold_args, *args):
+    def vmap(info, in_dims, fn, arg_kinds, *args):
         G = info.batch_size
+        fold_args, member_args = arg_kinds
         dims = in_dims[2:]
         vmapped = [i for i, d in enumerate(dims) if d is not None and isinstance(args[i], torch.Tensor)]
-        if all(i in fold_args for i in vmapped):
-            out = _unfold(fn(*_fold(args, dims, fold_args, G)), G)
+        if all(i in fold_args or i in member_args for i in vmapped):
+            out = _unfold(fn(*_fold(args, dims, fold_args, member_args, G)), G)
             return out, _dims(out)
         outs = [fn(*[a.select(d, g) if d is not None and isinstance(a, torch.Tensor) else a
                      for a, d in zip(args, dims)]) for g in range(G)]

@@ -7,18 +7,28 @@ Argument convention of mamba's ``selective_scan_fn``: ``u, delta[b, d, l]``, ``A
     h_t    = exp(delta_t A) * h_{t-1} + delta_t u_t B_t          h: [b, d, n]
     y_t    = sum_n C_t[n] h_t[:, n] + D u_t ;   y <- y * silu(z)
 
+Per-member parameters: ``A[G, d, n]``, ``D[G, d]``, ``delta_bias[G, d]`` (each optional, any
+mix) give batch row ``r`` the parameters of member ``r // (b / G)``: the ensemble engine's
+vmap rule folds G members into the batch and calls the kernels once (see
+:func:`selective_scan_triton`).
+
 Any strides are accepted (the Mamba layer passes time-major ``[b, l, d]`` tensors transposed,
 without a copy); the output has ``u``'s layout and dtype. All arithmetic is fp32.
 
-Kernels: one program per (batch, block of BLOCK_D channels). Time is cut into chunks of T
-steps; a chunk's ``[BLOCK_D, N, T]`` decays and inputs are scanned with a tuple
-``tl.associative_scan`` (exact: only products of decays in (0, 1], no division) and the carried
-state ``[BLOCK_D, N]`` stays in registers. The forward stores the state entering every chunk
-(``[b, chunks + 1, d, n]`` fp32; the last entry is the final state). The backward walks the
-chunks in reverse: it recomputes the chunk's states from its checkpoint, the gradient wrt the
-states by a reverse tuple scan (the carried gradient enters at the chunk's last step), and uses
-``a_t h_{t-1} = h_t - x_t`` (no division). ``dB``/``dC`` (reductions over channels) are fp32
-atomic adds; ``dA``/``dD``/``ddelta_bias`` are per-batch partials summed by torch.
+Kernels: one launch per direction, one program per (batch row, block of BLOCK_D channels).
+Time is cut into chunks of T steps; a chunk's ``[T, BLOCK_D]`` tiles of u, delta, z (and the
+output) are loaded time-major (contiguous channels: coalesced for the layer's layout), its
+``[T, BLOCK_D, N]`` decays and inputs are scanned with a tuple ``tl.associative_scan`` over
+time (exact: only products of decays in (0, 1], no division), and the state ``[BLOCK_D, N]``
+is carried between chunks in registers. Every input is read once and ``y`` written once;
+the only extra traffic is the state entering each chunk (``[b, chunks, d, n]`` fp32, 1/T of
+a state per step), stored by the forward for the backward.
+
+The backward walks the chunks in reverse: it recomputes the chunk's states from its
+checkpoint, gets the gradient wrt the states by a reverse tuple scan (the gradient carried
+from the next chunk enters at the chunk's last step), and uses ``a_t h_{t-1} = h_t - x_t`` (no
+division). ``dB``/``dC`` (sums over channels) are written per channel block and summed by
+torch (no atomics), ``dA``/``dD``/``ddelta_bias`` are per-row partials summed by torch.
 """
 from __future__ import annotations
 
@@ -27,7 +37,11 @@ import torch
 from ..vmap_rules import vmap_apply
 from ..dispatch import jit, next_pow2, pick, tl, triton
 
-__all__ = ["selective_scan_triton", "SelectiveScanFunction"]
+__all__ = ["selective_scan_triton", "SelectiveScanFunction", "CONFIG_OVERRIDE"]
+
+# Launch-config override for tuning runs (benchmarks/scan_check.py --sweep): keys T, BLOCK_D,
+# num_warps_fwd, num_warps_bwd, stages_fwd, stages_bwd. Empty: the heuristic of :func:`_cfg`.
+CONFIG_OVERRIDE: dict = {}
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -49,102 +63,109 @@ def _softplus(x):
 @jit
 def _ss_fwd_kernel(
     U, DELTA, A, BM, CM, DV, Z, DBIAS, OUT, CKPT,
-    L, DIM, N, NC,
+    L, DIM, N, NC, RPM, s_am, s_dm, s_biasm,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_bb, s_bn, s_bl, s_cb, s_cn, s_cl,
     s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
+    mem = pid_b // RPM  # member of this batch row (per-member parameters)
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = d < DIM
     n = tl.arange(0, BLOCK_N)
     nm = n < N
     tt = tl.arange(0, T)
     dn_m = dm[:, None] & nm[None, :]
-    Am = tl.load(A + d[:, None] * N + n[None, :], mask=dn_m, other=0.0).to(tl.float32)
+    Am = tl.load(A + mem * s_am + d[:, None] * N + n[None, :], mask=dn_m, other=0.0).to(tl.float32)
     if HAS_D:
-        Dp = tl.load(DV + d, mask=dm, other=0.0).to(tl.float32)
+        Dp = tl.load(DV + mem * s_dm + d, mask=dm, other=0.0).to(tl.float32)
     if HAS_DB:
-        bias = tl.load(DBIAS + d, mask=dm, other=0.0).to(tl.float32)
-    ck = CKPT + pid_b * (NC + 1) * DIM * N + d[:, None] * N + n[None, :]
+        bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
+    ck = CKPT + pid_b * NC * DIM * N + d[:, None] * N + n[None, :]
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    for c in range(NC):
-        tl.store(ck + c * DIM * N, h, mask=dn_m)
+    for c in tl.range(0, NC, num_stages=STAGES):
+        if STORE_CKPT:
+            tl.store(ck + c * DIM * N, h, mask=dn_m)
         t = c * T + tt
         tm = t < L
-        m2 = dm[:, None] & tm[None, :]
-        mn = nm[:, None] & tm[None, :]
-        u = tl.load(U + pid_b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        dl = tl.load(DELTA + pid_b * s_db + d[:, None] * s_dd + t[None, :] * s_dl, mask=m2, other=0.0).to(tl.float32)
+        m2 = tm[:, None] & dm[None, :]  # [T, BD]
+        mn = tm[:, None] & nm[None, :]  # [T, BN]
+        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
+        dl = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
         if HAS_DB:
-            dl += bias[:, None]
+            dl += bias[None, :]
         if SOFTPLUS:
             dl = _softplus(dl)
         dl = tl.where(m2, dl, 0.0)  # padded steps: decay 1, no input
-        Bt = tl.load(BM + pid_b * s_bb + n[:, None] * s_bn + t[None, :] * s_bl, mask=mn, other=0.0).to(tl.float32)
-        Ct = tl.load(CM + pid_b * s_cb + n[:, None] * s_cn + t[None, :] * s_cl, mask=mn, other=0.0).to(tl.float32)
-        a = tl.exp(dl[:, None, :] * Am[:, :, None])  # [BD, BN, T]
-        x = (dl * u)[:, None, :] * Bt[None, :, :]
-        sa, sx = tl.associative_scan((a, x), axis=2, combine_fn=_lin_combine)
-        hs = sx + sa * h[:, :, None]
-        y = tl.sum(hs * Ct[None, :, :], axis=1)  # [BD, T]
-        h = tl.sum(tl.where((tt == T - 1)[None, None, :], hs, 0.0), axis=2)
+        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        a = tl.exp(dl[:, :, None] * Am[None, :, :])  # [T, BD, BN]
+        x = (dl * u)[:, :, None] * Bt[:, None, :]
+        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
+        hs = sx + sa * h[None, :, :]
+        y = tl.sum(hs * Ct[:, None, :], axis=2)  # [T, BD]
+        h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, 0.0), axis=0)
         if HAS_D:
-            y += Dp[:, None] * u
+            y += Dp[None, :] * u
         if HAS_Z:
-            zz = tl.load(Z + pid_b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(OUT + pid_b * s_ob + d[:, None] * s_od + t[None, :] * s_ol, y.to(OUT.dtype.element_ty), mask=m2)
-    tl.store(ck + NC * DIM * N, h, mask=dn_m)
+        tl.store(OUT + pid_b * s_ob + t[:, None] * s_ol + d[None, :] * s_od, y.to(OUT.dtype.element_ty), mask=m2)
 
 
 @jit
 def _ss_bwd_kernel(
     U, DELTA, A, BM, CM, DV, Z, DBIAS, DOUT, CKPT,
-    DU, DDELTA, DZ, DB_ACC, DC_ACC, DA_PART, DD_PART, DBIAS_PART,
-    L, DIM, N, NC,
+    DU, DDELTA, DZ, DB_PART, DC_PART, DA_PART, DD_PART, DBIAS_PART,
+    L, DIM, N, NC, RPM, s_am, s_dm, s_biasm,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_bb, s_bn, s_bl, s_cb, s_cn, s_cl,
     s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
     s_dub, s_dud, s_dul, s_ddb, s_ddd, s_ddl, s_dzb, s_dzd, s_dzl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr, STAGES: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
+    n_dblk = tl.num_programs(1)
+    mem = pid_b // RPM
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dm = d < DIM
     n = tl.arange(0, BLOCK_N)
     nm = n < N
     tt = tl.arange(0, T)
     dn_m = dm[:, None] & nm[None, :]
-    Am = tl.load(A + d[:, None] * N + n[None, :], mask=dn_m, other=0.0).to(tl.float32)
+    Am = tl.load(A + mem * s_am + d[:, None] * N + n[None, :], mask=dn_m, other=0.0).to(tl.float32)
     if HAS_D:
-        Dp = tl.load(DV + d, mask=dm, other=0.0).to(tl.float32)
+        Dp = tl.load(DV + mem * s_dm + d, mask=dm, other=0.0).to(tl.float32)
     if HAS_DB:
-        bias = tl.load(DBIAS + d, mask=dm, other=0.0).to(tl.float32)
-    ck = CKPT + pid_b * (NC + 1) * DIM * N + d[:, None] * N + n[None, :]
-    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dLoss/dh at the chunk's end, from later steps
+        bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
+    ck = CKPT + pid_b * NC * DIM * N + d[:, None] * N + n[None, :]
+    # dB / dC partials of this channel block: [b, n_dblk, l, n] fp32
+    part = (pid_b * n_dblk + pid_d) * L * N
+    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dLoss/dh_{chunk end}, from later steps
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for ci in range(NC):
+    for ci in tl.range(0, NC, num_stages=STAGES):
         c = NC - 1 - ci
         h0 = tl.load(ck + c * DIM * N, mask=dn_m, other=0.0)
         t = c * T + tt
         tm = t < L
-        m2 = dm[:, None] & tm[None, :]
-        mn = nm[:, None] & tm[None, :]
-        u = tl.load(U + pid_b * s_ub + d[:, None] * s_ud + t[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        draw = tl.load(DELTA + pid_b * s_db + d[:, None] * s_dd + t[None, :] * s_dl, mask=m2, other=0.0).to(tl.float32)
-        # delta at t + 1 (the decay that multiplies the gradient carried back from step t + 1)
+        m2 = tm[:, None] & dm[None, :]
+        mn = tm[:, None] & nm[None, :]
+        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
+        draw = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
+        # delta at t + 1 within the chunk: the decay that carries g_{t+1} back to step t (the
+        # chunk's last row takes the next chunk's gradient through ``carry``, already decayed)
         t1 = t + 1
-        m21 = dm[:, None] & (t1 < L)[None, :]
-        draw1 = tl.load(DELTA + pid_b * s_db + d[:, None] * s_dd + t1[None, :] * s_dl, mask=m21, other=0.0).to(tl.float32)
+        m21 = ((tt < T - 1) & (t1 < L))[:, None] & dm[None, :]
+        draw1 = tl.load(DELTA + pid_b * s_db + t1[:, None] * s_dl + d[None, :] * s_dd, mask=m21, other=0.0).to(tl.float32)
         if HAS_DB:
-            draw += bias[:, None]
-            draw1 += bias[:, None]
+            draw += bias[None, :]
+            draw1 += bias[None, :]
         if SOFTPLUS:
             dl = _softplus(draw)
             dl1 = _softplus(draw1)
@@ -153,50 +174,51 @@ def _ss_bwd_kernel(
             dl1 = draw1
         dl = tl.where(m2, dl, 0.0)
         dl1 = tl.where(m21, dl1, 0.0)
-        Bt = tl.load(BM + pid_b * s_bb + n[:, None] * s_bn + t[None, :] * s_bl, mask=mn, other=0.0).to(tl.float32)
-        Ct = tl.load(CM + pid_b * s_cb + n[:, None] * s_cn + t[None, :] * s_cl, mask=mn, other=0.0).to(tl.float32)
-        a = tl.exp(dl[:, None, :] * Am[:, :, None])
-        x = (dl * u)[:, None, :] * Bt[None, :, :]
-        sa, sx = tl.associative_scan((a, x), axis=2, combine_fn=_lin_combine)
-        hs = sx + sa * h0[:, :, None]
-        go = tl.load(DOUT + pid_b * s_gb + d[:, None] * s_gd + t[None, :] * s_gl, mask=m2, other=0.0).to(tl.float32)
+        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        a = tl.exp(dl[:, :, None] * Am[None, :, :])  # [T, BD, BN]
+        x = (dl * u)[:, :, None] * Bt[:, None, :]
+        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
+        hs = sx + sa * h0[None, :, :]
+        go = tl.load(DOUT + pid_b * s_gb + t[:, None] * s_gl + d[None, :] * s_gd, mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
-            y = tl.sum(hs * Ct[None, :, :], axis=1)
+            y = tl.sum(hs * Ct[:, None, :], axis=2)
             if HAS_D:
-                y += Dp[:, None] * u
-            zz = tl.load(Z + pid_b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+                y += Dp[None, :] * u
+            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zz)
             dz = go * y * sz * (1.0 + zz * (1.0 - sz))
-            tl.store(DZ + pid_b * s_dzb + d[:, None] * s_dzd + t[None, :] * s_dzl, dz.to(DZ.dtype.element_ty), mask=m2)
+            tl.store(DZ + pid_b * s_dzb + t[:, None] * s_dzl + d[None, :] * s_dzd, dz.to(DZ.dtype.element_ty), mask=m2)
             dy = go * zz * sz
         else:
             dy = go
         # reverse scan: g_t = dy_t C_t + a_{t+1} g_{t+1}; the carry enters at the chunk's last step
-        a1 = tl.exp(dl1[:, None, :] * Am[:, :, None])
-        rhs = dy[:, None, :] * Ct[None, :, :]
-        rhs = tl.where((tt == T - 1)[None, None, :], rhs + carry[:, :, None], rhs)
-        _, g = tl.associative_scan((a1, rhs), axis=2, combine_fn=_lin_combine, reverse=True)
-        carry = tl.sum(tl.where((tt == 0)[None, None, :], a * g, 0.0), axis=2)
+        a1 = tl.exp(dl1[:, :, None] * Am[None, :, :])
+        rhs = dy[:, :, None] * Ct[:, None, :]
+        rhs = tl.where((tt == T - 1)[:, None, None], rhs + carry[None, :, :], rhs)
+        _, g = tl.associative_scan((a1, rhs), axis=0, combine_fn=_lin_combine, reverse=True)
+        carry = tl.sum(tl.where((tt == 0)[:, None, None], a * g, 0.0), axis=0)
         ah = hs - x  # a_t h_{t-1}
-        dA_acc += tl.sum(g * ah * dl[:, None, :], axis=2)
-        gB = tl.sum(g * Bt[None, :, :], axis=1)  # [BD, T]
-        ddl = gB * u + tl.sum(g * ah * Am[:, :, None], axis=1)
+        gah = g * ah
+        dA_acc += tl.sum(gah * dl[:, :, None], axis=0)
+        gB = tl.sum(g * Bt[:, None, :], axis=2)  # [T, BD]
+        ddl = gB * u + tl.sum(gah * Am[None, :, :], axis=2)
         du = gB * dl
         if HAS_D:
-            du += Dp[:, None] * dy
-            dD_acc += tl.sum(dy * u, axis=1)
-        dBc = tl.sum(g * (dl * u)[:, None, :], axis=0)  # [BN, T]
-        dCc = tl.sum(hs * dy[:, None, :], axis=0)
-        boff = pid_b * N * L + n[:, None] * L + t[None, :]
-        tl.atomic_add(DB_ACC + boff, dBc, mask=mn)
-        tl.atomic_add(DC_ACC + boff, dCc, mask=mn)
+            du += Dp[None, :] * dy
+            dD_acc += tl.sum(dy * u, axis=0)
+        dBc = tl.sum(g * (dl * u)[:, :, None], axis=1)  # [T, BN]
+        dCc = tl.sum(hs * dy[:, :, None], axis=1)
+        poff = part + t[:, None] * N + n[None, :]
+        tl.store(DB_PART + poff, dBc, mask=mn)
+        tl.store(DC_PART + poff, dCc, mask=mn)
         if SOFTPLUS:
             ddl = ddl * tl.sigmoid(draw)
         ddl = tl.where(m2, ddl, 0.0)
         if HAS_DB:
-            dbias_acc += tl.sum(ddl, axis=1)
-        tl.store(DU + pid_b * s_dub + d[:, None] * s_dud + t[None, :] * s_dul, du.to(DU.dtype.element_ty), mask=m2)
-        tl.store(DDELTA + pid_b * s_ddb + d[:, None] * s_ddd + t[None, :] * s_ddl, ddl.to(DDELTA.dtype.element_ty), mask=m2)
+            dbias_acc += tl.sum(ddl, axis=0)
+        tl.store(DU + pid_b * s_dub + t[:, None] * s_dul + d[None, :] * s_dud, du.to(DU.dtype.element_ty), mask=m2)
+        tl.store(DDELTA + pid_b * s_ddb + t[:, None] * s_ddl + d[None, :] * s_ddd, ddl.to(DDELTA.dtype.element_ty), mask=m2)
     tl.store(DA_PART + pid_b * DIM * N + d[:, None] * N + n[None, :], dA_acc, mask=dn_m)
     if HAS_D:
         tl.store(DD_PART + pid_b * DIM + d, dD_acc, mask=dm)
@@ -205,60 +227,107 @@ def _ss_bwd_kernel(
 
 
 # ----------------------------------------------------------------------------- launch
-def _cfg(dim: int, n: int, bwd: bool = False) -> dict:
-    # forward and backward must use the same T (the checkpoints sit at chunk boundaries)
+def _cfg(dim: int, n: int) -> dict:
+    """One config for both directions (the checkpoints sit at chunk boundaries, so forward and
+    backward share T). BLOCK_D = 8 x num_warps: Triton's default 3D layout then puts N on 4
+    lanes, channels on 8 lanes x the warps, and a chunk's T steps inside each thread, so the
+    scans and the sums over time run sequentially in registers (no shuffles, no shared memory)
+    and a thread holds T elements of each [T, BLOCK_D, N] tensor (N <= 4). ``STAGES`` > 1
+    asks Triton to pipeline the next chunk's loads (``tl.range(num_stages=...)``)."""
     BN = next_pow2(n)
-    T = 32 if BN <= 4 else 16
-    BD = max(1, min(next_pow2(dim), 2048 // (BN * T)))
-    # interpreter: few, large programs (each program instance costs ~1 ms)
-    return pick(dict(BLOCK_D=BD, BLOCK_N=BN, T=T, num_warps=8 if bwd else 4),
-                dict(BLOCK_D=min(next_pow2(dim), 16), BLOCK_N=BN, T=16))
+    T = 16 if BN <= 4 else 8
+    cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=4,
+                    stages_fwd=1, stages_bwd=1),
+               # interpreter: few, large programs (each program instance costs ~1 ms); T 16 so
+               # the tests' short sequences span several chunks
+               dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=16))
+    for k, v in CONFIG_OVERRIDE.items():
+        if k.startswith(("num_warps", "stages")) and "num_warps_fwd" not in cfg:
+            continue  # interpreter
+        cfg[k] = v
+    return cfg
+
+
+def _launch(cfg: dict, bwd: bool) -> dict:
+    side = "bwd" if bwd else "fwd"
+    out = {k: v for k, v in cfg.items() if not k.startswith(("num_warps", "stages"))}
+    out["STAGES"] = cfg.get(f"stages_{side}", 1)
+    if f"num_warps_{side}" in cfg:
+        out["num_warps"] = cfg[f"num_warps_{side}"]
+    return out
 
 
 def _s(t):
     return (0, 0, 0) if t is None else tuple(t.stride())
 
 
-def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus):
+def _members(b: int, A, D, bias) -> tuple[int, int, int, int]:
+    """(rows per member, member strides of A, D, delta_bias): 0 stride for a shared parameter."""
+    G = {p.shape[0] for p, nd in ((A, 3), (D, 2), (bias, 2)) if p is not None and p.dim() == nd}
+    if len(G) > 1 or (G and b % next(iter(G))):
+        raise ValueError(f"per-member A / D / delta_bias must share one member count dividing the batch "
+                         f"{b}; got leading dims {sorted(G)}")
+    G = next(iter(G)) if G else 1
+    sa = A[0].numel() if A.dim() == 3 else 0
+    sd = D.shape[-1] if D is not None and D.dim() == 2 else 0
+    sb = bias.shape[-1] if bias is not None and bias.dim() == 2 else 0
+    return b // G, sa, sd, sb
+
+
+def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
     b, dim, l = u.shape
-    n = A.shape[1]
+    n = A.shape[-1]
     cfg = _cfg(dim, n)
     nc = triton.cdiv(l, cfg["T"])
     out = torch.empty_like(u)
-    ckpt = torch.empty((b, nc + 1, dim, n), device=u.device, dtype=torch.float32)
+    ckpt = torch.empty((b, nc, dim, n) if store_ckpt else (1,), device=u.device, dtype=torch.float32)
+    rpm, sa, sd, sb = _members(b, A, D, bias)
     grid = (b, triton.cdiv(dim, cfg["BLOCK_D"]))
     _ss_fwd_kernel[grid](
-        u, delta, A, B, C, D, z, bias, out, ckpt, l, dim, n, nc,
+        u, delta, A, B, C, D, z, bias, out, ckpt, l, dim, n, nc, rpm, sa, sd, sb,
         *_s(u), *_s(delta), *_s(B), *_s(C), *_s(z), *_s(out),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus, **cfg,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus,
+        STORE_CKPT=store_ckpt, **_launch(cfg, bwd=False),
     )
     return out, ckpt
 
 
+def _member_sum(part: torch.Tensor, param: torch.Tensor, rpm: int) -> torch.Tensor:
+    """Per-row partials [b, ...] -> the parameter's gradient (per member when it has a member dim)."""
+    if param.dim() > part.dim() - 1:
+        return part.view(-1, rpm, *part.shape[1:]).sum(1)
+    return part.sum(0)
+
+
 def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
     b, dim, l = u.shape
-    n = A.shape[1]
-    cfg = _cfg(dim, n, bwd=True)
-    nc = ckpt.shape[1] - 1
+    n = A.shape[-1]
+    cfg = _cfg(dim, n)
+    nc = ckpt.shape[1]
+    nblk = triton.cdiv(dim, cfg["BLOCK_D"])
+    rpm, sa, sd, sb = _members(b, A, D, bias)
+    f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    dB = torch.zeros((b, n, l), device=u.device, dtype=torch.float32)
-    dC = torch.zeros((b, n, l), device=u.device, dtype=torch.float32)
-    dA_part = torch.empty((b, dim, n), device=u.device, dtype=torch.float32)
-    dD_part = torch.empty((b, dim), device=u.device, dtype=torch.float32) if D is not None else None
-    dbias_part = torch.empty((b, dim), device=u.device, dtype=torch.float32) if bias is not None else None
-    grid = (b, triton.cdiv(dim, cfg["BLOCK_D"]))
-    _ss_bwd_kernel[grid](
+    dB_part = torch.empty((b, nblk, l, n), **f32)
+    dC_part = torch.empty((b, nblk, l, n), **f32)
+    dA_part = torch.empty((b, dim, n), **f32)
+    dD_part = torch.empty((b, dim), **f32) if D is not None else None
+    dbias_part = torch.empty((b, dim), **f32) if bias is not None else None
+    _ss_bwd_kernel[(b, nblk)](
         u, delta, A, B, C, D, z, bias, dout, ckpt,
-        du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
-        l, dim, n, nc,
+        du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
+        l, dim, n, nc, rpm, sa, sd, sb,
         *_s(u), *_s(delta), *_s(B), *_s(C), *_s(z), *_s(dout), *_s(du), *_s(ddelta), *_s(dz),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus, **cfg,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus,
+        **_launch(cfg, bwd=True),
     )
-    return (du, ddelta, dA_part.sum(0), dB, dC,
-            dD_part.sum(0) if D is not None else None, dz,
-            dbias_part.sum(0) if bias is not None else None)
+    dB = dB_part.sum(1).transpose(1, 2)  # [b, n, l]
+    dC = dC_part.sum(1).transpose(1, 2)
+    return (du, ddelta, _member_sum(dA_part, A, rpm), dB, dC,
+            _member_sum(dD_part, D, rpm) if D is not None else None, dz,
+            _member_sum(dbias_part, bias, rpm) if bias is not None else None)
 
 
 class SelectiveScanFunction(torch.autograd.Function):
@@ -267,13 +336,20 @@ class SelectiveScanFunction(torch.autograd.Function):
         if u.dim() != 3 or delta.shape != u.shape:
             raise ValueError(f"u, delta must be [b, d, l] of one shape, got {tuple(u.shape)}, {tuple(delta.shape)}")
         b, dim, l = u.shape
-        if A.shape[0] != dim or B.shape != (b, A.shape[1], l) or C.shape != B.shape:
-            raise ValueError(f"A must be [d, n] and B, C [b, n, l]; got A {tuple(A.shape)}, "
+        n = A.shape[-1]
+        if A.dim() not in (2, 3) or A.shape[-2] != dim or B.shape != (b, n, l) or C.shape != B.shape:
+            raise ValueError(f"A must be [d, n] or [members, d, n] and B, C [b, n, l]; got A {tuple(A.shape)}, "
                              f"B {tuple(B.shape)}, C {tuple(C.shape)} for u {tuple(u.shape)}")
+        for name, p in (("D", D), ("delta_bias", delta_bias)):
+            if p is not None and (p.dim() not in (1, 2) or p.shape[-1] != dim):
+                raise ValueError(f"{name} must be [d] or [members, d] with d = {dim}, got {tuple(p.shape)}")
+        if z is not None and z.shape != u.shape:
+            raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
         A_ = A.float().contiguous()
         D_ = D.contiguous() if D is not None else None
         bias_ = delta_bias.contiguous() if delta_bias is not None else None
-        out, ckpt = _ss_fwd(u, delta, A_, B, C, D_, z, bias_, bool(delta_softplus))
+        train = any(ctx.needs_input_grad[:8])
+        out, ckpt = _ss_fwd(u, delta, A_, B, C, D_, z, bias_, bool(delta_softplus), store_ckpt=train)
         ctx.save_for_backward(u, delta, A_, B, C, D_, z, bias_, ckpt)
         ctx.softplus = bool(delta_softplus)
         ctx.dtypes = (A.dtype, B.dtype, C.dtype)
@@ -290,6 +366,10 @@ class SelectiveScanFunction(torch.autograd.Function):
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The Triton path of :func:`mad_bench.ops.selective_scan.selective_scan` (B, C ``[b, n, l]``)."""
+    """The Triton path of :func:`mad_bench.ops.selective_scan.selective_scan` (B, C ``[b, n, l]``).
+
+    Under the engine's vmap the activations (u, delta, B, C, z) fold into the batch and the
+    per-member parameters (A, D, delta_bias) are passed with a leading member dim: one launch
+    for all members."""
     return vmap_apply(SelectiveScanFunction.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                      fold_args=(0, 1, 3, 4, 6))
+                      fold_args=(0, 1, 3, 4, 6), member_args=(2, 5, 7))
