@@ -45,6 +45,7 @@ import torch
 
 from ..vmap_rules import vmap_apply
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
+from .two_level import GLAFunction
 
 __all__ = ["chunked_linear_attention", "ChunkedLinearAttentionFunction"]
 
@@ -425,6 +426,7 @@ def chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     q, k, v = q.to(dt), k.to(dt), v.to(dt)  # no-ops when they agree
-    o, ht = vmap_apply(ChunkedLinearAttentionFunction.apply, q, k, v, log_g, initial_state, scale,
+    fn = GLAFunction if log_g is not None and log_g.dim() == q.dim() else ChunkedLinearAttentionFunction
+    o, ht = vmap_apply(fn.apply, q, k, v, log_g, initial_state, scale,
                        bool(output_final_state), chunk_size, fold_args=(0, 1, 2, 3, 4))
     return (o, ht) if output_final_state else o
