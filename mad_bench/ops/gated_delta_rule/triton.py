@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import jit, state_block_config, tl, triton
+from ..dispatch import jit, next_pow2, pick, state_block_config, tl, triton
 from ..vmap_rules import vmap_apply
 
 __all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
@@ -81,6 +81,67 @@ def _gdr_fwd_kernel(
         S += (b_t * k_t)[:, None] * e[None, :]
         o = tl.sum(S * q_t[:, None], axis=0) * scale
         tl.store(op + t * s_ol, o.to(O.dtype.element_ty), mask=vm)
+    tl.store(SFIN + bh * DK * DV + st_off, S, mask=m2)
+
+
+@jit
+def _gdr_chunk_fwd_kernel(
+    Q, K, V, BETA, LOGG, S0, O, ERR, CKPT, SFIN,
+    L, H, DK, DV, NT, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
+    HAS_S0: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunked forward (WY / UT form, see the module doc): per chunk of BT steps one triangular
+    inverse by doubling, then tensor-core matmuls; the state [K, BV] stays in registers."""
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_S0:
+        S = tl.load(S0 + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BK, BV], dtype=tl.float32)
+    rt = tl.arange(0, BT)
+    causal = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
+    qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
+    kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
+    vp = V + b * s_vb + h * s_vh + vv[None, :] * s_vv
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    op = O + b * s_ob + h * s_oh + vv[None, :] * s_ov
+    ep = ERR + bh * L * DV + vv[None, :]
+    cp = CKPT + bh * NT * DK * DV + st_off
+    for n in range(NT):
+        tl.store(cp + n * DK * DV, S, mask=m2)
+        t = n * BT + rt
+        mt = t < L
+        mtk = mt[:, None] & km[None, :]
+        mtv = mt[:, None] & vm[None, :]
+        k = tl.load(kp + t[:, None] * s_kl, mask=mtk, other=0.0).to(tl.float32)
+        q = tl.load(qp + t[:, None] * s_ql, mask=mtk, other=0.0).to(tl.float32) * scale
+        v = tl.load(vp + t[:, None] * s_vl, mask=mtv, other=0.0).to(tl.float32)
+        beta = tl.load(bp + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(gp + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+        bc = tl.cumsum(g, axis=0)
+        bl = tl.sum(g, axis=0)
+        D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
+        # (I + A)^-1, A_ti = e^{b_t - b_i} (k_t . k_i) beta_i (i < t): A is nilpotent, so the
+        # inverse is (I - A)(I + A^2)(I + A^4)... (LOG2BT factors)
+        P = -tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D * beta[None, :], 0.0)
+        T = eye + P
+        for _ in tl.static_range(LOG2BT - 1):
+            P = tl.dot(P, P, input_precision=SPREC)
+            T = T + tl.dot(T, P, input_precision=SPREC)
+        # e_t = v_t - S'_t^T k_t for every step of the chunk at once
+        e = tl.dot(T, v - tl.dot(k * tl.exp(bc)[:, None], S, input_precision=SPREC),
+                   input_precision=SPREC)
+        tl.store(ep + t[:, None] * DV, e, mask=mtv)
+        Aqk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC) * D, 0.0) * beta[None, :]
+        o = tl.dot(q * tl.exp(bc)[:, None], S, input_precision=PREC) + tl.dot(Aqk, e, input_precision=PREC)
+        tl.store(op + t[:, None] * s_ol, o.to(O.dtype.element_ty), mask=mtv)
+        kd = k * (beta * tl.exp(bl - bc))[:, None]
+        S = S * tl.exp(bl) + tl.dot(tl.trans(kd), e, input_precision=PREC)
     tl.store(SFIN + bh * DK * DV + st_off, S, mask=m2)
 
 
@@ -163,7 +224,7 @@ def _s(t):
 
 class GatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, log_g, scale, initial_state):
+    def forward(ctx, q, k, v, beta, log_g, scale, initial_state, chunked=True):
         B, H, L, DK = q.shape
         DV = v.shape[-1]
         if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
@@ -173,18 +234,33 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                 f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
                 f"{tuple(log_g.shape)}")
         s0 = initial_state.float().contiguous() if initial_state is not None else None
-        cfg = state_block_config(DK, DV)
-        nck = triton.cdiv(L, CK)
         dev = q.device
         o = torch.empty_like(v)
         err = torch.empty((B * H, L, DV), device=dev, dtype=torch.float32)
-        ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
         sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
-        _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
-            q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
-            *_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o),
-            HAS_S0=s0 is not None, CK=CK, **cfg,
-        )
+        strides = (*_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o))
+        if chunked:
+            cfg = _chunk_config(L, DK, DV)
+            ck = cfg.pop("BT")
+            nck = triton.cdiv(L, ck)
+            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+            prec = "tf32" if q.dtype != torch.float32 or \
+                torch.get_float32_matmul_precision() != "highest" else "ieee"
+            _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+                q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+                *strides, HAS_S0=s0 is not None, BT=ck, LOG2BT=ck.bit_length() - 1, PREC=prec,
+                SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+            )
+        else:
+            ck = CK
+            cfg = state_block_config(DK, DV)
+            nck = triton.cdiv(L, ck)
+            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+            _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+                q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+                *strides, HAS_S0=s0 is not None, CK=ck, **cfg,
+            )
+        ctx.ck = ck
         ctx.save_for_backward(q, k, beta, log_g, err, ckpt)
         ctx.scale = scale
         ctx.v_meta = (v.shape, v.dtype)
@@ -203,7 +279,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         f32 = dict(device=dev, dtype=torch.float32)
         dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
         db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
-        scratch = torch.empty((nv * B * H, CK, cfg["BK"], cfg["BV"]), **f32)
+        scratch = torch.empty((nv * B * H, ctx.ck, cfg["BK"], cfg["BV"]), **f32)
         dv = torch.empty(shape, dtype=dtype, device=dev)
         ds0 = torch.empty((B, H, DK, DV), **f32)
         dsfin = dsfin.contiguous() if dsfin is not None else None
@@ -211,15 +287,29 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
             L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale),
             *_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv),
-            HAS_DSFIN=dsfin is not None, CK=CK, **cfg,
+            HAS_DSFIN=dsfin is not None, CK=ctx.ck, **cfg,
         )
         dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
         ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
         return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
-                ds0)
+                ds0, None)
 
 
-def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None):
-    """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``)."""
+def _chunk_config(L: int, DK: int, DV: int) -> dict:
+    """The chunked forward's launch config: chunk BT (64; shorter sequences: the next power of
+    two >= 16), the whole key width, a value block of at most 64 (tl.dot needs >= 16)."""
+    BK = max(16, next_pow2(DK))
+    BV = max(16, min(next_pow2(DV), 64))
+    BT = min(64, max(16, next_pow2(L)))
+    nw = 8 if BK * max(BV, BT) >= 128 * 64 else 4
+    return pick(dict(BT=BT, BK=BK, BV=BV, num_warps=nw), dict(BT=16, BK=BK, BV=min(BV, 32)))
+
+
+def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None, chunked: bool = True):
+    """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``).
+
+    ``chunked``: the forward in the chunked WY form (default) or step by step; the backward is
+    the step-by-step reverse recurrence either way (it reads the forward's per-step errors and
+    per-chunk state checkpoints)."""
     return vmap_apply(GatedDeltaRuleFunction.apply, q, k, v, beta, log_g, scale, initial_state,
-                      fold_args=(0, 1, 2, 3, 4, 6))
+                      bool(chunked), fold_args=(0, 1, 2, 3, 4, 6))
