@@ -146,6 +146,100 @@ def _gdr_chunk_fwd_kernel(
 
 
 @jit
+def _gdr_chunk_bwd_kernel(
+    Q, K, BETA, LOGG, DO, DSFIN, ERR, CKPT,
+    DQ_P, DK_P, DV_, DBETA_P, DG_P, DS0,
+    L, H, DK, DV, NT, BH, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
+    s_ob, s_oh, s_ol, s_ov, s_dvb, s_dvh, s_dvl, s_dvv,
+    HAS_DSFIN: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunked backward, reverse over the chunks with dS [K, BV] in registers (module doc).
+    ``dq``, ``dk``, ``dbeta``, ``dlog_g`` are this value block's partial sums."""
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_DSFIN:
+        dS = tl.load(DSFIN + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros([BK, BV], dtype=tl.float32)
+    rt = tl.arange(0, BT)
+    causal = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
+    qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
+    kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    dop = DO + b * s_ob + h * s_oh + vv[None, :] * s_ov
+    ep = ERR + bh * L * DV + vv[None, :]
+    cp = CKPT + bh * NT * DK * DV + st_off
+    part = pid_v.to(tl.int64) * BH + bh
+    dqp = DQ_P + part * L * DK + kk[None, :]
+    dkp = DK_P + part * L * DK + kk[None, :]
+    dbp = DBETA_P + part * L
+    dgp = DG_P + part * L
+    dvp = DV_ + b * s_dvb + h * s_dvh + vv[None, :] * s_dvv
+    for i in range(NT):
+        n = NT - 1 - i
+        t = n * BT + rt
+        mt = t < L
+        mtk = mt[:, None] & km[None, :]
+        mtv = mt[:, None] & vm[None, :]
+        S0 = tl.load(cp + n * DK * DV, mask=m2, other=0.0)
+        k = tl.load(kp + t[:, None] * s_kl, mask=mtk, other=0.0).to(tl.float32)
+        q = tl.load(qp + t[:, None] * s_ql, mask=mtk, other=0.0).to(tl.float32) * scale
+        beta = tl.load(bp + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(gp + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+        e = tl.load(ep + t[:, None] * DV, mask=mtv, other=0.0)
+        do = tl.load(dop + t[:, None] * s_ol, mask=mtv, other=0.0).to(tl.float32)
+        bc = tl.cumsum(g, axis=0)
+        bl = tl.sum(g, axis=0)
+        gam = tl.exp(bc)
+        D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
+        KKD = tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D, 0.0)
+        Ap = KKD * beta[None, :]
+        P = -Ap
+        T = eye + P
+        for _ in tl.static_range(LOG2BT - 1):
+            P = tl.dot(P, P, input_precision=SPREC)
+            T = T + tl.dot(T, P, input_precision=SPREC)
+        W = e * beta[:, None]
+        QKD = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC) * D, 0.0)
+        kdec = tl.exp(bl - bc)
+        Kd = k * kdec[:, None]
+        dW = tl.dot(tl.trans(QKD), do, input_precision=PREC) + tl.dot(Kd, dS, input_precision=PREC)
+        dAq = tl.where(causal, tl.dot(do, tl.trans(W), input_precision=PREC), 0.0)
+        dR = tl.dot(tl.trans(T), dW * beta[:, None], input_precision=SPREC)
+        dAp = -tl.where(strict, tl.dot(dR, tl.trans(e), input_precision=SPREC), 0.0)
+        KS = tl.dot(k, S0, input_precision=PREC)
+        dKd = tl.dot(W, tl.trans(dS), input_precision=PREC)
+        dqi = tl.dot(do, tl.trans(S0), input_precision=PREC) * gam[:, None]
+        dAqD = dAq * D
+        dq = dqi + tl.dot(dAqD, k, input_precision=PREC)
+        dKK = dAp * D * beta[None, :]
+        dk = tl.dot(tl.trans(dAqD), q, input_precision=PREC) \
+            + tl.dot(dKK, k, input_precision=PREC) + tl.dot(tl.trans(dKK), k, input_precision=PREC) \
+            - tl.dot(dR, tl.trans(S0), input_precision=PREC) * gam[:, None] + dKd * kdec[:, None]
+        db = tl.sum(dW * e, axis=1) + tl.sum(dAp * KKD, axis=0)
+        Gq = dAq * QKD
+        Gk = dAp * Ap
+        kdk = tl.sum(Kd * dKd, axis=1)
+        x = tl.sum(q * dqi, axis=1) - tl.sum(dR * KS, axis=1) * gam - kdk \
+            + tl.sum(Gq, axis=1) - tl.sum(Gq, axis=0) + tl.sum(Gk, axis=1) - tl.sum(Gk, axis=0)
+        x = tl.where(mt, x, 0.0)
+        dbl = tl.sum(kdk, axis=0) + tl.exp(bl) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)
+        dg = tl.sum(x, axis=0) - tl.cumsum(x, axis=0) + x + dbl
+        tl.store(dqp + t[:, None] * DK, dq * scale, mask=mtk)
+        tl.store(dkp + t[:, None] * DK, dk, mask=mtk)
+        tl.store(dvp + t[:, None] * s_dvl, dR.to(DV_.dtype.element_ty), mask=mtv)
+        tl.store(dbp + t, db, mask=mt)
+        tl.store(dgp + t, dg, mask=mt)
+        dS = dS * tl.exp(bl) + tl.dot(tl.trans(q * gam[:, None]), do, input_precision=PREC) \
+            - tl.dot(tl.trans(k * gam[:, None]), dR, input_precision=PREC)
+    tl.store(DS0 + bh * DK * DV + st_off, dS, mask=m2)
+
+
+@jit
 def _gdr_bwd_kernel(
     Q, K, BETA, LOGG, DO, DSFIN, ERR, CKPT, SCRATCH,
     DQ_P, DK_P, DV_, DBETA_P, DG_P, DS0,
@@ -244,8 +338,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             ck = cfg.pop("BT")
             nck = triton.cdiv(L, ck)
             ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
-            prec = "tf32" if q.dtype != torch.float32 or \
-                torch.get_float32_matmul_precision() != "highest" else "ieee"
+            prec = _dot_prec(q)
             _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
                 q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
                 *strides, HAS_S0=s0 is not None, BT=ck, LOG2BT=ck.bit_length() - 1, PREC=prec,
@@ -260,7 +353,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                 q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
                 *strides, HAS_S0=s0 is not None, CK=ck, **cfg,
             )
-        ctx.ck = ck
+        ctx.ck, ctx.chunked = ck, chunked
         ctx.save_for_backward(q, k, beta, log_g, err, ckpt)
         ctx.scale = scale
         ctx.v_meta = (v.shape, v.dtype)
@@ -273,26 +366,47 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         B, H, L, DK = q.shape
         shape, dtype = ctx.v_meta
         DV = shape[-1]
-        cfg = state_block_config(DK, DV)
-        nv = triton.cdiv(DV, cfg["BV"])
         dev = q.device
         f32 = dict(device=dev, dtype=torch.float32)
-        dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
-        db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
-        scratch = torch.empty((nv * B * H, ctx.ck, cfg["BK"], cfg["BV"]), **f32)
         dv = torch.empty(shape, dtype=dtype, device=dev)
         ds0 = torch.empty((B, H, DK, DV), **f32)
         dsfin = dsfin.contiguous() if dsfin is not None else None
-        _gdr_bwd_kernel[(B * H, nv)](
-            q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
-            L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale),
-            *_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv),
-            HAS_DSFIN=dsfin is not None, CK=ctx.ck, **cfg,
-        )
+        strides = (*_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv))
+        if ctx.chunked:
+            cfg = _chunk_config(L, DK, DV)
+            cfg.pop("BT")
+            nv = triton.cdiv(DV, cfg["BV"])
+            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+            prec = _dot_prec(q)
+            _gdr_chunk_bwd_kernel[(B * H, nv)](
+                q, k, beta, log_g, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
+                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
+                HAS_DSFIN=dsfin is not None, BT=ctx.ck, LOG2BT=ctx.ck.bit_length() - 1,
+                PREC=prec, SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+            )
+        else:
+            cfg = state_block_config(DK, DV)
+            nv = triton.cdiv(DV, cfg["BV"])
+            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+            scratch = torch.empty((nv * B * H, ctx.ck, cfg["BK"], cfg["BV"]), **f32)
+            _gdr_bwd_kernel[(B * H, nv)](
+                q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
+                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
+                HAS_DSFIN=dsfin is not None, CK=ctx.ck, **cfg,
+            )
         dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
         ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
         return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
                 ds0, None)
+
+
+def _dot_prec(x) -> str:
+    """tl.dot precision: tf32 for 16-bit inputs; fp32 ones follow torch's matmul setting."""
+    if x.dtype != torch.float32 or torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
 
 
 def _chunk_config(L: int, DK: int, DV: int) -> dict:
