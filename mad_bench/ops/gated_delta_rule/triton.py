@@ -1,21 +1,39 @@
 """The gated delta rule in Triton, forward and backward (layout and recurrence as in ``reference``).
 
-Design: the **sequential recurrence**, one program per (batch*head, block of BV value columns)
-with the ``[K, BV]`` state in registers -- the value columns evolve independently, so the V
-axis splits across programs with no communication. Per step ``t``::
+Two kernel pairs, both one program per (batch*head, block of BV value columns) with a
+``[K, BV]`` state in registers (the value columns evolve independently, so V splits across
+programs; ``dq``, ``dk``, ``dbeta``, ``dlog_g`` are per-V-block fp32 partials summed by torch).
+Per step ``t``::
 
     S' = g_t S_{t-1};   e_t = v_t - S'^T k_t;   S_t = S' + beta_t k_t e_t^T;   o_t = scale S_t^T q_t
 
-The forward stores ``e_t`` (fp32) and the state entering every block of CK steps. The backward
-walks the blocks in reverse: it recomputes the block's ``S'`` from its checkpoint into a scratch
-buffer (no division by the decay, which may be ~0), then runs the reverse recurrence::
+**Chunked (default)**, the WY / UT form of Gated DeltaNet (Yang et al. 2024), per chunk of BT
+steps (64) with ``b`` the chunk's cumulative log decay, ``Gamma = e^b``, ``D_ti = e^{b_t - b_i}``
+(``i <= t``), ``S_0`` the chunk's entering state. The errors of the whole chunk solve a unit lower
+triangular system (beta on the column side, so no division by beta is ever needed)::
+
+    (I + A) E = V - diag(Gamma) K S_0,     A_ti = D_ti (k_t . k_i) beta_i   (i < t)
+    O   = diag(Gamma) Q S_0 + (Q K^T . D) diag(beta) E
+    S_C = Gamma_C S_0 + (diag(e^{b_C - b}) K)^T diag(beta) E
+
+``A`` is nilpotent, so ``(I + A)^-1 = (I - A)(I + A^2)(I + A^4)...``: log2(BT) - 1 squarings on
+tensor cores instead of a row-by-row substitution (the solve's matmuls use tf32x3 for 16-bit
+inputs, IEEE for fp32). All exponents are ``<= 0``. The forward stores ``E`` and each chunk's
+``S_0``; the backward walks the chunks in reverse with ``dS`` in registers, recomputes the inverse
+``T`` and applies (``W = diag(beta) E``, ``Kd = diag(e^{b_C - b}) K``)::
+
+    dW = (QK^T.D)^T dO + Kd dS_C;   dR = T^T diag(beta) dW;   dA = -dR E^T (strictly lower)
+    dV = dR;   dS_0 = Gamma_C dS_C + (Gamma Q)^T dO - (Gamma K)^T dR
+
+and the gate gradient chunk-locally (the sum over later steps of the chunk of ``dL/db`` plus
+``dL/db_C``; every ``D`` factor contributes its row sum minus its column sum).
+
+**Recurrent** (``chunked=False``): step by step; the forward stores ``e_t`` and the state every
+CK steps, the backward recomputes each block's ``S'`` from its checkpoint into a scratch buffer
+and runs the reverse recurrence::
 
     dq = scale S_t do;   dS += scale q do^T;   dw = dS^T k;   dbeta = dw . e;   de = beta dw
     dk = beta dS e - S' de;   dv = de;   dS' = dS - k de^T;   dlog_g = <dS', S'>;   dS_{t-1} = g dS'
-
-``dq``, ``dk``, ``dbeta``, ``dlog_g`` (reductions over V) are per-V-block fp32 partials summed by
-torch. The chunked form (tensor-core matmuls per chunk) is the torch reference's; a chunked
-kernel is future work.
 """
 from __future__ import annotations
 
@@ -318,7 +336,7 @@ def _s(t):
 
 class GatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, log_g, scale, initial_state, chunked=True):
+    def forward(ctx, q, k, v, beta, log_g, scale, initial_state, chunked=True, block_size=None):
         B, H, L, DK = q.shape
         DV = v.shape[-1]
         if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
@@ -334,7 +352,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
         strides = (*_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o))
         if chunked:
-            cfg = _chunk_config(L, DK, DV)
+            cfg = _chunk_config(L, DK, DV, block_size)
             ck = cfg.pop("BT")
             nck = triton.cdiv(L, ck)
             ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
@@ -374,7 +392,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         strides = (*_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv))
         if ctx.chunked:
             cfg = _chunk_config(L, DK, DV)
-            cfg.pop("BT")
+            cfg.pop("BT")  # the chunk is the forward's (ctx.ck)
             nv = triton.cdiv(DV, cfg["BV"])
             dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
             db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
@@ -399,7 +417,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
         ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
         return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
-                ds0, None)
+                ds0, None, None)
 
 
 def _dot_prec(x) -> str:
@@ -409,21 +427,26 @@ def _dot_prec(x) -> str:
     return "ieee"
 
 
-def _chunk_config(L: int, DK: int, DV: int) -> dict:
-    """The chunked forward's launch config: chunk BT (64; shorter sequences: the next power of
-    two >= 16), the whole key width, a value block of at most 64 (tl.dot needs >= 16)."""
+def _chunk_config(L: int, DK: int, DV: int, block_size: int | None = None) -> dict:
+    """The chunked kernels' launch config: chunk BT (64; shorter sequences: the next power of
+    two >= 16; ``block_size`` overrides, 16 under the interpreter), the whole key width, a value
+    block of at most 64 (tl.dot needs >= 16)."""
+    if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
+        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
     BK = max(16, next_pow2(DK))
     BV = max(16, min(next_pow2(DV), 64))
-    BT = min(64, max(16, next_pow2(L)))
+    BT = block_size or min(64, max(16, next_pow2(L)))
     nw = 8 if BK * max(BV, BT) >= 128 * 64 else 4
-    return pick(dict(BT=BT, BK=BK, BV=BV, num_warps=nw), dict(BT=16, BK=BK, BV=min(BV, 32)))
+    return pick(dict(BT=BT, BK=BK, BV=BV, num_warps=nw),
+                dict(BT=block_size or 16, BK=BK, BV=min(BV, 32)))
 
 
-def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None, chunked: bool = True):
+def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None, chunked: bool = True,
+                            block_size: int | None = None):
     """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``).
 
-    ``chunked``: the forward in the chunked WY form (default) or step by step; the backward is
-    the step-by-step reverse recurrence either way (it reads the forward's per-step errors and
-    per-chunk state checkpoints)."""
+    ``chunked``: both directions in the chunked WY form (default)
+    or both step by step (the recurrent kernels). ``block_size``: the chunk (power of two >= 16;
+    None: 64, shorter for short sequences)."""
     return vmap_apply(GatedDeltaRuleFunction.apply, q, k, v, beta, log_g, scale, initial_state,
-                      bool(chunked), fold_args=(0, 1, 2, 3, 4, 6))
+                      bool(chunked), block_size, fold_args=(0, 1, 2, 3, 4, 6))
