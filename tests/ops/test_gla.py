@@ -90,6 +90,14 @@ def test_final_state_only_and_weak_decay_long_chunk(device, gate):
             assert rel_err(a, b) <= TOL, name
 
 
+def test_gla_four_sub_blocks_and_split_state_passes(device):
+    """Per-key GLA with chunks of 64 (four 16-row sub-blocks: off-diagonal blocks on tl.dot)
+    over L = 70 (a partial second chunk), K = 40 (the state passes split K over two programs
+    under the interpreter), V = 20 (a partial value block)."""
+    ins = _inputs(device, "key", 1, 1, 70, 40, 20, h0=True, decay_max=2.0)
+    _compare("key", ins, scale=0.3, final=True, block_size=64)
+
+
 def test_matches_naive_recurrence_extreme_decay(device):
     """Per-key decays of -30 per step (e^-30 per step): no overflow, matches the plain loop."""
     q, k, v, g, s0 = _inputs(device, "key", 1, 1, 19, 16, 16, h0=True, decay_max=30.0)

@@ -348,7 +348,8 @@ def _cfg(L: int, DK: int, DV: int, block_size):
         BVg=min(BVf, 64),  # the gradient kernel's V loop step
         warps_state=4, warps_out=8 if big else 4, warps_grad=8 if big else 4,
     )
-    interp = dict(gpu, BT=block_size or 32, BKs=BK, BVs=min(BVf, 32), BVo=min(BVf, 32),
+    # interpreter: fewer, wider programs, but K split over state-pass programs from K > 32
+    interp = dict(gpu, BT=block_size or 32, BKs=min(BK, 32), BVs=min(BVf, 32), BVo=min(BVf, 32),
                   BVg=min(BVf, 16))
     return pick(gpu, interp)
 
