@@ -18,9 +18,10 @@ triangular system (beta on the column side, so no division by beta is ever neede
 
 ``A`` is nilpotent, so ``(I + A)^-1 = (I - A)(I + A^2)(I + A^4)...``: log2(BT) - 1 squarings on
 tensor cores instead of a row-by-row substitution (the solve's matmuls use tf32x3 for 16-bit
-inputs, IEEE for fp32). All exponents are ``<= 0``. The forward stores ``E`` and each chunk's
-``S_0``; the backward walks the chunks in reverse with ``dS`` in registers, recomputes the inverse
-``T`` and applies (``W = diag(beta) E``, ``Kd = diag(e^{b_C - b}) K``)::
+inputs, IEEE for fp32), all chunks in parallel in their own launch (``_gdr_prep_kernel``, fp32
+``T`` per chunk, kept for the backward), so that the sequential passes over the chunks carry only
+a few matmuls per chunk. All exponents are ``<= 0``. The forward stores ``E`` and each chunk's
+``S_0``; the backward walks the chunks in reverse with ``dS`` in registers and applies (``W = diag(beta) E``, ``Kd = diag(e^{b_C - b}) K``)::
 
     dW = (QK^T.D)^T dO + Kd dS_C;   dR = T^T diag(beta) dW;   dA = -dR E^T (strictly lower)
     dV = dR;   dS_0 = Gamma_C dS_C + (Gamma Q)^T dO - (Gamma K)^T dR
@@ -103,16 +104,49 @@ def _gdr_fwd_kernel(
 
 
 @jit
+def _gdr_prep_kernel(
+    K, BETA, LOGG, TB, L, H, DK, NT,
+    s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
+    BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunk-parallel: each chunk's ``T = (I + A)^-1`` (fp32, ``[BT, BT]``), so that the
+    sequential state passes carry no inverse in their dependency chain."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    rt = tl.arange(0, BT)
+    kk = tl.arange(0, BK)
+    t = n * BT + rt
+    mt = t < L
+    k = tl.load(K + b * s_kb + h * s_kh + t[:, None] * s_kl + kk[None, :] * s_kk,
+                mask=mt[:, None] & (kk < DK)[None, :], other=0.0).to(tl.float32)
+    beta = tl.load(BETA + b * s_bb + h * s_bh + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+    g = tl.load(LOGG + b * s_gb + h * s_gh + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+    bc = tl.cumsum(g, axis=0)
+    strict = rt[:, None] > rt[None, :]
+    D = tl.exp(tl.where(strict, bc[:, None] - bc[None, :], float("-inf")))
+    # A nilpotent: (I + A)^-1 = (I - A)(I + A^2)(I + A^4)... (LOG2BT factors)
+    P = -tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D * beta[None, :], 0.0)
+    T = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0) + P
+    for _ in tl.static_range(LOG2BT - 1):
+        P = tl.dot(P, P, input_precision=SPREC)
+        T = T + tl.dot(T, P, input_precision=SPREC)
+    tl.store(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :], T)
+
+
+@jit
 def _gdr_chunk_fwd_kernel(
-    Q, K, V, BETA, LOGG, S0, O, ERR, CKPT, SFIN,
+    Q, K, V, BETA, LOGG, TB, S0, O, ERR, CKPT, SFIN,
     L, H, DK, DV, NT, scale,
     s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
     s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
-    HAS_S0: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr,
+    HAS_S0: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
 ):
-    """Chunked forward (WY / UT form, see the module doc): per chunk of BT steps one triangular
-    inverse by doubling, then tensor-core matmuls; the state [K, BV] stays in registers."""
+    """Chunked forward (WY / UT form, see the module doc): per chunk of BT steps, with the
+    chunk's inverse T from ``_gdr_prep_kernel``, tensor-core matmuls; the state [K, BV] stays
+    in registers."""
     pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
     if HAS_S0:
         S = tl.load(S0 + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
@@ -120,8 +154,6 @@ def _gdr_chunk_fwd_kernel(
         S = tl.zeros([BK, BV], dtype=tl.float32)
     rt = tl.arange(0, BT)
     causal = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
     qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
     kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
     vp = V + b * s_vb + h * s_vh + vv[None, :] * s_vv
@@ -144,13 +176,7 @@ def _gdr_chunk_fwd_kernel(
         bc = tl.cumsum(g, axis=0)
         bl = tl.sum(g, axis=0)
         D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
-        # (I + A)^-1, A_ti = e^{b_t - b_i} (k_t . k_i) beta_i (i < t): A is nilpotent, so the
-        # inverse is (I - A)(I + A^2)(I + A^4)... (LOG2BT factors)
-        P = -tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D * beta[None, :], 0.0)
-        T = eye + P
-        for _ in tl.static_range(LOG2BT - 1):
-            P = tl.dot(P, P, input_precision=SPREC)
-            T = T + tl.dot(T, P, input_precision=SPREC)
+        T = tl.load(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :])
         # e_t = v_t - S'_t^T k_t for every step of the chunk at once
         e = tl.dot(T, v - tl.dot(k * tl.exp(bc)[:, None], S, input_precision=SPREC),
                    input_precision=SPREC)
@@ -165,12 +191,12 @@ def _gdr_chunk_fwd_kernel(
 
 @jit
 def _gdr_chunk_bwd_kernel(
-    Q, K, BETA, LOGG, DO, DSFIN, ERR, CKPT,
+    Q, K, BETA, LOGG, TB, DO, DSFIN, ERR, CKPT,
     DQ_P, DK_P, DV_, DBETA_P, DG_P, DS0,
     L, H, DK, DV, NT, BH, scale,
     s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
     s_ob, s_oh, s_ol, s_ov, s_dvb, s_dvh, s_dvl, s_dvv,
-    HAS_DSFIN: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr,
+    HAS_DSFIN: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
 ):
     """Chunked backward, reverse over the chunks with dS [K, BV] in registers (module doc).
@@ -183,7 +209,6 @@ def _gdr_chunk_bwd_kernel(
     rt = tl.arange(0, BT)
     causal = rt[:, None] >= rt[None, :]
     strict = rt[:, None] > rt[None, :]
-    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
     qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
     kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
     bp = BETA + b * s_bb + h * s_bh
@@ -216,11 +241,7 @@ def _gdr_chunk_bwd_kernel(
         D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
         KKD = tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D, 0.0)
         Ap = KKD * beta[None, :]
-        P = -Ap
-        T = eye + P
-        for _ in tl.static_range(LOG2BT - 1):
-            P = tl.dot(P, P, input_precision=SPREC)
-            T = T + tl.dot(T, P, input_precision=SPREC)
+        T = tl.load(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :])
         W = e * beta[:, None]
         QKD = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC) * D, 0.0)
         kdec = tl.exp(bl - bc)
@@ -357,22 +378,29 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             nck = triton.cdiv(L, ck)
             ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
             prec = _dot_prec(q)
+            sprec = "tf32x3" if prec == "tf32" else "ieee"
+            tb = torch.empty((B * H, nck, ck, ck), device=dev, dtype=torch.float32)
+            _gdr_prep_kernel[(nck, B * H)](
+                k, beta, log_g, tb, L, H, DK, nck, *_s(k), *beta.stride(), *log_g.stride(),
+                BT=ck, LOG2BT=ck.bit_length() - 1, BK=cfg["BK"], SPREC=sprec,
+                **{kw: cfg[kw] for kw in ("num_warps",) if kw in cfg},
+            )
             _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
-                q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
-                *strides, HAS_S0=s0 is not None, BT=ck, LOG2BT=ck.bit_length() - 1, PREC=prec,
-                SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+                q, k, v, beta, log_g, tb, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+                *strides, HAS_S0=s0 is not None, BT=ck, PREC=prec, SPREC=sprec, **cfg,
             )
         else:
             ck = CK
             cfg = state_block_config(DK, DV)
             nck = triton.cdiv(L, ck)
             ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+            tb = None
             _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
                 q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
                 *strides, HAS_S0=s0 is not None, CK=ck, **cfg,
             )
         ctx.ck, ctx.chunked = ck, chunked
-        ctx.save_for_backward(q, k, beta, log_g, err, ckpt)
+        ctx.save_for_backward(q, k, beta, log_g, err, ckpt, tb)
         ctx.scale = scale
         ctx.v_meta = (v.shape, v.dtype)
         ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
@@ -380,7 +408,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dsfin):
-        q, k, beta, log_g, err, ckpt = ctx.saved_tensors
+        q, k, beta, log_g, err, ckpt, tb = ctx.saved_tensors
         B, H, L, DK = q.shape
         shape, dtype = ctx.v_meta
         DV = shape[-1]
@@ -398,10 +426,9 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
             prec = _dot_prec(q)
             _gdr_chunk_bwd_kernel[(B * H, nv)](
-                q, k, beta, log_g, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
+                q, k, beta, log_g, tb, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
                 L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
-                HAS_DSFIN=dsfin is not None, BT=ctx.ck, LOG2BT=ctx.ck.bit_length() - 1,
-                PREC=prec, SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+                HAS_DSFIN=dsfin is not None, BT=ctx.ck, PREC=prec, SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
             )
         else:
             cfg = state_block_config(DK, DV)
