@@ -96,6 +96,14 @@ def _gla_ours(q, k, v, g, s0):
     return o, sL
 
 
+def _gla_seq(q, k, v, g, s0):
+    """The previous per-key kernel (one program per sequence), for comparison."""
+    from mad_bench.ops.gla.triton import ChunkedLinearAttentionFunction
+
+    T = [t.transpose(1, 2) for t in (q, k, v, g)]
+    return ChunkedLinearAttentionFunction.apply(*T, s0, q.shape[-1] ** -0.5, True, None)
+
+
 def _gla_ref(q, k, v, g, s0):
     T = [t.transpose(1, 2) for t in (q, k, v, g)]
     return chunk_gla(*T, None, s0, True, impl="torch")
@@ -140,7 +148,7 @@ def _gdr_fla(q, k, v, beta, g, s0):
 
 
 OPS = {
-    "chunk_gla": dict(make=_gla_inputs, ours={"triton": _gla_ours}, ref=_gla_ref, fla=_gla_fla,
+    "chunk_gla": dict(make=_gla_inputs, ours={"triton": _gla_ours, "triton_seq": _gla_seq}, ref=_gla_ref, fla=_gla_fla,
                       names=["q", "k", "v", "log_g", "h0"]),
     "gated_delta_rule": dict(make=_gdr_inputs,
                              ours={"triton": _gdr(True), "triton_recurrent": _gdr(False)},

@@ -6,6 +6,11 @@ Layout as flash-linear-attention: ``q, k [B, H, L, K]``, ``v [B, H, L, V]``, sta
     chunk_simple_gla:  S_t = g_t S_{t-1} + k_t v_t^T      log_g [B, H, L]  (None: no decay)
     chunk_gla:         S_t = diag(g_t) S_{t-1} + k_t v_t^T   log_g [B, H, L, K]
 
+:func:`chunked_linear_attention` sends per-key gates (chunk_gla) to the two-level kernels of
+:mod:`.two_level`; the per-key branch of the kernels below (``GATE == 2``) is the previous
+design, kept reachable through :class:`ChunkedLinearAttentionFunction` for comparison
+(``benchmarks/check_gla_gdr.py`` times both).
+
 Design (small heads first, MAD sizes: K = V = 16, L <= 1024, B*H ~ 1000): **one program per
 (batch*head, V-block) walks the whole sequence chunk by chunk**, the state ``[K, BV]`` held in
 registers, so the forward is one launch and the backward one launch (plus a sum over V-blocks
