@@ -273,7 +273,6 @@ def _grads(
             r1 = tl.load(bb_base + (t0 + s - 1) * DK + rk, mask=mk, other=0.0)
             k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mtk, other=0.0).to(tl.float32)
             kb = k * tl.exp(tl.where((rt < s)[:, None], r1[None, :] - b, float("-inf")))
-        Ad = _diag_scores(q_i, bb_base, k_base, s_kl, t0 + s, L, DK, rc, rk, BC, BK, b_i)
         dA_row = tl.zeros([BC, BT], dtype=tl.float32)  # dA[rows of i, :]
         dA_colT = tl.zeros([BC, BT], dtype=tl.float32)  # dA[:, cols of i]^T
         dAd = tl.zeros([BC, BC], dtype=tl.float32)
@@ -298,26 +297,42 @@ def _grads(
             dAd += tl.dot(do_i, tl.trans(v_i), input_precision=PREC)
             dq_i += tl.dot(do_i, tl.trans(hs), input_precision=PREC)
             dk_i += tl.dot(v_i, tl.trans(dh), input_precision=PREC)
-            dv_i = tl.dot(tl.trans(A_col), do, input_precision=PREC)
-            dv_i += tl.dot(tl.trans(Ad), do_i, input_precision=PREC)
-            dv_i += tl.dot(k_i * tl.exp(bl[None, :] - b_i), dh, input_precision=PREC)
-            tl.store(DV_ + bh * L * DV + ti[:, None] * DV + rv[None, :],
-                     dv_i.to(DV_.dtype.element_ty), mask=mi[:, None] & mv[None, :])
         dq_i = dq_i * tl.exp(b_i)
         dk_i = dk_i * tl.exp(bl[None, :] - b_i)
         if i > 0:
             dq_i += tl.dot(dA_row, kb, input_precision=PREC) * tl.exp(b_i - r1[None, :])
         dk_i += tl.dot(dA_colT, qa, input_precision=PREC) * tl.exp(r2[None, :] - b_i)
-        # diagonal block, pairwise: dq[r] += dA[r, c] k_c e^{b_r - b_c}; dk[c] = sum_r dA[r, c] q_r e^{..}
+        # diagonal block, pairwise, one exponential per column for all three:
+        # A[r, c] = q_r . k_c e^{b_r - b_c};  dq[r] += dA[r, c] k_c e^{..};  dk[c] += sum_r dA[r, c] q_r e^{..}
         dAd = tl.where(rc[:, None] >= rc[None, :], dAd, 0.0)
+        Ad = tl.zeros([BC, BC], dtype=tl.float32)
         for c in tl.static_range(BC):
             tc = t0 + s + c
             k_c = tl.load(k_base + tc * s_kl + rk, mask=mk & (rk * 0 + tc < L), other=0.0).to(tl.float32)
             b_c = tl.load(bb_base + tc * DK + rk, mask=mk, other=0.0)
             e = tl.exp(tl.where((rc >= c)[:, None], b_i - b_c[None, :], float("-inf")))
-            dAc = tl.sum(tl.where((rc == c)[None, :], dAd, 0.0), axis=1)
-            dq_i += dAc[:, None] * k_c[None, :] * e
+            ke = k_c[None, :] * e
+            colsel = (rc == c)[None, :]
+            Ad = tl.where(colsel, tl.sum(q_i * ke, axis=1)[:, None], Ad)
+            dAc = tl.sum(tl.where(colsel, dAd, 0.0), axis=1)
+            dq_i += dAc[:, None] * ke
             dk_i = tl.where((rc == c)[:, None], tl.sum(dAc[:, None] * q_i * e, axis=0)[None, :] + dk_i, dk_i)
+        # dv = A^T dO + (K e^{b_C - b}) dh
+        kdec = k_i * tl.exp(bl[None, :] - b_i)
+        for v0 in range(0, DV, BV):
+            rv = v0 + tl.arange(0, BV)
+            mv = rv < DV
+            do = tl.load(do_base + t[:, None] * s_ol + rv[None, :], mask=mt[:, None] & mv[None, :],
+                         other=0.0).to(tl.float32)
+            do_i = tl.load(do_base + ti[:, None] * s_ol + rv[None, :], mask=mi[:, None] & mv[None, :],
+                           other=0.0).to(tl.float32)
+            dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
+                         other=0.0).to(tl.float32)
+            dv_i = tl.dot(tl.trans(A_col), do, input_precision=PREC)
+            dv_i += tl.dot(tl.trans(Ad), do_i, input_precision=PREC)
+            dv_i += tl.dot(kdec, dh, input_precision=PREC)
+            tl.store(DV_ + bh * L * DV + ti[:, None] * DV + rv[None, :],
+                     dv_i.to(DV_.dtype.element_ty), mask=mi[:, None] & mv[None, :])
         tl.store(DQ + bh * L * DK + ti[:, None] * DK + rk[None, :], (dq_i * scale).to(DQ.dtype.element_ty), mask=mik)
         tl.store(DK_ + bh * L * DK + ti[:, None] * DK + rk[None, :], dk_i.to(DK_.dtype.element_ty), mask=mik)
         if NEED_DG:
