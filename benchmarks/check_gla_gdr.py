@@ -7,6 +7,9 @@ passed as ``[B, H, L, d]`` views) and for bf16 and fp32 inputs, this compares th
 final state and the gradients of every input (q, k, v, gates, beta, initial state) with an fp64
 torch reference (max |a - b| / max |b|), and times forward+backward of our kernels beside fla's
 (when installed; its first call, autotuning included, is timed apart as ``setup_s``).
+Variants timed beside the defaults (``triton``): chunks of 32 / 64 (``triton_bt32`` / ``_bt64``),
+the previous per-key GLA kernel (``triton_seq``), the step-by-step delta rule
+(``triton_recurrent``); ``vs_fla`` is the default's time over fla's.
 
     python benchmarks/check_gla_gdr.py --out "$OUT/check_gla_gdr.csv"
 
@@ -90,10 +93,11 @@ def _gla_inputs(B, L, D, dtype, dev):
     return [_leaf(t) for t in (q, k, v, g, s0)]
 
 
-def _gla_ours(q, k, v, g, s0):
-    T = [t.transpose(1, 2) for t in (q, k, v, g)]
-    o, sL = chunk_gla(*T, None, s0, True, impl="triton")
-    return o, sL
+def _gla_ours(block_size=None):
+    def run(q, k, v, g, s0):
+        T = [t.transpose(1, 2) for t in (q, k, v, g)]
+        return chunk_gla(*T, None, s0, True, impl="triton", block_size=block_size)
+    return run
 
 
 def _gla_seq(q, k, v, g, s0):
@@ -127,10 +131,11 @@ def _gdr_inputs(B, L, D, dtype, dev):
     return [_leaf(t) for t in (q, k, v, beta, g, s0)]
 
 
-def _gdr(chunked):
+def _gdr(chunked, block_size=None):
     def run(q, k, v, beta, g, s0):
         T = [t.transpose(1, 2) for t in (q, k, v, beta, g)]
-        return gated_delta_rule_triton(*T, q.shape[-1] ** -0.5, s0, chunked=chunked)
+        return gated_delta_rule_triton(*T, q.shape[-1] ** -0.5, s0, chunked=chunked,
+                                       block_size=block_size)
     return run
 
 
@@ -148,10 +153,12 @@ def _gdr_fla(q, k, v, beta, g, s0):
 
 
 OPS = {
-    "chunk_gla": dict(make=_gla_inputs, ours={"triton": _gla_ours, "triton_seq": _gla_seq}, ref=_gla_ref, fla=_gla_fla,
+    "chunk_gla": dict(make=_gla_inputs, ours={"triton": _gla_ours(), "triton_bt32": _gla_ours(32),
+                            "triton_seq": _gla_seq}, ref=_gla_ref, fla=_gla_fla,
                       names=["q", "k", "v", "log_g", "h0"]),
     "gated_delta_rule": dict(make=_gdr_inputs,
-                             ours={"triton": _gdr(True), "triton_recurrent": _gdr(False)},
+                             ours={"triton": _gdr(True), "triton_bt32": _gdr(True, 32),
+                                   "triton_bt64": _gdr(True, 64), "triton_recurrent": _gdr(False)},
                              ref=_gdr_ref, fla=_gdr_fla,
                              names=["q", "k", "v", "beta", "log_g", "h0"]),
 }

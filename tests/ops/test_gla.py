@@ -4,7 +4,9 @@ fp32 inputs, tolerance 1e-4 relative (max |a - b| / max |b|) on the output, the 
 every input gradient (q, k, v, log_g, initial_state); measured errors are ~1e-6. Fresh random
 inputs each run, odd lengths (L = 19, 37: a partial last chunk), K / V not powers of two (12,
 24; V = 24 also splits V over two programs, exercising the partial-sum path), strong decays
-(log_g down to -5 per step). Under the interpreter the grids are B*H <= 4 programs.
+(log_g down to -5 per step). Per-key GLA runs the two-level kernels (chunks of 32 under the
+interpreter, 64 forced in one test: 2-4 sub-blocks of 16). Under the interpreter the grids are
+B*H <= 4 programs (times the chunks, for the chunk-parallel launches).
 """
 from functools import partial
 

@@ -455,14 +455,16 @@ def _dot_prec(x) -> str:
 
 
 def _chunk_config(L: int, DK: int, DV: int, block_size: int | None = None) -> dict:
-    """The chunked kernels' launch config: chunk BT (64; shorter sequences: the next power of
-    two >= 16; ``block_size`` overrides, 16 under the interpreter), the whole key width, a value
+    """The chunked kernels' launch config: chunk BT (64, 32 from K 128; shorter sequences: the
+    next power of two >= 16; ``block_size`` overrides, 16 under the interpreter), the whole key width, a value
     block of at most 64 (tl.dot needs >= 16)."""
     if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
         raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
     BK = max(16, next_pow2(DK))
     BV = max(16, min(next_pow2(DV), 64))
-    BT = block_size or min(64, max(16, next_pow2(L)))
+    # wide heads: chunks of 32, so that the backward's ~20 [BT, BT] / [BT, K] / [K, BV] fp32
+    # tiles stay near the register file (not measured against 64 yet)
+    BT = block_size or min(64 if BK < 128 else 32, max(16, next_pow2(L)))
     nw = 8 if BK * max(BV, BT) >= 128 * 64 else 4
     return pick(dict(BT=BT, BK=BK, BV=BV, num_warps=nw),
                 dict(BT=block_size or 16, BK=BK, BV=min(BV, 32)))
