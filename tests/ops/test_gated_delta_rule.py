@@ -1,5 +1,7 @@
 """Gated delta rule (Triton, ``mad_bench.ops.gated_delta_rule``) vs the step-by-step fp64
-recurrence; fp32 inputs, tol 2e-5 rel; the torch path (chunked form) vs the same reference."""
+recurrence; fp32 inputs, tol 2e-5 rel on the output, the final state and the gradients of q, k,
+v, beta, log_g and the initial state; the chunked Triton kernels (chunks of 16 under the
+interpreter, 32 / 64 forced), the recurrent ones, and the torch path (chunked form)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,12 +25,19 @@ def _inputs(B, H, L, K, V, with_s0=False, strong_decay=False):
     return [leaf(t) if t is not None else None for t in (q, k, v, beta, log_g, s0)]
 
 
-def _run(ins, scale, final, impl, tol, device="cpu"):
+def _run(ins, scale, final, impl, tol, device="cpu", **triton_kw):
+    """``impl`` through the public op, or with ``triton_kw`` the Triton function directly."""
     ins = [leaf(t.detach().to(device)) if t is not None else None for t in ins]
     q, k, v, beta, log_g, s0 = ins
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    out = gated_delta_rule(q, k, v, beta, log_g, scale, s0, output_final_state=final,
-                           chunk_size=8, impl=impl)
+    if triton_kw:
+        from mad_bench.ops.gated_delta_rule.triton import gated_delta_rule_triton
+
+        out = gated_delta_rule_triton(q, k, v, beta, log_g, scale, s0, **triton_kw)
+        out = out if final else out[0]
+    else:
+        out = gated_delta_rule(q, k, v, beta, log_g, scale, s0, output_final_state=final,
+                               chunk_size=8, impl=impl)
     ins64 = as64(ins)
     o64, S64 = recurrent_gated_delta_rule(*ins64[:5], scale=scale, initial_state=ins64[5])
     outs = list(out) if final else [out]
@@ -44,8 +53,20 @@ def _run(ins, scale, final, impl, tol, device="cpu"):
 @pytest.mark.parametrize("B,H,L,K,V", [(2, 2, 19, 16, 16), (1, 1, 71, 8, 40)])
 @pytest.mark.parametrize("with_s0,final", [(False, False), (True, True)])
 def test_triton_matches_fp64_recurrence(device, B, H, L, K, V, with_s0, final):
-    # (1, 1, 71, 8, 40): three checkpoint blocks (32 steps) and two value blocks of 32
+    # (1, 1, 71, 8, 40): five chunks of 16 (the last partial) and two value blocks of 32
     _run(_inputs(B, H, L, K, V, with_s0), 0.7, final, "triton", TOL, device)
+
+
+@pytest.mark.parametrize("block_size", [32, 64])
+def test_triton_chunked_longer_chunks(device, block_size):
+    # the triangular inverse by doubling over 32 / 64 rows; L = 71: a partial last chunk
+    _run(_inputs(1, 1, 71, 12, 16, with_s0=True), 0.6, True, "triton", TOL, device,
+         block_size=block_size)
+
+
+def test_triton_recurrent_path(device):
+    # the step-by-step kernels (chunked=False): two checkpoint blocks, two value blocks
+    _run(_inputs(1, 1, 37, 8, 40, with_s0=True), 0.7, True, "triton", TOL, device, chunked=False)
 
 
 def test_triton_strong_decay_has_no_blowup(device):

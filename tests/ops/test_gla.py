@@ -4,7 +4,9 @@ fp32 inputs, tolerance 1e-4 relative (max |a - b| / max |b|) on the output, the 
 every input gradient (q, k, v, log_g, initial_state); measured errors are ~1e-6. Fresh random
 inputs each run, odd lengths (L = 19, 37: a partial last chunk), K / V not powers of two (12,
 24; V = 24 also splits V over two programs, exercising the partial-sum path), strong decays
-(log_g down to -5 per step). Under the interpreter the grids are B*H <= 4 programs.
+(log_g down to -5 per step). Per-key GLA runs the two-level kernels (chunks of 32 under the
+interpreter, 64 forced in one test: 2-4 sub-blocks of 16). Under the interpreter the grids are
+B*H <= 4 programs (times the chunks, for the chunk-parallel launches).
 """
 from functools import partial
 
@@ -88,6 +90,14 @@ def test_final_state_only_and_weak_decay_long_chunk(device, gate):
             assert a is None or a.abs().max() == 0, name
         else:
             assert rel_err(a, b) <= TOL, name
+
+
+def test_gla_four_sub_blocks_and_split_state_passes(device):
+    """Per-key GLA with chunks of 64 (four 16-row sub-blocks: off-diagonal blocks on tl.dot)
+    over L = 70 (a partial second chunk), K = 40 (the state passes split K over two programs
+    under the interpreter), V = 20 (a partial value block)."""
+    ins = _inputs(device, "key", 1, 1, 70, 40, 20, h0=True, decay_max=2.0)
+    _compare("key", ins, scale=0.3, final=True, block_size=64)
 
 
 def test_matches_naive_recurrence_extreme_decay(device):

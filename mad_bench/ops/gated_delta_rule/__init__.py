@@ -1,8 +1,8 @@
 """Gated delta rule (Gated DeltaNet, Yang et al. 2024): one op, a torch reference and a Triton path.
 
 ``gated_delta_rule(q, k, v, beta, log_g, ...)`` makes the one dispatch decision: the Triton
-kernels (``triton.py``) on CUDA or under ``TRITON_INTERPRET=1`` when asked, the chunked torch
-form (``reference.py``) otherwise. See ``reference.py`` for the recurrence and its chunked form.
+kernels (``triton.py``: the chunked WY form, forward and backward) on CUDA or under
+``TRITON_INTERPRET=1`` when asked, the chunked torch form (``reference.py``) otherwise. See ``reference.py`` for the recurrence and its chunked form.
 """
 from __future__ import annotations
 

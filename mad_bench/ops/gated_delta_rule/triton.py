@@ -1,27 +1,46 @@
 """The gated delta rule in Triton, forward and backward (layout and recurrence as in ``reference``).
 
-Design: the **sequential recurrence**, one program per (batch*head, block of BV value columns)
-with the ``[K, BV]`` state in registers -- the value columns evolve independently, so the V
-axis splits across programs with no communication. Per step ``t``::
+Two kernel pairs, both one program per (batch*head, block of BV value columns) with a
+``[K, BV]`` state in registers (the value columns evolve independently, so V splits across
+programs; ``dq``, ``dk``, ``dbeta``, ``dlog_g`` are per-V-block fp32 partials summed by torch).
+Per step ``t``::
 
     S' = g_t S_{t-1};   e_t = v_t - S'^T k_t;   S_t = S' + beta_t k_t e_t^T;   o_t = scale S_t^T q_t
 
-The forward stores ``e_t`` (fp32) and the state entering every block of CK steps. The backward
-walks the blocks in reverse: it recomputes the block's ``S'`` from its checkpoint into a scratch
-buffer (no division by the decay, which may be ~0), then runs the reverse recurrence::
+**Chunked (default)**, the WY / UT form of Gated DeltaNet (Yang et al. 2024), per chunk of BT
+steps (64) with ``b`` the chunk's cumulative log decay, ``Gamma = e^b``, ``D_ti = e^{b_t - b_i}``
+(``i <= t``), ``S_0`` the chunk's entering state. The errors of the whole chunk solve a unit lower
+triangular system (beta on the column side, so no division by beta is ever needed)::
+
+    (I + A) E = V - diag(Gamma) K S_0,     A_ti = D_ti (k_t . k_i) beta_i   (i < t)
+    O   = diag(Gamma) Q S_0 + (Q K^T . D) diag(beta) E
+    S_C = Gamma_C S_0 + (diag(e^{b_C - b}) K)^T diag(beta) E
+
+``A`` is nilpotent, so ``(I + A)^-1 = (I - A)(I + A^2)(I + A^4)...``: log2(BT) - 1 squarings on
+tensor cores instead of a row-by-row substitution (the solve's matmuls use tf32x3 for 16-bit
+inputs, IEEE for fp32), all chunks in parallel in their own launch (``_gdr_prep_kernel``, fp32
+``T`` per chunk, kept for the backward), so that the sequential passes over the chunks carry only
+a few matmuls per chunk. All exponents are ``<= 0``. The forward stores ``E`` and each chunk's
+``S_0``; the backward walks the chunks in reverse with ``dS`` in registers and applies (``W = diag(beta) E``, ``Kd = diag(e^{b_C - b}) K``)::
+
+    dW = (QK^T.D)^T dO + Kd dS_C;   dR = T^T diag(beta) dW;   dA = -dR E^T (strictly lower)
+    dV = dR;   dS_0 = Gamma_C dS_C + (Gamma Q)^T dO - (Gamma K)^T dR
+
+and the gate gradient chunk-locally (the sum over later steps of the chunk of ``dL/db`` plus
+``dL/db_C``; every ``D`` factor contributes its row sum minus its column sum).
+
+**Recurrent** (``chunked=False``): step by step; the forward stores ``e_t`` and the state every
+CK steps, the backward recomputes each block's ``S'`` from its checkpoint into a scratch buffer
+and runs the reverse recurrence::
 
     dq = scale S_t do;   dS += scale q do^T;   dw = dS^T k;   dbeta = dw . e;   de = beta dw
     dk = beta dS e - S' de;   dv = de;   dS' = dS - k de^T;   dlog_g = <dS', S'>;   dS_{t-1} = g dS'
-
-``dq``, ``dk``, ``dbeta``, ``dlog_g`` (reductions over V) are per-V-block fp32 partials summed by
-torch. The chunked form (tensor-core matmuls per chunk) is the torch reference's; a chunked
-kernel is future work.
 """
 from __future__ import annotations
 
 import torch
 
-from ..dispatch import jit, state_block_config, tl, triton
+from ..dispatch import jit, next_pow2, pick, state_block_config, tl, triton
 from ..vmap_rules import vmap_apply
 
 __all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
@@ -82,6 +101,181 @@ def _gdr_fwd_kernel(
         o = tl.sum(S * q_t[:, None], axis=0) * scale
         tl.store(op + t * s_ol, o.to(O.dtype.element_ty), mask=vm)
     tl.store(SFIN + bh * DK * DV + st_off, S, mask=m2)
+
+
+@jit
+def _gdr_prep_kernel(
+    K, BETA, LOGG, TB, L, H, DK, NT,
+    s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
+    BT: tl.constexpr, LOG2BT: tl.constexpr, BK: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunk-parallel: each chunk's ``T = (I + A)^-1`` (fp32, ``[BT, BT]``), so that the
+    sequential state passes carry no inverse in their dependency chain."""
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    rt = tl.arange(0, BT)
+    kk = tl.arange(0, BK)
+    t = n * BT + rt
+    mt = t < L
+    k = tl.load(K + b * s_kb + h * s_kh + t[:, None] * s_kl + kk[None, :] * s_kk,
+                mask=mt[:, None] & (kk < DK)[None, :], other=0.0).to(tl.float32)
+    beta = tl.load(BETA + b * s_bb + h * s_bh + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+    g = tl.load(LOGG + b * s_gb + h * s_gh + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+    bc = tl.cumsum(g, axis=0)
+    strict = rt[:, None] > rt[None, :]
+    D = tl.exp(tl.where(strict, bc[:, None] - bc[None, :], float("-inf")))
+    # A nilpotent: (I + A)^-1 = (I - A)(I + A^2)(I + A^4)... (LOG2BT factors)
+    P = -tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D * beta[None, :], 0.0)
+    T = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0) + P
+    for _ in tl.static_range(LOG2BT - 1):
+        P = tl.dot(P, P, input_precision=SPREC)
+        T = T + tl.dot(T, P, input_precision=SPREC)
+    tl.store(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :], T)
+
+
+@jit
+def _gdr_chunk_fwd_kernel(
+    Q, K, V, BETA, LOGG, TB, S0, O, ERR, CKPT, SFIN,
+    L, H, DK, DV, NT, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
+    s_bb, s_bh, s_bl, s_gb, s_gh, s_gl, s_ob, s_oh, s_ol, s_ov,
+    HAS_S0: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunked forward (WY / UT form, see the module doc): per chunk of BT steps, with the
+    chunk's inverse T from ``_gdr_prep_kernel``, tensor-core matmuls; the state [K, BV] stays
+    in registers."""
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_S0:
+        S = tl.load(S0 + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BK, BV], dtype=tl.float32)
+    rt = tl.arange(0, BT)
+    causal = rt[:, None] >= rt[None, :]
+    qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
+    kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
+    vp = V + b * s_vb + h * s_vh + vv[None, :] * s_vv
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    op = O + b * s_ob + h * s_oh + vv[None, :] * s_ov
+    ep = ERR + bh * L * DV + vv[None, :]
+    cp = CKPT + bh * NT * DK * DV + st_off
+    for n in range(NT):
+        tl.store(cp + n * DK * DV, S, mask=m2)
+        t = n * BT + rt
+        mt = t < L
+        mtk = mt[:, None] & km[None, :]
+        mtv = mt[:, None] & vm[None, :]
+        k = tl.load(kp + t[:, None] * s_kl, mask=mtk, other=0.0).to(tl.float32)
+        q = tl.load(qp + t[:, None] * s_ql, mask=mtk, other=0.0).to(tl.float32) * scale
+        v = tl.load(vp + t[:, None] * s_vl, mask=mtv, other=0.0).to(tl.float32)
+        beta = tl.load(bp + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(gp + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+        bc = tl.cumsum(g, axis=0)
+        bl = tl.sum(g, axis=0)
+        D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
+        T = tl.load(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :])
+        # e_t = v_t - S'_t^T k_t for every step of the chunk at once
+        e = tl.dot(T, v - tl.dot(k * tl.exp(bc)[:, None], S, input_precision=SPREC),
+                   input_precision=SPREC)
+        tl.store(ep + t[:, None] * DV, e, mask=mtv)
+        Aqk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC) * D, 0.0) * beta[None, :]
+        o = tl.dot(q * tl.exp(bc)[:, None], S, input_precision=PREC) + tl.dot(Aqk, e, input_precision=PREC)
+        tl.store(op + t[:, None] * s_ol, o.to(O.dtype.element_ty), mask=mtv)
+        kd = k * (beta * tl.exp(bl - bc))[:, None]
+        S = S * tl.exp(bl) + tl.dot(tl.trans(kd), e, input_precision=PREC)
+    tl.store(SFIN + bh * DK * DV + st_off, S, mask=m2)
+
+
+@jit
+def _gdr_chunk_bwd_kernel(
+    Q, K, BETA, LOGG, TB, DO, DSFIN, ERR, CKPT,
+    DQ_P, DK_P, DV_, DBETA_P, DG_P, DS0,
+    L, H, DK, DV, NT, BH, scale,
+    s_qb, s_qh, s_ql, s_qk, s_kb, s_kh, s_kl, s_kk, s_bb, s_bh, s_bl, s_gb, s_gh, s_gl,
+    s_ob, s_oh, s_ol, s_ov, s_dvb, s_dvh, s_dvl, s_dvv,
+    HAS_DSFIN: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PREC: tl.constexpr, SPREC: tl.constexpr,
+):
+    """Chunked backward, reverse over the chunks with dS [K, BV] in registers (module doc).
+    ``dq``, ``dk``, ``dbeta``, ``dlog_g`` are this value block's partial sums."""
+    pid_v, b, h, bh, kk, km, vv, vm, m2, st_off = _program(H, DK, DV, BK, BV)
+    if HAS_DSFIN:
+        dS = tl.load(DSFIN + bh * DK * DV + st_off, mask=m2, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros([BK, BV], dtype=tl.float32)
+    rt = tl.arange(0, BT)
+    causal = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    qp = Q + b * s_qb + h * s_qh + kk[None, :] * s_qk
+    kp = K + b * s_kb + h * s_kh + kk[None, :] * s_kk
+    bp = BETA + b * s_bb + h * s_bh
+    gp = LOGG + b * s_gb + h * s_gh
+    dop = DO + b * s_ob + h * s_oh + vv[None, :] * s_ov
+    ep = ERR + bh * L * DV + vv[None, :]
+    cp = CKPT + bh * NT * DK * DV + st_off
+    part = pid_v.to(tl.int64) * BH + bh
+    dqp = DQ_P + part * L * DK + kk[None, :]
+    dkp = DK_P + part * L * DK + kk[None, :]
+    dbp = DBETA_P + part * L
+    dgp = DG_P + part * L
+    dvp = DV_ + b * s_dvb + h * s_dvh + vv[None, :] * s_dvv
+    for i in range(NT):
+        n = NT - 1 - i
+        t = n * BT + rt
+        mt = t < L
+        mtk = mt[:, None] & km[None, :]
+        mtv = mt[:, None] & vm[None, :]
+        S0 = tl.load(cp + n * DK * DV, mask=m2, other=0.0)
+        k = tl.load(kp + t[:, None] * s_kl, mask=mtk, other=0.0).to(tl.float32)
+        q = tl.load(qp + t[:, None] * s_ql, mask=mtk, other=0.0).to(tl.float32) * scale
+        beta = tl.load(bp + t * s_bl, mask=mt, other=0.0).to(tl.float32)
+        g = tl.load(gp + t * s_gl, mask=mt, other=0.0).to(tl.float32)
+        e = tl.load(ep + t[:, None] * DV, mask=mtv, other=0.0)
+        do = tl.load(dop + t[:, None] * s_ol, mask=mtv, other=0.0).to(tl.float32)
+        bc = tl.cumsum(g, axis=0)
+        bl = tl.sum(g, axis=0)
+        gam = tl.exp(bc)
+        D = tl.exp(tl.where(causal, bc[:, None] - bc[None, :], float("-inf")))
+        KKD = tl.where(strict, tl.dot(k, tl.trans(k), input_precision=SPREC) * D, 0.0)
+        Ap = KKD * beta[None, :]
+        T = tl.load(TB + (bh * NT + n) * BT * BT + rt[:, None] * BT + rt[None, :])
+        W = e * beta[:, None]
+        QKD = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC) * D, 0.0)
+        kdec = tl.exp(bl - bc)
+        Kd = k * kdec[:, None]
+        dW = tl.dot(tl.trans(QKD), do, input_precision=PREC) + tl.dot(Kd, dS, input_precision=PREC)
+        dAq = tl.where(causal, tl.dot(do, tl.trans(W), input_precision=PREC), 0.0)
+        dR = tl.dot(tl.trans(T), dW * beta[:, None], input_precision=SPREC)
+        dAp = -tl.where(strict, tl.dot(dR, tl.trans(e), input_precision=SPREC), 0.0)
+        KS = tl.dot(k, S0, input_precision=PREC)
+        dKd = tl.dot(W, tl.trans(dS), input_precision=PREC)
+        dqi = tl.dot(do, tl.trans(S0), input_precision=PREC) * gam[:, None]
+        dAqD = dAq * D
+        dq = dqi + tl.dot(dAqD, k, input_precision=PREC)
+        dKK = dAp * D * beta[None, :]
+        dk = tl.dot(tl.trans(dAqD), q, input_precision=PREC) \
+            + tl.dot(dKK, k, input_precision=PREC) + tl.dot(tl.trans(dKK), k, input_precision=PREC) \
+            - tl.dot(dR, tl.trans(S0), input_precision=PREC) * gam[:, None] + dKd * kdec[:, None]
+        db = tl.sum(dW * e, axis=1) + tl.sum(dAp * KKD, axis=0)
+        Gq = dAq * QKD
+        Gk = dAp * Ap
+        kdk = tl.sum(Kd * dKd, axis=1)
+        x = tl.sum(q * dqi, axis=1) - tl.sum(dR * KS, axis=1) * gam - kdk \
+            + tl.sum(Gq, axis=1) - tl.sum(Gq, axis=0) + tl.sum(Gk, axis=1) - tl.sum(Gk, axis=0)
+        x = tl.where(mt, x, 0.0)
+        dbl = tl.sum(kdk, axis=0) + tl.exp(bl) * tl.sum(tl.sum(dS * S0, axis=1), axis=0)
+        dg = tl.sum(x, axis=0) - tl.cumsum(x, axis=0) + x + dbl
+        tl.store(dqp + t[:, None] * DK, dq * scale, mask=mtk)
+        tl.store(dkp + t[:, None] * DK, dk, mask=mtk)
+        tl.store(dvp + t[:, None] * s_dvl, dR.to(DV_.dtype.element_ty), mask=mtv)
+        tl.store(dbp + t, db, mask=mt)
+        tl.store(dgp + t, dg, mask=mt)
+        dS = dS * tl.exp(bl) + tl.dot(tl.trans(q * gam[:, None]), do, input_precision=PREC) \
+            - tl.dot(tl.trans(k * gam[:, None]), dR, input_precision=PREC)
+    tl.store(DS0 + bh * DK * DV + st_off, dS, mask=m2)
 
 
 @jit
@@ -163,7 +357,7 @@ def _s(t):
 
 class GatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, log_g, scale, initial_state):
+    def forward(ctx, q, k, v, beta, log_g, scale, initial_state, chunked=True, block_size=None):
         B, H, L, DK = q.shape
         DV = v.shape[-1]
         if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
@@ -173,19 +367,40 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                 f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
                 f"{tuple(log_g.shape)}")
         s0 = initial_state.float().contiguous() if initial_state is not None else None
-        cfg = state_block_config(DK, DV)
-        nck = triton.cdiv(L, CK)
         dev = q.device
         o = torch.empty_like(v)
         err = torch.empty((B * H, L, DV), device=dev, dtype=torch.float32)
-        ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
         sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
-        _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
-            q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
-            *_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o),
-            HAS_S0=s0 is not None, CK=CK, **cfg,
-        )
-        ctx.save_for_backward(q, k, beta, log_g, err, ckpt)
+        strides = (*_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o))
+        if chunked:
+            cfg = _chunk_config(L, DK, DV, block_size)
+            ck = cfg.pop("BT")
+            nck = triton.cdiv(L, ck)
+            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+            prec = _dot_prec(q)
+            sprec = "tf32x3" if prec == "tf32" else "ieee"
+            tb = torch.empty((B * H, nck, ck, ck), device=dev, dtype=torch.float32)
+            _gdr_prep_kernel[(nck, B * H)](
+                k, beta, log_g, tb, L, H, DK, nck, *_s(k), *beta.stride(), *log_g.stride(),
+                BT=ck, LOG2BT=ck.bit_length() - 1, BK=cfg["BK"], SPREC=sprec,
+                **{kw: cfg[kw] for kw in ("num_warps",) if kw in cfg},
+            )
+            _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+                q, k, v, beta, log_g, tb, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+                *strides, HAS_S0=s0 is not None, BT=ck, PREC=prec, SPREC=sprec, **cfg,
+            )
+        else:
+            ck = CK
+            cfg = state_block_config(DK, DV)
+            nck = triton.cdiv(L, ck)
+            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+            tb = None
+            _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+                q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+                *strides, HAS_S0=s0 is not None, CK=ck, **cfg,
+            )
+        ctx.ck, ctx.chunked = ck, chunked
+        ctx.save_for_backward(q, k, beta, log_g, err, ckpt, tb)
         ctx.scale = scale
         ctx.v_meta = (v.shape, v.dtype)
         ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
@@ -193,33 +408,74 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dsfin):
-        q, k, beta, log_g, err, ckpt = ctx.saved_tensors
+        q, k, beta, log_g, err, ckpt, tb = ctx.saved_tensors
         B, H, L, DK = q.shape
         shape, dtype = ctx.v_meta
         DV = shape[-1]
-        cfg = state_block_config(DK, DV)
-        nv = triton.cdiv(DV, cfg["BV"])
         dev = q.device
         f32 = dict(device=dev, dtype=torch.float32)
-        dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
-        db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
-        scratch = torch.empty((nv * B * H, CK, cfg["BK"], cfg["BV"]), **f32)
         dv = torch.empty(shape, dtype=dtype, device=dev)
         ds0 = torch.empty((B, H, DK, DV), **f32)
         dsfin = dsfin.contiguous() if dsfin is not None else None
-        _gdr_bwd_kernel[(B * H, nv)](
-            q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
-            L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale),
-            *_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv),
-            HAS_DSFIN=dsfin is not None, CK=CK, **cfg,
-        )
+        strides = (*_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv))
+        if ctx.chunked:
+            cfg = _chunk_config(L, DK, DV)
+            cfg.pop("BT")  # the chunk is the forward's (ctx.ck)
+            nv = triton.cdiv(DV, cfg["BV"])
+            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+            prec = _dot_prec(q)
+            _gdr_chunk_bwd_kernel[(B * H, nv)](
+                q, k, beta, log_g, tb, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
+                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
+                HAS_DSFIN=dsfin is not None, BT=ctx.ck, PREC=prec, SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+            )
+        else:
+            cfg = state_block_config(DK, DV)
+            nv = triton.cdiv(DV, cfg["BV"])
+            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+            scratch = torch.empty((nv * B * H, ctx.ck, cfg["BK"], cfg["BV"]), **f32)
+            _gdr_bwd_kernel[(B * H, nv)](
+                q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
+                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
+                HAS_DSFIN=dsfin is not None, CK=ctx.ck, **cfg,
+            )
         dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
         ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
         return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
-                ds0)
+                ds0, None, None)
 
 
-def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None):
-    """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``)."""
+def _dot_prec(x) -> str:
+    """tl.dot precision: tf32 for 16-bit inputs; fp32 ones follow torch's matmul setting."""
+    if x.dtype != torch.float32 or torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _chunk_config(L: int, DK: int, DV: int, block_size: int | None = None) -> dict:
+    """The chunked kernels' launch config: chunk BT (64, 32 from K 128; shorter sequences: the
+    next power of two >= 16; ``block_size`` overrides, 16 under the interpreter), the whole key width, a value
+    block of at most 64 (tl.dot needs >= 16)."""
+    if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
+        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
+    BK = max(16, next_pow2(DK))
+    BV = max(16, min(next_pow2(DV), 64))
+    # wide heads: chunks of 32, so that the backward's ~20 [BT, BT] / [BT, K] / [K, BV] fp32
+    # tiles stay near the register file (not measured against 64 yet)
+    BT = block_size or min(64 if BK < 128 else 32, max(16, next_pow2(L)))
+    nw = 8 if BK * max(BV, BT) >= 128 * 64 else 4
+    return pick(dict(BT=BT, BK=BK, BV=BV, num_warps=nw),
+                dict(BT=block_size or 16, BK=BK, BV=min(BV, 32)))
+
+
+def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None, chunked: bool = True,
+                            block_size: int | None = None):
+    """``(o, S_L)`` by the Triton kernels (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``).
+
+    ``chunked``: both directions in the chunked WY form (default)
+    or both step by step (the recurrent kernels). ``block_size``: the chunk (power of two >= 16;
+    None: 64, shorter for short sequences)."""
     return vmap_apply(GatedDeltaRuleFunction.apply, q, k, v, beta, log_g, scale, initial_state,
-                      fold_args=(0, 1, 2, 3, 4, 6))
+                      bool(chunked), block_size, fold_args=(0, 1, 2, 3, 4, 6))

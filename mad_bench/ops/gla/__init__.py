@@ -3,8 +3,10 @@
 (and, through :mod:`mad_bench.ops.ssd`, mamba2).
 
 Torch reference: :mod:`.reference` (chunked, exact; ``chunk_size`` / ``sub_chunk_size`` are its
-chunking). Triton: :mod:`.triton` (one program per sequence walks its chunks; its block length
-is its own: 16 for per-key gates, ``min(64, L)`` otherwise; ``block_size`` overrides it). The
+chunking). Triton: :mod:`.triton` for no decay / scalar decay (one program per sequence walks its
+chunks; block ``min(64, L)``) and :mod:`.two_level` for per-key decay (chunk_gla: a sequential
+state pass over chunks of 64, then every chunk in parallel with 16-row sub-blocks on tensor
+cores; four launches for forward + backward). ``block_size`` overrides the Triton chunk. The
 chunking changes only speed and rounding, never the result.
 
 Dispatch under ``impl: auto`` (H200, B 128, L 128-1024, D 128, H 8, bf16, fwd+bwd;
@@ -12,10 +14,9 @@ Dispatch under ``impl: auto`` (H200, B 128, L 128-1024, D 128, H 8, bf16, fwd+bw
 
 - no decay / scalar decay: Triton wins at every shape (vs_best 0.32-0.71 and 0.15-0.59):
   Triton on CUDA.
-- per-key decay (chunk_gla): vs_best 0.33-0.41 at L 128 and 0.73-0.83 at L 256, but 1.52 / 1.77
-  at L 512 / 1024 (compile off; fla is the likely best there, and fla is not a dispatch
-  target): it does not lose everywhere, so Triton on CUDA; its L >= 512 speed is issue 12's
-  open target (a two-level formulation).
+- per-key decay (chunk_gla): the one-program-per-sequence kernel measured vs_best 0.37 / 0.86 /
+  1.51 / 2.18 at L 128 / 256 / 512 / 1024 (fla the best from L 512); the two-level kernels that
+  replace it (issue 19) are not yet measured on the GPU. Triton on CUDA.
 """
 from __future__ import annotations
 

@@ -6,6 +6,11 @@ Layout as flash-linear-attention: ``q, k [B, H, L, K]``, ``v [B, H, L, V]``, sta
     chunk_simple_gla:  S_t = g_t S_{t-1} + k_t v_t^T      log_g [B, H, L]  (None: no decay)
     chunk_gla:         S_t = diag(g_t) S_{t-1} + k_t v_t^T   log_g [B, H, L, K]
 
+:func:`chunked_linear_attention` sends per-key gates (chunk_gla) to the two-level kernels of
+:mod:`.two_level`; the per-key branch of the kernels below (``GATE == 2``) is the previous
+design, kept reachable through :class:`ChunkedLinearAttentionFunction` for comparison
+(``benchmarks/check_gla_gdr.py`` times both).
+
 Design (small heads first, MAD sizes: K = V = 16, L <= 1024, B*H ~ 1000): **one program per
 (batch*head, V-block) walks the whole sequence chunk by chunk**, the state ``[K, BV]`` held in
 registers, so the forward is one launch and the backward one launch (plus a sum over V-blocks
@@ -45,6 +50,7 @@ import torch
 
 from ..vmap_rules import vmap_apply
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
+from .two_level import GLAFunction
 
 __all__ = ["chunked_linear_attention", "ChunkedLinearAttentionFunction"]
 
@@ -425,6 +431,7 @@ def chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     q, k, v = q.to(dt), k.to(dt), v.to(dt)  # no-ops when they agree
-    o, ht = vmap_apply(ChunkedLinearAttentionFunction.apply, q, k, v, log_g, initial_state, scale,
+    fn = GLAFunction if log_g is not None and log_g.dim() == q.dim() else ChunkedLinearAttentionFunction
+    o, ht = vmap_apply(fn.apply, q, k, v, log_g, initial_state, scale,
                        bool(output_final_state), chunk_size, fold_args=(0, 1, 2, 3, 4))
     return (o, ht) if output_final_state else o

@@ -1,0 +1,471 @@
+"""GLA (per-key gates) in Triton, two-level: an inter-chunk state pass and a chunk-parallel
+intra-chunk part on tensor cores. Used by :func:`mad_bench.ops.gla.chunk_gla` (through
+:func:`mad_bench.ops.gla.triton.chunked_linear_attention`).
+
+Layout and recurrence as :mod:`.triton` (``S_t = diag(e^{g_t}) S_{t-1} + k_t v_t^T``,
+``o_t = S_t^T (scale q_t)``). Chunks of ``BT`` steps (64; ``block_size`` overrides), split into
+sub-blocks of ``BC = 16`` rows. ``b`` is the inclusive cumulative log gate inside the chunk,
+``b_C`` its last row, ``h_n`` the state entering chunk ``n``.
+
+Forward, two launches:
+
+1. ``_state_fwd`` (grid K-blocks x V-blocks x B*H, one sequential walk over the chunks):
+   stores ``h_n`` for every chunk (and ``h_N``), and ``b`` (fp32, padded to whole chunks: the
+   padding has gate 0, so its ``b`` repeats the last real one and no exponent misbehaves)::
+
+       h_{n+1} = e^{b_C} h_n + (K e^{b_C - b})^T V
+
+2. ``_out_fwd`` (grid V-blocks x chunks x B*H, all independent). For the rows of sub-block
+   ``i`` (first row ``s``, ``r = b_{s-1}``), with every exponent ``<= 0``::
+
+       o_i = (Q_i e^{b_i}) h_n + [(Q_i e^{b_i - r}) (K e^{r - b})_{rows < s}^T] V + D_i V_i
+
+   ``D_i`` (the diagonal 16x16 block) is built pairwise, one column at a time
+   (``sum_k q_ik k_jk e^{b_ik - b_jk}``): no factorisation through a reference point, so any
+   decay strength is exact (the GLA paper's secondary chunking).
+
+Backward, two launches (the ``h_n`` and ``b`` saved by the forward are reused):
+
+3. ``_state_bwd`` (reverse walk): ``dh_n`` = the gradient of the state *after* chunk ``n``::
+
+       dh_{n-1} = e^{b_C} dh_n + (Q e^{b})^T dO       (chunk n's rows)
+
+4. ``_grads`` (grid chunks x B*H, V looped inside): per sub-block ``i`` both as rows (``dq``,
+   through ``dA = dO V^T``) and as columns (``dk``, ``dv``; reference ``r' = b`` at the
+   sub-block's last row, rows after it scaled by ``e^{b - r'}``), the diagonal block pairwise.
+   The gate gradient is chunk-local: with ``x_t = q_t dq_t - k_t dk_t`` (per key)::
+
+       dlog_g_t = sum_{s >= t, same chunk} x_s + sum_V (h_{n+1} * dh_n)
+
+   (``o`` depends on the local ``b`` through ``q e^{b}``, ``k e^{-b}``, ``k e^{b_C - b}`` and the
+   carried ``e^{b_C} h_n``; the last two are ``d h_{n+1} / d b_C = h_{n+1}``.)
+
+Inside: fp32, ``tl.dot`` with tf32 for 16-bit inputs (IEEE for fp32 unless torch allows tf32).
+``h_n`` is stored in the input dtype (fp32 for fp32 inputs), ``b`` in fp32.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import jit, next_pow2, pick, tl, triton
+
+__all__ = ["GLAFunction"]
+
+
+@jit
+def _state_fwd(
+    K, V, G, H0, BB, HB, HT,
+    s_kb, s_kh, s_kl, s_vb, s_vh, s_vl, s_gb, s_gh, s_gl,
+    H, L, DK, DV, NT,
+    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    pid_k = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    b_ = bh // H
+    h_ = bh % H
+    rt = tl.arange(0, BT)
+    rk = pid_k * BK + tl.arange(0, BK)
+    rv = pid_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = rv < DV
+    s_mask = mk[:, None] & mv[None, :]
+    s_off = rk[:, None] * DV + rv[None, :]
+    k_base = K + b_ * s_kb + h_ * s_kh
+    v_base = V + b_ * s_vb + h_ * s_vh
+    g_base = G + b_ * s_gb + h_ * s_gh
+    bb_base = BB + bh * NT * BT * DK
+    hb_base = HB + bh * (NT + 1) * DK * DV
+    if HAS_H0:
+        S = tl.load(H0 + bh * DK * DV + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BK, BV], dtype=tl.float32)
+    for n in range(NT):
+        tl.store(hb_base + n * DK * DV + s_off, S.to(HB.dtype.element_ty), mask=s_mask)
+        t = n * BT + rt
+        mt = t < L
+        mqk = mt[:, None] & mk[None, :]
+        k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mqk, other=0.0).to(tl.float32)
+        v = tl.load(v_base + t[:, None] * s_vl + rv[None, :], mask=mt[:, None] & mv[None, :],
+                    other=0.0).to(tl.float32)
+        g = tl.load(g_base + t[:, None] * s_gl + rk[None, :], mask=mqk, other=0.0).to(tl.float32)
+        bc = tl.cumsum(g, axis=0)
+        bl = tl.sum(g, axis=0)
+        tl.store(bb_base + t[:, None] * DK + rk[None, :], bc, mask=(rt[:, None] + pid_v * BT < BT) & mk[None, :])  # V-block 0 writes b
+        kd = k * tl.exp(bl[None, :] - bc)
+        S = S * tl.exp(bl)[:, None] + tl.dot(tl.trans(kd), v, input_precision=PREC)
+    tl.store(hb_base + NT * DK * DV + s_off, S.to(HB.dtype.element_ty), mask=s_mask)
+    if STORE_HT:
+        tl.store(HT + bh * DK * DV + s_off, S, mask=s_mask)
+
+
+@jit
+def _diag_scores(q_i, bb_base, k_base, s_kl, tc0, L, DK, rc, rk,
+                 BC: tl.constexpr, BK: tl.constexpr, b_i):
+    """The diagonal sub-block's scores ``A[r, c] = sum_k q_rk k_ck e^{b_rk - b_ck}`` (c <= r),
+    pairwise by column (exponents <= 0 wherever unmasked)."""
+    mk = rk < DK
+    Ad = tl.zeros([BC, BC], dtype=tl.float32)
+    for c in tl.static_range(BC):
+        tc = tc0 + c
+        k_c = tl.load(k_base + tc * s_kl + rk, mask=mk & (rk * 0 + tc < L), other=0.0).to(tl.float32)
+        b_c = tl.load(bb_base + tc * DK + rk, mask=mk, other=0.0)
+        e = tl.exp(tl.where((rc >= c)[:, None], b_i - b_c[None, :], float("-inf")))
+        col = tl.sum(q_i * k_c[None, :] * e, axis=1)
+        Ad = tl.where((rc == c)[None, :], col[:, None], Ad)
+    return Ad
+
+
+@jit
+def _out_fwd(
+    Q, K, V, BB, HB, O,
+    s_qb, s_qh, s_ql, s_kb, s_kh, s_kl, s_vb, s_vh, s_vl,
+    H, L, DK, DV, NT, scale,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid_v = tl.program_id(0)
+    n = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    b_ = bh // H
+    h_ = bh % H
+    t0 = n * BT
+    rt = tl.arange(0, BT)
+    rc = tl.arange(0, BC)
+    rk = tl.arange(0, BK)
+    rv = pid_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = rv < DV
+    q_base = Q + b_ * s_qb + h_ * s_qh
+    k_base = K + b_ * s_kb + h_ * s_kh
+    v_base = V + b_ * s_vb + h_ * s_vh
+    bb_base = BB + bh * NT * BT * DK
+    o_base = O + bh * L * DV
+    hs = tl.load(HB + bh * (NT + 1) * DK * DV + n * DK * DV + rk[:, None] * DV + rv[None, :],
+                 mask=mk[:, None] & mv[None, :], other=0.0).to(tl.float32)
+    t = t0 + rt
+    mt = t < L
+    for i in tl.static_range(BT // BC):
+        ti = t0 + i * BC + rc
+        mi = ti < L
+        q_i = tl.load(q_base + ti[:, None] * s_ql + rk[None, :], mask=mi[:, None] & mk[None, :],
+                      other=0.0).to(tl.float32) * scale
+        b_i = tl.load(bb_base + ti[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
+        v_i = tl.load(v_base + ti[:, None] * s_vl + rv[None, :], mask=mi[:, None] & mv[None, :],
+                      other=0.0).to(tl.float32)
+        o_i = tl.dot(q_i * tl.exp(b_i), hs, input_precision=PREC)
+        if i > 0:
+            r = tl.load(bb_base + (t0 + i * BC - 1) * DK + rk, mask=mk, other=0.0)
+            k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mt[:, None] & mk[None, :],
+                        other=0.0).to(tl.float32)
+            b = tl.load(bb_base + t[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
+            v = tl.load(v_base + t[:, None] * s_vl + rv[None, :], mask=mt[:, None] & mv[None, :],
+                        other=0.0).to(tl.float32)
+            kt = k * tl.exp(tl.where((rt < i * BC)[:, None], r[None, :] - b, float("-inf")))
+            A = tl.dot(q_i * tl.exp(b_i - r[None, :]), tl.trans(kt), input_precision=PREC)
+            o_i += tl.dot(A, v, input_precision=PREC)
+        Ad = _diag_scores(q_i, bb_base, k_base, s_kl, t0 + i * BC, L, DK, rc, rk, BC, BK, b_i)
+        o_i += tl.dot(Ad, v_i, input_precision=PREC)
+        tl.store(o_base + ti[:, None] * DV + rv[None, :], o_i.to(O.dtype.element_ty),
+                 mask=mi[:, None] & mv[None, :])
+
+
+@jit
+def _state_bwd(
+    Q, DO, BB, DHT, DHB, DH0,
+    s_qb, s_qh, s_ql, s_ob, s_oh, s_ol,
+    H, L, DK, DV, NT, scale,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    pid_k = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64)
+    b_ = bh // H
+    h_ = bh % H
+    rt = tl.arange(0, BT)
+    rk = pid_k * BK + tl.arange(0, BK)
+    rv = pid_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = rv < DV
+    s_mask = mk[:, None] & mv[None, :]
+    s_off = rk[:, None] * DV + rv[None, :]
+    q_base = Q + b_ * s_qb + h_ * s_qh
+    do_base = DO + b_ * s_ob + h_ * s_oh
+    bb_base = BB + bh * NT * BT * DK
+    dhb_base = DHB + bh * NT * DK * DV
+    if HAS_DHT:
+        dS = tl.load(DHT + bh * DK * DV + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros([BK, BV], dtype=tl.float32)
+    for i in range(NT):
+        n = NT - 1 - i
+        tl.store(dhb_base + n * DK * DV + s_off, dS.to(DHB.dtype.element_ty), mask=s_mask)
+        t = n * BT + rt
+        mt = t < L
+        q = tl.load(q_base + t[:, None] * s_ql + rk[None, :], mask=mt[:, None] & mk[None, :],
+                    other=0.0).to(tl.float32) * scale
+        do = tl.load(do_base + t[:, None] * s_ol + rv[None, :], mask=mt[:, None] & mv[None, :],
+                     other=0.0).to(tl.float32)
+        b = tl.load(bb_base + t[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
+        bl = tl.load(bb_base + (n * BT + BT - 1) * DK + rk, mask=mk, other=0.0)
+        dS = dS * tl.exp(bl)[:, None] + tl.dot(tl.trans(q * tl.exp(b)), do, input_precision=PREC)
+    if STORE_DH0:
+        tl.store(DH0 + bh * DK * DV + s_off, dS, mask=s_mask)
+
+
+@jit
+def _grads(
+    Q, K, V, DO, BB, HB, DHB, DQ, DK_, DV_, DG,
+    s_qb, s_qh, s_ql, s_kb, s_kh, s_kl, s_vb, s_vh, s_vl, s_ob, s_oh, s_ol,
+    H, L, DK, DV, NT, scale,
+    NEED_DG: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b_ = bh // H
+    h_ = bh % H
+    t0 = n * BT
+    rt = tl.arange(0, BT)
+    rc = tl.arange(0, BC)
+    rk = tl.arange(0, BK)
+    mk = rk < DK
+    t = t0 + rt
+    mt = t < L
+    mtk = mt[:, None] & mk[None, :]
+    q_base = Q + b_ * s_qb + h_ * s_qh
+    k_base = K + b_ * s_kb + h_ * s_kh
+    v_base = V + b_ * s_vb + h_ * s_vh
+    do_base = DO + b_ * s_ob + h_ * s_oh
+    bb_base = BB + bh * NT * BT * DK
+    hb_base = HB + bh * (NT + 1) * DK * DV + n * DK * DV
+    dhb_base = DHB + bh * NT * DK * DV + n * DK * DV
+    bl = tl.load(bb_base + (t0 + BT - 1) * DK + rk, mask=mk, other=0.0)
+    # dL/db_C per key: sum_V h_{n+1} * dh_n
+    R = tl.zeros([BK], dtype=tl.float32)
+    if NEED_DG:
+        for v0 in range(0, DV, BV):
+            rv = v0 + tl.arange(0, BV)
+            m2 = mk[:, None] & (rv < DV)[None, :]
+            h1 = tl.load(hb_base + DK * DV + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0)
+            dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0)
+            R += tl.sum(h1.to(tl.float32) * dh.to(tl.float32), axis=1)
+    for ii in tl.static_range(BT // BC):
+        i = BT // BC - 1 - ii  # last sub-block first: the gate gradient is a reverse sum
+        s = i * BC
+        ti = t0 + s + rc
+        mi = ti < L
+        mik = mi[:, None] & mk[None, :]
+        q_i = tl.load(q_base + ti[:, None] * s_ql + rk[None, :], mask=mik, other=0.0).to(tl.float32) * scale
+        k_i = tl.load(k_base + ti[:, None] * s_kl + rk[None, :], mask=mik, other=0.0).to(tl.float32)
+        b_i = tl.load(bb_base + ti[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
+        # rows after sub-block i, scaled to its last row r2 (exponents <= 0)
+        r2 = tl.load(bb_base + (t0 + s + BC - 1) * DK + rk, mask=mk, other=0.0)
+        q = tl.load(q_base + t[:, None] * s_ql + rk[None, :], mask=mtk, other=0.0).to(tl.float32) * scale
+        b = tl.load(bb_base + t[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
+        qa = q * tl.exp(tl.where((rt >= s + BC)[:, None], b - r2[None, :], float("-inf")))
+        kc = k_i * tl.exp(r2[None, :] - b_i)
+        A_col = tl.dot(qa, tl.trans(kc), input_precision=PREC)  # [BT, BC]: A[r, c], r after i
+        if i > 0:
+            r1 = tl.load(bb_base + (t0 + s - 1) * DK + rk, mask=mk, other=0.0)
+            k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mtk, other=0.0).to(tl.float32)
+            kb = k * tl.exp(tl.where((rt < s)[:, None], r1[None, :] - b, float("-inf")))
+        dA_row = tl.zeros([BC, BT], dtype=tl.float32)  # dA[rows of i, :]
+        dA_colT = tl.zeros([BC, BT], dtype=tl.float32)  # dA[:, cols of i]^T
+        dAd = tl.zeros([BC, BC], dtype=tl.float32)
+        dq_i = tl.zeros([BC, BK], dtype=tl.float32)
+        dk_i = tl.zeros([BC, BK], dtype=tl.float32)
+        for v0 in range(0, DV, BV):
+            rv = v0 + tl.arange(0, BV)
+            mv = rv < DV
+            m2 = mk[:, None] & mv[None, :]
+            v = tl.load(v_base + t[:, None] * s_vl + rv[None, :], mask=mt[:, None] & mv[None, :],
+                        other=0.0).to(tl.float32)
+            do = tl.load(do_base + t[:, None] * s_ol + rv[None, :], mask=mt[:, None] & mv[None, :],
+                         other=0.0).to(tl.float32)
+            v_i = tl.load(v_base + ti[:, None] * s_vl + rv[None, :], mask=mi[:, None] & mv[None, :],
+                          other=0.0).to(tl.float32)
+            do_i = tl.load(do_base + ti[:, None] * s_ol + rv[None, :], mask=mi[:, None] & mv[None, :],
+                           other=0.0).to(tl.float32)
+            hs = tl.load(hb_base + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0).to(tl.float32)
+            dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0).to(tl.float32)
+            dA_row += tl.dot(do_i, tl.trans(v), input_precision=PREC)
+            dA_colT += tl.dot(v_i, tl.trans(do), input_precision=PREC)
+            dAd += tl.dot(do_i, tl.trans(v_i), input_precision=PREC)
+            dq_i += tl.dot(do_i, tl.trans(hs), input_precision=PREC)
+            dk_i += tl.dot(v_i, tl.trans(dh), input_precision=PREC)
+        dq_i = dq_i * tl.exp(b_i)
+        dk_i = dk_i * tl.exp(bl[None, :] - b_i)
+        if i > 0:
+            dq_i += tl.dot(dA_row, kb, input_precision=PREC) * tl.exp(b_i - r1[None, :])
+        dk_i += tl.dot(dA_colT, qa, input_precision=PREC) * tl.exp(r2[None, :] - b_i)
+        # diagonal block, pairwise, one exponential per column for all three:
+        # A[r, c] = q_r . k_c e^{b_r - b_c};  dq[r] += dA[r, c] k_c e^{..};  dk[c] += sum_r dA[r, c] q_r e^{..}
+        dAd = tl.where(rc[:, None] >= rc[None, :], dAd, 0.0)
+        Ad = tl.zeros([BC, BC], dtype=tl.float32)
+        for c in tl.static_range(BC):
+            tc = t0 + s + c
+            k_c = tl.load(k_base + tc * s_kl + rk, mask=mk & (rk * 0 + tc < L), other=0.0).to(tl.float32)
+            b_c = tl.load(bb_base + tc * DK + rk, mask=mk, other=0.0)
+            e = tl.exp(tl.where((rc >= c)[:, None], b_i - b_c[None, :], float("-inf")))
+            ke = k_c[None, :] * e
+            colsel = (rc == c)[None, :]
+            Ad = tl.where(colsel, tl.sum(q_i * ke, axis=1)[:, None], Ad)
+            dAc = tl.sum(tl.where(colsel, dAd, 0.0), axis=1)
+            dq_i += dAc[:, None] * ke
+            dk_i = tl.where((rc == c)[:, None], tl.sum(dAc[:, None] * q_i * e, axis=0)[None, :] + dk_i, dk_i)
+        # dv = A^T dO + (K e^{b_C - b}) dh
+        kdec = k_i * tl.exp(bl[None, :] - b_i)
+        for v0 in range(0, DV, BV):
+            rv = v0 + tl.arange(0, BV)
+            mv = rv < DV
+            do = tl.load(do_base + t[:, None] * s_ol + rv[None, :], mask=mt[:, None] & mv[None, :],
+                         other=0.0).to(tl.float32)
+            do_i = tl.load(do_base + ti[:, None] * s_ol + rv[None, :], mask=mi[:, None] & mv[None, :],
+                           other=0.0).to(tl.float32)
+            dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
+                         other=0.0).to(tl.float32)
+            dv_i = tl.dot(tl.trans(A_col), do, input_precision=PREC)
+            dv_i += tl.dot(tl.trans(Ad), do_i, input_precision=PREC)
+            dv_i += tl.dot(kdec, dh, input_precision=PREC)
+            tl.store(DV_ + bh * L * DV + ti[:, None] * DV + rv[None, :],
+                     dv_i.to(DV_.dtype.element_ty), mask=mi[:, None] & mv[None, :])
+        tl.store(DQ + bh * L * DK + ti[:, None] * DK + rk[None, :], (dq_i * scale).to(DQ.dtype.element_ty), mask=mik)
+        tl.store(DK_ + bh * L * DK + ti[:, None] * DK + rk[None, :], dk_i.to(DK_.dtype.element_ty), mask=mik)
+        if NEED_DG:
+            x = tl.where(mik, q_i * dq_i - k_i * dk_i, 0.0)
+            tot = tl.sum(x, axis=0)
+            tl.store(DG + bh * L * DK + ti[:, None] * DK + rk[None, :],
+                     R[None, :] + tot[None, :] - tl.cumsum(x, axis=0) + x, mask=mik)
+            R += tot
+
+
+# ----------------------------------------------------------------------------- launch
+def _cfg(L: int, DK: int, DV: int, block_size):
+    BK = max(16, next_pow2(DK))
+    if BK > 256:
+        raise ValueError(f"head key dim K={DK} > 256 is not supported by the Triton kernel")
+    if block_size is not None:
+        if block_size < 16 or block_size & (block_size - 1):
+            raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
+        BT = block_size
+    else:
+        BT = min(64, max(16, next_pow2(L)))
+    BVf = max(16, next_pow2(DV))
+    big = BK >= 128 or BVf >= 128
+    gpu = dict(
+        BT=BT, BK=BK,
+        BKs=min(BK, 64), BVs=min(BVf, 64),  # the state passes' [K, V] block
+        BVo=min(BVf, 64),  # the output kernel's V block (its scores are recomputed per block)
+        BVg=min(BVf, 64),  # the gradient kernel's V loop step
+        warps_state=4, warps_out=8 if big else 4, warps_grad=8 if big else 4,
+    )
+    # interpreter: fewer, wider programs, but K split over state-pass programs from K > 32
+    interp = dict(gpu, BT=block_size or 32, BKs=min(BK, 32), BVs=min(BVf, 32), BVo=min(BVf, 32),
+                  BVg=min(BVf, 16))
+    return pick(gpu, interp)
+
+
+def _prec(x) -> str:
+    if x.dtype != torch.float32:
+        return "tf32"
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def _unit(x):
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _s3(x):
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _warps(cfg, key):
+    from ..dispatch import interpreting
+
+    return {} if interpreting() else {"num_warps": cfg[key]}
+
+
+def _fwd(q, k, v, g, h0, scale, store_ht, block_size):
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    c = _cfg(L, DK, DV, block_size)
+    BT = c["BT"]
+    NT = triton.cdiv(L, BT)
+    dev = q.device
+    bb = torch.empty((B * H, NT * BT, DK), device=dev, dtype=torch.float32)
+    hb = torch.empty((B * H, NT + 1, DK, DV), device=dev, dtype=q.dtype)
+    ht = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32) if store_ht else None
+    prec = _prec(q)
+    _state_fwd[(triton.cdiv(DK, c["BKs"]), triton.cdiv(DV, c["BVs"]), B * H)](
+        k, v, g, h0, bb, hb, ht, *_s3(k), *_s3(v), *_s3(g), H, L, DK, DV, NT,
+        HAS_H0=h0 is not None, STORE_HT=store_ht, BT=BT, BK=c["BKs"], BV=c["BVs"], PREC=prec,
+        **_warps(c, "warps_state"),
+    )
+    o = torch.empty((B, H, L, DV), device=dev, dtype=v.dtype)
+    _out_fwd[(triton.cdiv(DV, c["BVo"]), NT, B * H)](
+        q, k, v, bb, hb, o, *_s3(q), *_s3(k), *_s3(v), H, L, DK, DV, NT, float(scale),
+        BT=BT, BC=16, BK=c["BK"], BV=c["BVo"], PREC=prec, **_warps(c, "warps_out"),
+    )
+    return o, ht, bb, hb
+
+
+def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size):
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    c = _cfg(L, DK, DV, block_size)
+    BT = c["BT"]
+    NT = triton.cdiv(L, BT)
+    dev = q.device
+    prec = _prec(q)
+    do = _unit(do)
+    dhb = torch.empty((B * H, NT, DK, DV), device=dev, dtype=hb.dtype)
+    dh0 = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32) if need_dh0 else None
+    _state_bwd[(triton.cdiv(DK, c["BKs"]), triton.cdiv(DV, c["BVs"]), B * H)](
+        q, do, bb, dht, dhb, dh0, *_s3(q), *_s3(do), H, L, DK, DV, NT, float(scale),
+        HAS_DHT=dht is not None, STORE_DH0=need_dh0, BT=BT, BK=c["BKs"], BV=c["BVs"], PREC=prec,
+        **_warps(c, "warps_state"),
+    )
+    dq = torch.empty((B, H, L, DK), device=dev, dtype=q.dtype)
+    dk = torch.empty((B, H, L, DK), device=dev, dtype=k.dtype)
+    dv = torch.empty((B, H, L, DV), device=dev, dtype=v.dtype)
+    dg = torch.empty((B, H, L, DK), device=dev, dtype=torch.float32) if need_dg else None
+    _grads[(NT, B * H)](
+        q, k, v, do, bb, hb, dhb, dq, dk, dv, dg,
+        *_s3(q), *_s3(k), *_s3(v), *_s3(do), H, L, DK, DV, NT, float(scale),
+        NEED_DG=need_dg, BT=BT, BC=16, BK=c["BK"], BV=c["BVg"], PREC=prec,
+        **_warps(c, "warps_grad"),
+    )
+    return dq, dk, dv, dg, dh0
+
+
+class GLAFunction(torch.autograd.Function):
+    """``(q, k, v, log_g [B, H, L, K], initial_state | None) -> (o, final_state | None)``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_g, h0, scale, store_ht, block_size):
+        q, k, v, g = (_unit(t) for t in (q, k, v, log_g))
+        h0c = h0.contiguous() if h0 is not None else None
+        o, ht, bb, hb = _fwd(q, k, v, g, h0c, scale, store_ht, block_size)
+        ctx.save_for_backward(q, k, v, bb, hb)
+        ctx.scale, ctx.block_size = scale, block_size
+        ctx.g_dtype = log_g.dtype
+        ctx.h0_dtype = h0.dtype if h0 is not None else None
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, bb, hb = ctx.saved_tensors
+        need_dg = ctx.needs_input_grad[3]
+        need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
+        dht = dht.contiguous() if dht is not None else None
+        dq, dk, dv, dg, dh0 = _bwd(q, k, v, bb, hb, do, dht, ctx.scale, need_dg, need_dh0,
+                                   ctx.block_size)
+        if dg is not None:
+            dg = dg.to(ctx.g_dtype)
+        if dh0 is not None:
+            dh0 = dh0.to(ctx.h0_dtype)
+        return dq, dk, dv, dg, dh0, None, None, None
