@@ -1,9 +1,11 @@
 """Causal (optionally windowed) softmax attention (attention and sliding-window-attention).
 
 Torch reference: :mod:`.reference` (``scaled_dot_product_attention``); oracle: :mod:`.naive`;
-Triton: :mod:`.triton` (small heads, flash-style forward and backward). ``impl: auto`` runs the
-Triton kernel on CUDA for heads of at most ``TRITON_MAX_HEAD_DIM`` dims, where flash-attention
-pads the head to 32 (figures: BENCHMARKS.md); ``torch`` elsewhere.
+Triton: :mod:`.triton` (flash-style forward and backward, any window). ``impl: auto`` runs the
+Triton kernel on CUDA for windowed attention only: SDPA with a window mask has no flash path and
+its vmapped backward raises under bf16 ("expected input and grad types to match", H200), which
+the engine hits with sliding-window attention. Full causal attention stays on SDPA's flash
+kernel, which the Triton one does not beat (BENCHMARKS.md: 1.03-1.4x slower for 8-wide heads).
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from .reference import attention_torch
 from .triton import attention_triton
 
 HAS_TRITON = True
-TRITON_MAX_HEAD_DIM = 16
 
 __all__ = ["causal_attention", "HAS_TRITON"]
 
@@ -25,7 +26,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     positions masked when ``window`` is set."""
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1 or None, got {window}")
-    if use_triton(impl, q, auto=q.shape[-1] <= TRITON_MAX_HEAD_DIM):
+    if use_triton(impl, q, auto=window is not None):
         dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
         return attention_triton(q.to(dt), k.to(dt), v.to(dt), window)
     return attention_torch(q, k, v, window)

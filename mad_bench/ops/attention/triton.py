@@ -24,6 +24,7 @@ __all__ = ["attention_triton"]
 
 @jit
 def _keep(s, rows, cols, L, WINDOW: tl.constexpr):
+    s = s.to(tl.float32)  # inductor passes the scale as fp64: keep the loop-carried types fp32
     ok = (cols[None, :] <= rows[:, None]) & (cols[None, :] < L)
     if WINDOW > 0:
         ok = ok & (rows[:, None] - cols[None, :] < WINDOW)
