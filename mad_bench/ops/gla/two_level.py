@@ -269,8 +269,11 @@ def _grads(
         qa = q * tl.exp(tl.where((rt >= s + BC)[:, None], b - r2[None, :], float("-inf")))
         kc = k_i * tl.exp(r2[None, :] - b_i)
         A_col = tl.dot(qa, tl.trans(kc), input_precision=PREC)  # [BT, BC]: A[r, c], r after i
+        # defined on every path: Triton 3.6 on Hopper rejects names bound only under `if i > 0`
+        r1 = tl.zeros([BK], dtype=tl.float32)
+        kb = tl.zeros([BT, BK], dtype=tl.float32)
         if i > 0:
-            r1 = tl.load(bb_base + (t0 + s - 1) * DK + rk, mask=mk, other=0.0)
+            r1 = tl.load(bb_base + (t0 + s - 1) * DK + rk, mask=mk, other=0.0).to(tl.float32)
             k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mtk, other=0.0).to(tl.float32)
             kb = k * tl.exp(tl.where((rt < s)[:, None], r1[None, :] - b, float("-inf")))
         dA_row = tl.zeros([BC, BT], dtype=tl.float32)  # dA[rows of i, :]

@@ -237,7 +237,7 @@ def _cfg(dim: int, n: int) -> dict:
     BN = next_pow2(n)
     T = 16 if BN <= 4 else 8
     cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=4,
-                    stages_fwd=1, stages_bwd=1),
+                    stages_fwd=2, stages_bwd=2),  # sweep on an H200 (BENCHMARKS.md): stages 2 best
                # interpreter: few, large programs (each program instance costs ~1 ms); T 16 so
                # the tests' short sequences span several chunks
                dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=16))
