@@ -357,20 +357,12 @@ def state(frame: pd.DataFrame, suite: str | None = None, ncols: int | None = Non
 
 # -- Optuna search history ------------------------------------------------------------------
 
-def load_study(study: str, storage: str):
-    """An Optuna study from its storage URL (``sqlite:///search.db``, a journal file, ...)."""
-    try:
-        import optuna
-    except ImportError as exc:  # pragma: no cover - optuna is a dependency of search
-        raise ValueError("the search-history plot needs optuna (pip install optuna)") from exc
-    if not study or not storage:
-        raise ValueError("--kind search-history needs --study NAME and --storage URL")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ValueError(f"no study {study!r} in {storage} (studies: {', '.join(names) or 'none'})") from None
+def load_study(study: str | None, storage: str | None = None, results: str = "results"):
+    """An Optuna study: from ``storage`` (RDB URL or journal file) or, without it, the default
+    journal ``results/<study>/journal.log`` that tune / search write."""
+    from ..studies import load_study as load
+
+    return load(study, storage, results)
 
 
 def search_history(study, objective_name: str | None = None) -> Figure:
@@ -382,9 +374,10 @@ def search_history(study, objective_name: str | None = None) -> Figure:
     if not trials:
         raise ValueError(f"study {study.study_name!r} has no completed trials yet")
     directions = study.directions
-    names = list(getattr(study, "metric_names", None) or []) or (
-        [objective_name or "objective"] if len(directions) == 1
-        else [f"objective {i}" for i in range(len(directions))])
+    stored = (study.user_attrs.get("config") or {}).get("objectives") or []
+    names = ([objective_name] if objective_name else []) or list(getattr(study, "metric_names", None) or []) \
+        or (list(stored) if len(stored) == len(directions) else []) \
+        or (["objective"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))])
     fig = Figure(figsize=(6.4, 3.6 * len(directions) + 0.4), layout="constrained")
     axes = fig.subplots(len(directions), 1, squeeze=False)[:, 0]
     numbers = np.array([t.number for t in trials])
@@ -410,7 +403,7 @@ def search_history(study, objective_name: str | None = None) -> Figure:
 
 def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = None,
               metric: str = "test_acc_macro", study: str | None = None, storage: str | None = None,
-              x: str = "params") -> Figure:
+              x: str = "params", results: str = "results") -> Figure:
     if kind == "heatmap":
         return heatmap(frame, suite, metric)
     if kind == "difficulty":
@@ -418,7 +411,7 @@ def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = 
     if kind == "pareto":
         return pareto(frame, suite, metric, x=x)
     if kind == "search-history":
-        return search_history(load_study(study, storage))
+        return search_history(load_study(study, storage, results))
     if kind == "mqar":
         return mqar(frame, suite)
     if kind == "state":

@@ -1,0 +1,79 @@
+"""Search and tune a user can trust: a crashed trial is a failure (never a 0 that can win), the
+default journal storage is read by plot / report, and --resume keeps the study's target."""
+import optuna
+import pytest
+import yaml
+
+from mad_bench.cli import main
+from mad_bench.primitives.sequence.short_conv import ShortConv
+
+from test_search import TINY, load, search, write_space
+
+
+@pytest.fixture
+def crashing_short_conv(monkeypatch):
+    """short-conv raises in its forward, as a Triton kernel does on a machine that cannot run it."""
+    def boom(self, x):
+        raise RuntimeError("kernel cannot run here")
+    monkeypatch.setattr(ShortConv, "forward", boom)
+
+
+def test_crashed_trial_is_a_failure_never_on_the_front(tmp_path, crashing_short_conv, capsys):
+    space = write_space(tmp_path, slots=[{"index": 0, "choices": ["short-conv"]}])
+    args = search(tmp_path, space, "--trials", "2", "--in-process", "--sampler", "nsga2",
+                  "--objectives", "mad_score,params")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    trials = load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert "kernel cannot run here" in trials[0].user_attrs["fail_reason"]
+    assert "mad_score=0" not in out and "trial 0: failed:" in out and "Pareto front:" not in out
+    assert not list((tmp_path / "res" / "s").glob("pareto-*.yaml"))
+
+
+def test_tune_on_a_crashing_spec_writes_no_best(tmp_path, crashing_short_conv, capsys):
+    spec = tmp_path / "sc.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "layers": [{"type": "short-conv"}, {"type": "swiglu", "d_inner": 32}]}))
+    assert main(["tune", str(spec), "--task", "in-context-recall", "--suite", "smoke", "--epochs", "1",
+                 "--results", str(tmp_path / "res"), "--study", "s", "--trials", "1", "--in-process"]) == 0
+    out = capsys.readouterr().out
+    assert load(tmp_path).trials[0].state.name == "FAIL"
+    assert "complete" not in out.split("study s:")[0] and "best:" not in out
+    assert not (tmp_path / "res" / "s" / "best-training.yaml").exists()
+
+
+def test_resume_keeps_the_target_and_plot_reads_the_default_journal(tmp_path, capsys):
+    space = write_space(tmp_path, slots=[], d_model=[16])
+    args = search(tmp_path, space, "--in-process", "--sampler", "random")
+    assert main(args + ["--trials", "2"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0  # done: a finished 2-trial study stays at 2
+    assert len(load(tmp_path).trials) == 2
+    assert "2 trial(s)" in capsys.readouterr().out
+    assert main(args + ["--resume", "--trials", "3"]) == 0  # --trials given: the new target
+    assert len(load(tmp_path).trials) == 3 and load(tmp_path).user_attrs["n_trials"] == 3
+    # the history plot and the report find results/<study>/journal.log from --study alone
+    res = str(tmp_path / "res")
+    png = tmp_path / "h.png"
+    assert main(["plot", "--kind", "search-history", "--study", "s", "--results", res, "--out", str(png)]) == 0
+    assert png.stat().st_size > 0
+    journal = str(tmp_path / "res" / "s" / "journal.log")
+    assert main(["plot", "--kind", "search-history", "--study", "s", "--storage", journal,
+                 "--results", res, "--out", str(png)]) == 0
+    html = tmp_path / "r.html"
+    assert main(["report", "--results", res, "--study", "s", "--out", str(html)]) == 0
+    assert "Search history: s" in html.read_text()
+    capsys.readouterr()
+    assert main(["plot", "--kind", "search-history", "--study", "nope", "--results", res]) == 2
+    assert "no such journal file" in capsys.readouterr().err
+    assert not (tmp_path / "res" / "nope").exists()  # a reader makes no empty journal
+
+
+def test_history_axis_names_the_objective(tmp_path):
+    from mad_bench.results.plots import search_history
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("config", {"objectives": ["mad_score", "params"]})
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 10.0]))
+    fig = search_history(study)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["mad_score", "params"]
