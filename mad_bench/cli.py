@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .interrupts import EXIT_CODE, Interrupted
 from .spec import SpecError
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -17,6 +19,8 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 
 class UsageError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
 
 
 DESCRIPTION = """Declarative architecture search and benchmarking for sequence models: write an
@@ -191,11 +195,17 @@ def _resolve_grid(grid, settings):
             for lr, wd in grid]
 
 
+def _executor_kind(args) -> None:
+    """``--address`` alone means Ray (as for tune / search); with ``--executor local`` it is an
+    error, said before any plan is printed."""
+    if args.address and args.executor == "local":
+        raise UsageError("--address names a Ray cluster: use it with --executor ray (or alone)")
+    args.executor = args.executor or ("ray" if args.address else "local")
+
+
 def _execute(requests, args, title: str):
-    from .execute import make_executor
-    from .progress import RunBar, make_progress
     from .results import ResultsStore
-    from .runner import execute, pending, resolve_engine
+    from .runner import pending, resolve_engine
     from .train.core import resolve_device
     from .workload import describe as describe_workload
 
@@ -210,6 +220,22 @@ def _execute(requests, args, title: str):
     if todo:
         print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine))
     workers = args.workers or (1 if args.executor == "local" else None)
+    landed: list[str] = []
+    try:
+        return _execute_on(requests, args, title, store, metric, engine, workers, landed)
+    except KeyboardInterrupt:
+        in_store = sum(store.has_result(r.key) for r in requests)
+        raise Interrupted(f"interrupted: {len(landed)} run(s) landed in {store.root} this time, "
+                          f"{in_store} of {len(requests)} in the store; run the same command again "
+                          f"to go on (stored runs are skipped)") from None
+
+
+def _execute_on(requests, args, title, store, metric, engine, workers, landed):
+    from .execute import make_executor
+    from .progress import RunBar, make_progress
+    from .runner import execute
+
+    bars: dict[str, RunBar] = {}
     with make_executor(args.executor, parallel=workers, in_process=workers == 1,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
                        gpus_per_trial=args.gpus_per_trial, device=args.device) as executor, \
@@ -218,12 +244,16 @@ def _execute(requests, args, title: str):
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
+            landed.append(req.key)
+            if req.key in bars:  # a run that stopped early: its bar ends full, its clock stops
+                bars.pop(req.key).finish(row.get("stop_reason") or row.get("status"))
             acc = row.get(metric)
             progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
                             + (f" {metric}={acc:.3f}" if isinstance(acc, float) else ""))
 
         def bar(req):
-            return RunBar(progress, req.describe())
+            bars[req.key] = RunBar(progress, req.describe())
+            return bars[req.key]
 
         rows, skipped = execute(requests, store, device=args.device, force=args.force,
                                 on_row=on_row, progress_factory=bar, engine=engine,
@@ -236,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import plan
     from .spec import load_spec
 
+    _executor_kind(args)
     spec = load_spec(args.spec)
     suite, settings = _settings_from_args(args, baseline_only=True)
     grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=False), settings)
@@ -276,6 +307,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .runner import plan
     from .spec import load_spec
 
+    _executor_kind(args)
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
     specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
@@ -335,8 +367,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="auto (default): ensemble on a GPU, plain elsewhere; plain: one run at a time; "
                         "ensemble: the lr x wd grid of a setting trained as one batched model (same "
                         "results per run, 3-5x the throughput on a GPU)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local processes (default) or Ray tasks (with --address: a cluster)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="local processes or Ray tasks (default: local; ray with --address)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -418,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_device(getattr(args, "device", None))
         return args.func(args)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted", file=sys.stderr)
+        if argv is None:  # the program: end now, before threads still in torch meet its teardown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_CODE)
+        return EXIT_CODE
     except SpecError as exc:
         for line in exc.format().splitlines():
             print(f"error: {line}", file=sys.stderr)

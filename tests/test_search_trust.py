@@ -77,3 +77,80 @@ def test_history_axis_names_the_objective(tmp_path):
     study.add_trial(optuna.trial.create_trial(values=[0.5, 10.0]))
     fig = search_history(study)
     assert [ax.get_ylabel() for ax in fig.axes] == ["mad_score", "params"]
+
+
+def test_ctrl_c_during_bench_is_one_line_and_exit_130(tmp_path):
+    """SIGINT once a first row has landed: one line saying what landed and how to go on, exit
+    130, no traceback and no C++ abort from the training thread; the landed rows stay."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    res = tmp_path / "res"
+    cmd = [sys.executable, "-m", "mad_bench.cli", "bench", str(spec), "--suite", "smoke", "--tasks",
+           "compression", "--epochs", "1", "--seeds", *map(str, range(200)), "--results", str(res),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(str(res / "runs" / "*.parquet")):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "terminate called" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted:") and "run the same command" in lines[0]
+    from mad_bench.results.store import ResultsStore
+    assert len(ResultsStore(res).load()) >= 1
+
+
+def test_ctrl_c_during_search_names_the_study_and_resume(tmp_path, monkeypatch, capsys):
+    import mad_bench.tune.study as study_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(study_mod, "drive", interrupted)
+    assert main(search(tmp_path, write_space(tmp_path), "--trials", "3", "--in-process")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: study s has 0 of 3 trial(s) finished") and "--resume" in err
+    assert "\n" not in err
+
+
+def test_a_run_that_stopped_early_ends_its_bar(tmp_path):
+    from mad_bench.progress import RunBar, make_progress
+
+    with make_progress(enabled=False) as progress:
+        bar = RunBar(progress, "run")
+        bar.start(10)
+        bar.advance(4)
+        bar.finish("reached stop_at_accuracy")
+        (task,) = progress.tasks
+        assert task.finished and task.completed == task.total == 4 and task.stop_time is not None
+        assert "reached stop_at_accuracy" in task.fields["info"]
+
+
+def test_address_alone_on_bench_means_ray(tmp_path, monkeypatch, capsys):
+    import mad_bench.execute as ex
+
+    seen = {}
+
+    def fake(kind, **kw):
+        seen["kind"] = kind
+        raise ValueError("stop here")
+    monkeypatch.setattr(ex, "make_executor", fake)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    args = ["bench", str(spec), "--suite", "smoke", "--tasks", "compression", "--results", str(tmp_path / "r")]
+    assert main(args + ["--address", "127.0.0.1:1"]) == 2 and seen["kind"] == "ray"
+    capsys.readouterr()
+    assert main(args + ["--address", "127.0.0.1:1", "--executor", "local"]) == 2
+    out = capsys.readouterr()
+    assert "--executor ray" in out.err and "run(s)" not in out.out  # said before the plan

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -35,6 +36,22 @@ def _executor(args, default: str = "local"):
     return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
                          address=args.address, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, device=args.device)
+
+
+@contextlib.contextmanager
+def _interrupts(study, n_trials: int, args):
+    """Ctrl-C while trials run: one line (trials finished, where, how to resume), exit 130.
+    Trials left running are re-queued by ``--resume``."""
+    from ..interrupts import Interrupted
+    from .study import count_done
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        where = args.storage or str(Path(args.results) / study.study_name / "journal.log")
+        raise Interrupted(f"interrupted: study {study.study_name} has {count_done(study)} of {n_trials} "
+                          f"trial(s) finished, stored in {where}; add --resume to the same command to "
+                          f"go on (trials cut short run again)") from None
 
 
 def _work(study, n_trials: int, per_trial: list, args) -> None:
@@ -134,7 +151,7 @@ def cmd_tune(args) -> int:
 
     store = ResultsStore(results)
     _work(study, n_trials, [RunRequest(spec, setting, setting.training)], args)
-    with _executor(args) as ex:
+    with _interrupts(study, n_trials, args), _executor(args) as ex:
         _log(f"tune {spec.name} on {setting.task} [{setting.setting_id}]: {n_trials} trial(s), "
              f"sampler {config['sampler']}, pruner {config['pruner']}, {ex.describe()}, study {name}")
         counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=args.max_retries, log=_log)
@@ -237,7 +254,7 @@ def cmd_search(args) -> int:
     except Exception:  # noqa: BLE001 - the estimate only; a bad base shows up as pruned trials
         per_trial = []
     _work(study, n_trials, per_trial, args)
-    with _executor(args) as ex:
+    with _interrupts(study, n_trials, args), _executor(args) as ex:
         _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
              f"{n_trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
              f"{ex.describe()}, study {name}")
