@@ -297,7 +297,9 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
         table.add_row(lb.info.loc[key, "spec"], *[lb.cell_text(key, col) for col in lb.columns])
     console.print(table)
     if not lb.complete:
-        console.print(LEGEND)
+        console.print(LEGEND, markup=False)  # "[n]" is text, not rich markup
+    for note in lb.notes:
+        console.print(f"note: {note}", markup=False)
     n_failed = int((frame["status"] == "failed").sum())
     if n_failed:
         console.print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")

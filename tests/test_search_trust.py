@@ -1,5 +1,7 @@
 """Search and tune a user can trust: a crashed trial is a failure (never a 0 that can win), the
 default journal storage is read by plot / report, and --resume keeps the study's target."""
+import json
+
 import optuna
 import pytest
 import yaml
@@ -154,3 +156,69 @@ def test_address_alone_on_bench_means_ray(tmp_path, monkeypatch, capsys):
     assert main(args + ["--address", "127.0.0.1:1", "--executor", "local"]) == 2
     out = capsys.readouterr()
     assert "--executor ray" in out.err and "run(s)" not in out.out  # said before the plan
+
+
+def _row(spec, primitives, acc, suite="smoke", task="in-context-recall", setting="baseline", **extra):
+    return {"spec": spec, "spec_hash": spec + "-h", "primitives": primitives, "params": 100,
+            "suite": suite, "task": task, "setting": setting, "vocab_size": 16, "seq_len": 16,
+            "num_train_examples": 64, "num_test_examples": 32, "lr": 1e-3, "weight_decay": 0.0,
+            "seed": 0, "status": "ok", "test_acc": acc, "test_acc_macro": acc,
+            "created_at": "2026-01-01T00:00:00+00:00", **extra}
+
+
+def test_rows_of_a_changed_setting_are_left_out_with_a_note():
+    import pandas as pd
+    from mad_bench.results.leaderboard import build_leaderboard
+
+    # smoke's in-context-recall baseline is vocab 16, seq 16 today; 'old' was made at seq 48
+    frame = pd.DataFrame([_row("new", "attention+swiglu x2", 0.5),
+                          _row("old", "short-conv+swiglu x2", 0.9, seq_len=48)])
+    lb = build_leaderboard(frame, by="task")
+    assert list(lb.info["spec"]) == ["new"]
+    assert len(lb.notes) == 1 and "seq_len 48 -> 16" in lb.notes[0] and "1 row(s)" in lb.notes[0]
+    assert "seq_len 48 -> 16" in lb.render("md") and "seq_len 48" in json.loads(lb.render("json"))["notes"][0]
+    # a suite that does not load by name: the newest setting_hash of a setting wins
+    frame = pd.DataFrame([_row("a", "attention", 0.5, suite="mine", setting_hash="h1"),
+                          _row("b", "attention", 0.7, suite="mine", setting_hash="h2",
+                               created_at="2026-02-01T00:00:00+00:00")])
+    assert list(build_leaderboard(frame).info["spec"]) == ["b"]
+
+
+def test_rows_carry_their_setting_hash():
+    from mad_bench.suite import expand, load_suite
+
+    a, b = expand(load_suite("smoke"), tasks=["in-context-recall"])[:1] * 2
+    c = expand(load_suite("smoke"), tasks=["in-context-recall"], overrides={"seq_len": 32})[0]
+    assert a.setting_hash() == b.setting_hash() != c.setting_hash()
+
+
+def test_by_primitive_derives_the_mixer_of_rows_without_the_column():
+    import pandas as pd
+    from mad_bench.results.leaderboard import build_leaderboard
+
+    frame = pd.DataFrame([_row("t", "attention+swiglu x2", 0.9), _row("s", "short-conv+swiglu x2", 0.4),
+                          _row("m", "swiglu x4", 0.1)])
+    lb = build_leaderboard(frame, by="primitive")
+    assert list(lb.info["mixer"]) == ["attention", "short-conv", "(none)"] and not lb.notes
+
+
+def test_failed_only_heatmap_cell_is_marked(tmp_path):
+    import pandas as pd
+    from mad_bench.results.plots import heatmap
+
+    frame = pd.DataFrame([_row("ok", "attention", 0.9),
+                          {**_row("bad", "short-conv", float("nan")), "status": "failed", "error": "x"}])
+    fig = heatmap(frame)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+    assert "✗1" in texts and any("only failed runs" in t for t in texts)
+    assert not any(t.startswith("*") for t in texts)
+
+
+def test_bench_legend_keeps_brackets(capsys):
+    import pandas as pd
+    from mad_bench.cli import _print_scores
+
+    frame = pd.DataFrame([_row("a", "attention", 0.9),
+                          _row("b", "attention", 0.5, task="compression", vocab_size=16, seq_len=8)])
+    _print_scores(frame, "smoke", "test_acc_macro")
+    assert "[n] runs behind the cell" in capsys.readouterr().out

@@ -33,6 +33,7 @@ from .aggregate import (METRICS, failed_runs, mad_scores, run_scores, scored_run
                         task_scores)
 
 from .choices import BY, FORMATS
+from .settings import derive_mixers, drop_stale
 
 MAD_COLUMN = "MAD score"
 UNKNOWN_MIXER = "(unknown)"
@@ -62,7 +63,7 @@ def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, 
     if rows.empty:
         raise ValueError(f"no results for suite {suite!r} in the store "
                          f"(it holds: {', '.join(suites) or 'nothing'})")
-    return rows.reset_index(drop=True), suite
+    return drop_stale(rows.reset_index(drop=True)), suite
 
 
 def _check_metric(metric: str) -> None:
@@ -86,6 +87,7 @@ class Leaderboard:
     columns: list[str]
     cells: pd.DataFrame
     info_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # rows left out (stale settings), said below
 
     # -- views ---------------------------------------------------------------------------
     def cell(self, key, column) -> dict | None:
@@ -173,6 +175,7 @@ class Leaderboard:
                 cells.append(f"**{t}**" if self.is_best(key, col) else t)
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Bold: best in its column. {_md_escape(LEGEND)}."]
+        lines += [f"Note: {_md_escape(n)}." for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -203,7 +206,8 @@ class Leaderboard:
 
     def to_json(self) -> str:
         return json.dumps({"suite": self.suite, "metric": self.metric, "by": self.by,
-                           "columns": self.columns, "rows": self.to_records()}, indent=2)
+                           "columns": self.columns, "rows": self.to_records(), "notes": self.notes},
+                          indent=2)
 
     def to_html(self, full_page: bool = False) -> str:
         e = _html.escape
@@ -225,6 +229,7 @@ class Leaderboard:
                 tds.append(f'<td title="{e(title)}"{cls}>{text}</td>')
             out.append("<tr>" + "".join(tds) + "</tr>")
         out += ["</tbody>", "</table>", f'<p class="legend">Bold: best in its column. {e(LEGEND)}.</p>']
+        out += [f'<p class="legend">Note: {e(n)}.</p>' for n in self.notes]
         body = "\n".join(out)
         if not full_page:
             return body + "\n"
@@ -402,10 +407,11 @@ def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
     params = pd.to_numeric((ok if not ok.empty else frame).get("params", pd.Series(dtype=float)),
                            errors="coerce")
     src = (ok if not ok.empty else frame).assign(_params=params)
+    frame = frame.assign(mixer=derive_mixers(frame))  # rows older than the column: from primitives
     info = (frame.groupby("spec_hash", dropna=False)
                  .agg(spec=("spec", "first"),
                       primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
-                      mixer=("mixer", "first") if "mixer" in frame else ("spec", lambda s: None))
+                      mixer=("mixer", "first"))
                  .join(src.groupby("spec_hash", dropna=False)["_params"].min().rename("params")))
     dup = info["spec"].duplicated(keep=False)
     info.loc[dup, "spec"] = info.loc[dup, "spec"] + " (" + info.index[dup].astype(str).str[:8] + ")"
@@ -421,6 +427,10 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
         raise ValueError(f"--by {by!r} is not valid (valid: {', '.join(BY)})")
     _check_metric(metric)
     frame, suite = select_suite(frame, suite)
+    notes = list(frame.attrs.get("notes", []))
+    if by == "primitive" and (frame.assign(mixer=derive_mixers(frame))["mixer"].isna()).any():
+        notes.append(f"{UNKNOWN_MIXER}: rows without a mixer column whose primitives are not all "
+                     "registered (re-run them to record it)")
     info = spec_info(frame)
     if by in ("task", "setting"):
         cells, columns, mad = spec_cells(frame, metric, by)
@@ -431,7 +441,7 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
         unscored = [k for k in info.index if k not in set(ranked["spec_hash"])]  # only failed runs
         info = info.loc[list(ranked["spec_hash"]) + unscored]
         return Leaderboard(suite, metric, by, "spec", info, columns, cells,
-                           info_columns=["spec", "params", "primitives"])
+                           info_columns=["spec", "params", "primitives"], notes=notes)
 
     # by primitive: group specs by their sequence mixer(s)
     cells, columns, mad = spec_cells(frame, metric, "task")
@@ -457,4 +467,4 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
     ginfo = (pd.DataFrame(ginfo).sort_values("_mad", ascending=False, na_position="last")
              .set_index("key", drop=False))
     return Leaderboard(suite, metric, by, "mixer", ginfo, columns, grouped,
-                       info_columns=["mixer", "specs", "best spec", "members"])
+                       info_columns=["mixer", "specs", "best spec", "members"], notes=notes)

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global backend state
 
 from .aggregate import mad_scores, setting_scores, task_scores
-from .leaderboard import MAD_COLUMN, build_leaderboard, select_suite, spec_info
+from .leaderboard import FAILED, MAD_COLUMN, build_leaderboard, select_suite, spec_info
 
 KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state")
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -71,12 +71,16 @@ def heatmap(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_a
     cols = lb.columns
     data = np.full((len(keys), len(cols)), np.nan)
     flags = np.zeros_like(data, dtype=bool)
+    failed = np.zeros_like(data, dtype=int)     # failed runs behind a cell without a score
     for i, k in enumerate(keys):
         for j, c in enumerate(cols):
             cell = lb.cell(k, c)
             if cell is not None:
                 data[i, j] = cell["score"]
-                flags[i, j] = not (cell["grid_complete"] and cell["covered"])
+                if np.isnan(data[i, j]):
+                    failed[i, j] = int(cell.get("n_failed") or 0)
+                else:
+                    flags[i, j] = not (cell["grid_complete"] and cell["covered"])
     w = max(5.0, 1.2 * len(cols) + 2.5)
     h = max(2.5, 0.45 * len(keys) + 1.6)
     fig = Figure(figsize=(w, h), layout="constrained")
@@ -93,11 +97,16 @@ def heatmap(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_a
                 v = data[i, j]
                 ax.text(j, i, f"{v:.2f}" + ("*" if flags[i, j] else ""), ha="center", va="center",
                         fontsize=9, color="black" if v > 0.6 else "white")
+            elif failed[i, j]:
+                ax.text(j, i, f"{FAILED}{failed[i, j]}", ha="center", va="center", fontsize=9,
+                        color="#b00020")
     if len(cols) > 1:  # separate the MAD score column
         ax.axvline(len(cols) - 1.5, color="white", linewidth=3)
     fig.colorbar(im, ax=ax, label=label(metric), shrink=0.9)
-    if flags.any():
-        fig.text(0.01, 0.0, "* partial lr x wd grid or missing settings", fontsize=8, va="bottom")
+    notes = (["* partial lr x wd grid or missing settings"] if flags.any() else []) + (
+        [f"{FAILED}n: only failed runs (n), not scored"] if failed.any() else [])
+    if notes:
+        fig.text(0.01, 0.0, "; ".join(notes), fontsize=8, va="bottom")
     return fig
 
 
