@@ -36,6 +36,25 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """Unknown options name the subcommand's help (``madbench tune --help``), not the top's."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(ns, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            hint = TRAINING_FLAG_HINTS.get(command, "") if any(
+                e.split("=")[0] in ("--lr", "--wd") for e in extras) else ""
+            self.exit(2, f"error: unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)"
+                         f"{hint}\n")
+        return ns
+
+
+TRAINING_FLAG_HINTS = {
+    "tune": "; tune samples lr and weight decay itself: set their ranges in a --space file "
+            "(default: lr-wd), or train one point with `madbench run SPEC --lr X --wd Y`",
+    "search": "; search takes training ranges from its space's `training` section",
+}
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""

@@ -222,3 +222,47 @@ def test_bench_legend_keeps_brackets(capsys):
                           _row("b", "attention", 0.5, task="compression", vocab_size=16, seq_len=8)])
     _print_scores(frame, "smoke", "test_acc_macro")
     assert "[n] runs behind the cell" in capsys.readouterr().out
+
+
+def test_small_things_a_user_sees(capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mad_bench.cli import build_parser
+
+    # an option the command lacks points to that command's help, with what to do instead
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["tune", "x.yaml", "--task", "compression", "--lr", "-1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "`madbench tune --help`" in err and "--space" in err
+    # help shows what --trials, --population and report --out default to / are
+    sub = build_parser()._subparsers._group_actions[0].choices
+    helps = {(c, a.dest): a.help for c in ("search", "tune", "report") for a in sub[c]._actions}
+    assert "default: 20" in helps[("search", "trials")] and "stored" in helps[("tune", "trials")]
+    assert "default: 8" in helps[("search", "population")]
+    assert "HTML file to write" in helps[("report", "out")]
+    # a study's folder under results/ is git-ignored; the shipped reference rows are not
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    run = lambda p: subprocess.run(["git", "check-ignore", "-q", p], cwd=root).returncode  # noqa: E731
+    assert run("results/my-study/journal.log") == 0 and run("results/reference-cpu/runs/x.parquet") == 1
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "engine_check.py"])
+def test_benchmark_scripts_say_no_cuda_in_a_line(script, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exc:  # argparse's one-line error, not a traceback
+        module.main(["--device", "cuda"])
+    assert exc.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
