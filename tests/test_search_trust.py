@@ -266,3 +266,33 @@ def test_benchmark_scripts_say_no_cuda_in_a_line(script, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's one-line error, not a traceback
         module.main(["--device", "cuda"])
     assert exc.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_swiglu_inner_width_follows_d_model_as_mad_lab():
+    from mad_bench.spec import load_spec
+
+    # MAD-Lab's GLU: int(8 d / 3) rounded up to a multiple of 16 (hand-computed)
+    for d, inner in ((32, 96), (64, 176), (128, 352), (256, 688)):
+        assert load_spec({"name": "x", "d_model": d, "layers": ["swiglu"]}).layers[0].d_inner == inner
+    written = load_spec({"name": "x", "d_model": 32, "layers": [{"type": "swiglu", "d_inner": 352}]})
+    assert written.layers[0].d_inner == 352  # a written value is kept
+
+
+def test_spec_files_say_what_they_are():
+    import re
+    from pathlib import Path
+
+    from mad_bench.spec import load_spec
+    from mad_bench.spec.architecture import ArchitectureSpec
+
+    root = Path(__file__).resolve().parents[1]
+    swa = load_spec(root / "architectures" / "sliding-window-attention.yaml")
+    assert swa.sequence_mixers() == ["sliding-window-attention"] and swa.repeat == 2
+    # the README's "optional keys spelled out" spec is the shipped file, every optional key written
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"optional keys spelled out\):\n\n```yaml\n(.*?)```", readme, flags=re.S).group(1)
+    doc = yaml.safe_load(block)
+    assert set(ArchitectureSpec.model_fields) == set(doc)
+    shipped = load_spec(root / "architectures" / "striped-mamba-attention.yaml")
+    assert load_spec(doc).spec_hash() == shipped.spec_hash()
+    assert "issue" not in (root / "search_spaces" / "mixer-per-slot.yaml").read_text()
