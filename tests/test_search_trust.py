@@ -31,6 +31,9 @@ def test_crashed_trial_is_a_failure_never_on_the_front(tmp_path, crashing_short_
     assert "kernel cannot run here" in trials[0].user_attrs["fail_reason"]
     assert "mad_score=0" not in out and "trial 0: failed:" in out and "Pareto front:" not in out
     assert not list((tmp_path / "res" / "s").glob("pareto-*.yaml"))
+    import pandas as pd
+    frame = pd.read_csv(tmp_path / "res" / "s" / "trials.csv")
+    assert frame["mad_score"].isna().all() and frame["reason"].str.contains("kernel cannot run").all()
 
 
 def test_tune_on_a_crashing_spec_writes_no_best(tmp_path, crashing_short_conv, capsys):

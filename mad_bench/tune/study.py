@@ -306,7 +306,10 @@ def trials_frame(study: optuna.Study, objectives: list[str]):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        m = t.user_attrs.get("metrics", {})
+        m = dict(t.user_attrs.get("metrics", {}))
+        if t.state != TrialState.COMPLETE:  # a failed or pruned trial has no score (sizes stay)
+            for k in ("mad_score", "throughput"):
+                m.pop(k, None)
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      **{k: (t.values[i] if t.values else m.get(k)) for i, k in enumerate(objectives)},
                      "spec": (t.user_attrs.get("spec") or {}).get("name"),
