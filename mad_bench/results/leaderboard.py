@@ -400,14 +400,15 @@ def _with_failed(rows: list[dict], frame: pd.DataFrame, by: str) -> pd.DataFrame
     return cells.assign(n_failed=[counts.get(kc, 0) for kc in zip(cells["key"], cells["column"])])
 
 
-def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
+def spec_info(frame: pd.DataFrame, derive_mixer: bool = False) -> pd.DataFrame:
     """Per spec_hash: spec name (disambiguated), params, primitives summary and sequence mixer
-    (the rows' ``mixer`` column, written from the spec; ``(unknown)`` for rows without it)."""
+    (the rows' ``mixer`` column, written from the spec; rows without it: derived from their
+    primitives with ``derive_mixer`` (imports the registry), else ``(unknown)``)."""
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     params = pd.to_numeric((ok if not ok.empty else frame).get("params", pd.Series(dtype=float)),
                            errors="coerce")
     src = (ok if not ok.empty else frame).assign(_params=params)
-    frame = frame.assign(mixer=derive_mixers(frame))  # rows older than the column: from primitives
+    frame = frame.assign(mixer=derive_mixers(frame) if derive_mixer else frame.get("mixer"))
     info = (frame.groupby("spec_hash", dropna=False)
                  .agg(spec=("spec", "first"),
                       primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
@@ -428,10 +429,10 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
     _check_metric(metric)
     frame, suite = select_suite(frame, suite)
     notes = list(frame.attrs.get("notes", []))
-    if by == "primitive" and (frame.assign(mixer=derive_mixers(frame))["mixer"].isna()).any():
+    info = spec_info(frame, derive_mixer=by == "primitive")
+    if by == "primitive" and (info["mixer"] == UNKNOWN_MIXER).any():
         notes.append(f"{UNKNOWN_MIXER}: rows without a mixer column whose primitives are not all "
                      "registered (re-run them to record it)")
-    info = spec_info(frame)
     if by in ("task", "setting"):
         cells, columns, mad = spec_cells(frame, metric, by)
         # complete specs first (a score over fewer tasks is not comparable), then by MAD score

@@ -5,7 +5,8 @@ Each row carries its setting's task variables as columns and, since rows had it,
 ``setting_hash`` (:meth:`mad_bench.suite.Setting.setting_hash`). A row is stale when its
 (suite, task, setting) is one of a suite that still loads and its variables differ from the
 suite's today; for a suite that does not load (a YAML file elsewhere), when newer rows of the
-same (suite, task, setting) carry another ``setting_hash``. Stale rows are left out of
+same (suite, task, setting) carry another ``setting_hash``. Against a shipped suite, the
+variables its YAML writes are compared (read as text: no torch for a reader of the store). Stale rows are left out of
 leaderboards, plots and reports, with a note saying what changed.
 """
 from __future__ import annotations
@@ -16,15 +17,35 @@ import pandas as pd
 
 
 def _current_settings(suite: str) -> dict[tuple[str, str], dict] | None:
-    """(task, setting id) -> today's variables of a suite that loads by name; None otherwise."""
-    from ..spec.errors import SpecError
-    from ..suite import expand, load_suite
+    """(task, setting id) -> the variables a shipped suite writes today for that setting
+    (baseline plus the change), read from its YAML without building tasks (a reader of the
+    store does not import torch); None for a suite that is not shipped under that name."""
+    import yaml
 
-    try:
-        settings = expand(load_suite(suite))
-    except (SpecError, ValueError, FileNotFoundError, OSError):
+    from ..shipped import shipped_file
+
+    path = shipped_file(suite, "tasks")
+    if not path.is_file():
         return None
-    return {(s.task, s.setting_id): s.variables() for s in settings}
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(doc, dict) or doc.get("name") != suite or not isinstance(doc.get("tasks"), dict):
+        return None
+    out: dict[tuple[str, str], dict] = {}
+    for task, entry in doc["tasks"].items():
+        if not isinstance(entry, dict):
+            continue
+        base = dict(entry.get("baseline") or {})
+        out[(task, "baseline")] = base
+        for key, values in (entry.get("changes") or {}).items():
+            for v in values or []:
+                out[(task, f"{key}={v}")] = {**base, key: v}
+        for extra in entry.get("settings") or []:
+            change = {k: v for k, v in extra.items() if k != "training"}
+            out[(task, ",".join(f"{k}={v}" for k, v in change.items()))] = {**base, **change}
+    return out
 
 
 def _same(a, b) -> bool:
