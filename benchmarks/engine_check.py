@@ -71,7 +71,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    dev = resolve_device(args.device)
+    try:
+        dev = resolve_device(args.device)
+    except ValueError as exc:  # --device cuda on a machine without one: a line, not a traceback
+        ap.error(str(exc))
     archs = args.archs or sorted(p.stem for p in (ROOT / "architectures").glob("*.yaml"))
     suite = load_suite("mad")
     baselines = {s.task: s for s in expand(suite, args.tasks, baseline_only=True)}

@@ -335,7 +335,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     elif args.quick and args.device == "cpu":
         torch.set_num_threads(1)  # tiny ops: threads only contend (and CI machines are shared)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:  # --device cuda on a machine without one: a line, not a traceback
+        ap.error(str(exc))
     options = EngineOptions(mode=args.mode, capture=not args.no_capture, compact=not args.no_compact)
 
     if args.confirm:

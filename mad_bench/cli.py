@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .interrupts import EXIT_CODE, Interrupted
 from .spec import SpecError
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -17,6 +19,8 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 
 class UsageError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
 
 
 DESCRIPTION = """Declarative architecture search and benchmarking for sequence models: write an
@@ -31,6 +35,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """Unknown options name the subcommand's help (``madbench tune --help``), not the top's."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(ns, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            hint = TRAINING_FLAG_HINTS.get(command, "") if any(
+                e.split("=")[0] in ("--lr", "--wd") for e in extras) else ""
+            self.exit(2, f"error: unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)"
+                         f"{hint}\n")
+        return ns
+
+
+TRAINING_FLAG_HINTS = {
+    "tune": "; tune samples lr and weight decay itself: set their ranges in a --space file "
+            "(default: lr-wd), or train one point with `madbench run SPEC --lr X --wd Y`",
+    "search": "; search takes training ranges from its space's `training` section",
+}
 
 
 def positive_int(text: str) -> int:
@@ -191,12 +214,18 @@ def _resolve_grid(grid, settings):
             for lr, wd in grid]
 
 
+def _executor_kind(args) -> None:
+    """``--address`` alone means Ray (as for tune / search); with ``--executor local`` it is an
+    error, said before any plan is printed."""
+    if args.address and args.executor == "local":
+        raise UsageError("--address names a Ray cluster: use it with --executor ray (or alone)")
+    args.executor = args.executor or ("ray" if args.address else "local")
+
+
 def _execute(requests, args, title: str):
-    from .execute import make_executor
     from .execute.jobs import job_groups
-    from .progress import RunBar, make_progress
     from .results import ResultsStore
-    from .runner import execute, pending, resolve_engine
+    from .runner import pending, resolve_engine
     from .train.core import resolve_device
     from .workload import describe as describe_workload
 
@@ -209,6 +238,24 @@ def _execute(requests, args, title: str):
     engine = resolve_engine(args.engine, args.device)
     todo, _ = pending(requests, store, args.force)
     jobs = job_groups(todo, engine)
+    landed: list[str] = []
+    try:
+        return _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed)
+    except KeyboardInterrupt:
+        in_store = sum(store.has_result(r.key) for r in requests)
+        raise Interrupted(f"interrupted: {len(landed)} run(s) landed in {store.root} this time, "
+                          f"{in_store} of {len(requests)} in the store; run the same command again "
+                          f"to go on (stored runs are skipped)") from None
+
+
+def _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed):
+    from .execute import make_executor
+    from .progress import RunBar, make_progress
+    from .runner import execute
+    from .train.core import resolve_device
+    from .workload import describe as describe_workload
+
+    bars: dict[str, RunBar] = {}
     # local: one worker per GPU slot on GPUs, else one in this process (None: a thread if one)
     with make_executor(args.executor, parallel=args.workers, in_process=None,
                        address=args.address, cpus_per_trial=args.cpus_per_trial,
@@ -224,12 +271,16 @@ def _execute(requests, args, title: str):
         overall = progress.add_task(title, total=len(requests), info="")
 
         def on_row(req, row, done, total):
+            landed.append(req.key)
+            if req.key in bars:  # a run that stopped early: its bar ends full, its clock stops
+                bars.pop(req.key).finish(row.get("stop_reason") or row.get("status"))
             acc = row.get(metric)
             progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
                             + (f" {metric}={acc:.3f}" if isinstance(acc, float) else ""))
 
         def bar(req):
-            return RunBar(progress, req.describe())
+            bars[req.key] = RunBar(progress, req.describe())
+            return bars[req.key]
 
         rows, skipped = execute(requests, store, device=args.device, force=args.force,
                                 on_row=on_row, progress_factory=bar, engine=engine,
@@ -242,6 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import plan
     from .spec import load_spec
 
+    _executor_kind(args)
     spec = load_spec(args.spec)
     suite, settings = _settings_from_args(args, baseline_only=True)
     grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=False), settings)
@@ -272,7 +324,9 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
         table.add_row(lb.info.loc[key, "spec"], *[lb.cell_text(key, col) for col in lb.columns])
     console.print(table)
     if not lb.complete:
-        console.print(LEGEND)
+        console.print(LEGEND, markup=False)  # "[n]" is text, not rich markup
+    for note in lb.notes:
+        console.print(f"note: {note}", markup=False)
     n_failed = int((frame["status"] == "failed").sum())
     if n_failed:
         console.print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")
@@ -282,6 +336,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .runner import plan
     from .spec import load_spec
 
+    _executor_kind(args)
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
     specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
@@ -346,8 +401,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="auto (default): ensemble on a GPU, plain elsewhere; plain: one run at a time; "
                         "ensemble: the lr x wd grid of a setting trained as one batched model (same "
                         "results per run, 3-5x the throughput on a GPU)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local processes (default) or Ray tasks (with --address: a cluster)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="local processes or Ray tasks (default: local; ray with --address)")
     p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -433,6 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_device(getattr(args, "device", None))
         return args.func(args)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted", file=sys.stderr)
+        if argv is None:  # the program: end now, before threads still in torch meet its teardown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_CODE)
+        return EXIT_CODE
     except SpecError as exc:
         for line in exc.format().splitlines():
             print(f"error: {line}", file=sys.stderr)

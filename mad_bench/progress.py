@@ -41,5 +41,16 @@ class RunBar:
                                       else f"{LABELS.get(k, k)}={v}" for k, v in info.items())
         self.progress.update(self.task, advance=n, **fields)
 
+    def finish(self, why: str | None = None) -> None:
+        """The run landed: the bar ends full at the steps it ran (a run that stopped early does
+        not stay part-filled) and its clock stops."""
+        task = next((t for t in self.progress.tasks if t.id == self.task), None)
+        if task is None:
+            return
+        done = task.completed
+        fields = {"info": f"{task.fields.get('info', '')} ({why})".strip()} if why and why != "completed" else {}
+        self.progress.update(self.task, total=done or 1, completed=done or 1, **fields)
+        self.progress.stop_task(self.task)
+
     def close(self) -> None:
         self.progress.remove_task(self.task)

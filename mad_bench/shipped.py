@@ -21,15 +21,21 @@ def shipped_dir(folder: str) -> Path:
 
 
 def shipped_file(path: str | Path, folder: str) -> Path:
-    """``path`` if it exists; else the shipped file it names (``transformer``,
-    ``transformer.yaml`` or ``architectures/transformer.yaml`` run from another directory)."""
+    """``path`` if it exists; else the shipped file it names, nested folders included:
+    ``transformer``, ``transformer.yaml``, ``architectures/transformer.yaml``,
+    ``zoology/based``, ``zoology/based.yaml`` or ``architectures/zoology/based.yaml`` run from
+    another directory."""
     path = Path(path)
     if path.exists() or path.is_absolute():
         return path
-    if path.parent not in (Path("."), Path(folder)):
+    parts = path.parts
+    if parts and parts[0] == folder:  # the checkout's relative path: drop the folder's name
+        parts = parts[1:]
+    if not parts or ".." in parts:
         return path
     base = shipped_dir(folder)
-    for cand in (base / path.name, base / f"{path.name}.yaml"):
+    rel = Path(*parts)
+    for cand in (base / rel, base / rel.with_name(f"{rel.name}.yaml")):
         if cand.is_file():
             return cand
     return path

@@ -86,6 +86,15 @@ class Setting:
     def variables(self) -> dict[str, Any]:
         return self.task_setting.model_dump(exclude={"task"})
 
+    def setting_hash(self) -> str:
+        """Identity of the task setting (task and every variable): rows carry it, so rows of a
+        setting that has since changed are told apart from today's (``results.settings``)."""
+        import hashlib
+        import json
+
+        blob = json.dumps({"task": self.task, "setting": self.variables()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
 
 def _check_keys(task: str, keys, where: str) -> list[tuple[str, str]]:
     fields = set(TASKS[task].model_fields) - {"task"}

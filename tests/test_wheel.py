@@ -52,9 +52,23 @@ def test_installed_package_finds_them_from_another_directory(wheel, tmp_path):
         "assert all(str(shipped_dir(f)).startswith(sys.argv[1]) for f in ('tasks', 'architectures', 'search_spaces'))\n"
         "assert load_suite('mad-quick').name == 'mad-quick'\n"
         "assert load_space('search_spaces/mixer-per-slot.yaml').name == 'mixer-per-slot'\n"
-        "sys.exit(main(['validate', 'architectures/transformer.yaml', 'mamba']))\n")
+        "sys.exit(main(['validate', 'architectures/transformer.yaml', 'mamba',\n"
+        "               'architectures/zoology/based.yaml', 'zoology/based.yaml', 'zoology/based']))\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-c", code, str(site)], cwd=elsewhere, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "architectures/transformer.yaml: ok" in proc.stdout and "mamba: ok" in proc.stdout
+    for name in ("architectures/zoology/based.yaml", "zoology/based.yaml", "zoology/based"):
+        assert f"{name}: ok" in proc.stdout, proc.stdout  # nested shipped specs by name
+
+
+def test_nested_shipped_specs_resolve_from_another_directory(tmp_path, monkeypatch):
+    from mad_bench.shipped import shipped_dir, shipped_file
+
+    monkeypatch.chdir(tmp_path)
+    want = shipped_dir("architectures") / "zoology" / "based.yaml"
+    for name in ("architectures/zoology/based.yaml", "zoology/based.yaml", "zoology/based"):
+        assert shipped_file(name, "architectures") == want, name
+    assert shipped_file("based", "architectures") == shipped_dir("architectures") / "based.yaml"
+    assert shipped_file("zoology/nope", "architectures") == tmp_path.joinpath("zoology/nope").relative_to(tmp_path)

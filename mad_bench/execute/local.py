@@ -221,9 +221,17 @@ class LocalExecutor(Executor):
                 pass
 
     def close(self) -> None:
-        for job, proc, conn in list(self._procs.values()):
-            proc.kill()
-            proc.join(timeout=5)
-            conn.close()
+        """Stop the workers still running (the driver is done or was interrupted): SIGTERM,
+        then SIGKILL for one that has not ended within 2 s; every one is joined."""
+        procs = list(self._procs.values())
         self._procs.clear()
         self._waiting.clear()
+        for _, proc, _ in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for _, proc, conn in procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+            conn.close()

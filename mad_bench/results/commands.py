@@ -51,7 +51,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
     frame = None if args.kind == "search-history" else load_store(args.results)
     fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
-                    storage=args.storage, x=args.x, corpus=args.corpus)
+                    storage=args.storage, x=args.x, corpus=args.corpus, results=args.results)
     if args.kind == "proxy":
         from .plots import proxy_points, spearman
 
@@ -74,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.study:
         from .plots import load_study, search_history
 
-        extra.append((f"Search history: {args.study}", search_history(load_study(args.study, args.storage))))
+        extra.append((f"Search history: {args.study}", search_history(load_study(args.study, args.storage, args.results))))
     path = write_report(load_store(args.results), args.out, suite=args.suite, metric=args.metric,
                         source=str(args.results), extra_figures=extra)
     print(f"wrote {path}")
@@ -107,15 +107,20 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
     p.add_argument("--x", default="params",
                    help="pareto: the x axis, 'params' or any numeric results column (default: params)")
-    p.add_argument("--study", default=None, help="search-history: Optuna study name")
-    p.add_argument("--storage", default=None, help="search-history: Optuna storage URL (sqlite:///x.db)")
+    p.add_argument("--study", default=None, help="search-history: the study's name (as tune / search printed it)")
+    p.add_argument("--storage", default=None,
+                   help="search-history: Optuna storage, RDB URL (sqlite:///x.db) or journal file "
+                        "(default: RESULTS/<study>/journal.log, where tune / search write it)")
     p.add_argument("--corpus", default=None,
                    help="proxy: the lm rows' corpus (needed when they cover several)")
     p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser("report", help="one self-contained HTML page: leaderboards and plots")
     _common(p)
-    p.add_argument("--out", required=True, help="report.html")
+    p.add_argument("--out", required=True, metavar="FILE.html",
+                   help="the HTML file to write (one self-contained page), e.g. report.html")
     p.add_argument("--study", default=None, help="also embed this Optuna study's history")
-    p.add_argument("--storage", default=None, help="Optuna storage URL for --study")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage of --study: RDB URL or journal file (default: "
+                        "RESULTS/<study>/journal.log)")
     p.set_defaults(func=cmd_report)

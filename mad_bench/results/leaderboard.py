@@ -33,6 +33,7 @@ from .aggregate import (METRICS, failed_runs, mad_scores, run_scores, scored_run
                         task_scores)
 
 from .choices import BY, FORMATS
+from .settings import derive_mixers, drop_stale
 
 MAD_COLUMN = "MAD score"
 UNKNOWN_MIXER = "(unknown)"
@@ -73,7 +74,7 @@ def select_suite(frame: pd.DataFrame, suite: str | None) -> tuple[pd.DataFrame, 
     if rows.empty:
         raise ValueError(f"no results for suite {suite!r} in the store "
                          f"(it holds: {', '.join(suites) or 'nothing'})")
-    return rows.reset_index(drop=True), suite
+    return drop_stale(rows.reset_index(drop=True)), suite
 
 
 def _check_metric(metric: str) -> None:
@@ -97,6 +98,7 @@ class Leaderboard:
     columns: list[str]
     cells: pd.DataFrame
     info_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # rows left out (stale settings), said below
 
     # -- views ---------------------------------------------------------------------------
     def cell(self, key, column) -> dict | None:
@@ -184,6 +186,7 @@ class Leaderboard:
                 cells.append(f"**{t}**" if self.is_best(key, col) else t)
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Bold: best in its column. {_md_escape(LEGEND)}."]
+        lines += [f"Note: {_md_escape(n)}." for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -214,7 +217,8 @@ class Leaderboard:
 
     def to_json(self) -> str:
         return json.dumps({"suite": self.suite, "metric": self.metric, "by": self.by,
-                           "columns": self.columns, "rows": self.to_records()}, indent=2)
+                           "columns": self.columns, "rows": self.to_records(), "notes": self.notes},
+                          indent=2)
 
     def to_html(self, full_page: bool = False) -> str:
         e = _html.escape
@@ -236,6 +240,7 @@ class Leaderboard:
                 tds.append(f'<td title="{e(title)}"{cls}>{text}</td>')
             out.append("<tr>" + "".join(tds) + "</tr>")
         out += ["</tbody>", "</table>", f'<p class="legend">Bold: best in its column. {e(LEGEND)}.</p>']
+        out += [f'<p class="legend">Note: {e(n)}.</p>' for n in self.notes]
         body = "\n".join(out)
         if not full_page:
             return body + "\n"
@@ -406,17 +411,19 @@ def _with_failed(rows: list[dict], frame: pd.DataFrame, by: str) -> pd.DataFrame
     return cells.assign(n_failed=[counts.get(kc, 0) for kc in zip(cells["key"], cells["column"])])
 
 
-def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
+def spec_info(frame: pd.DataFrame, derive_mixer: bool = False) -> pd.DataFrame:
     """Per spec_hash: spec name (disambiguated), params, primitives summary and sequence mixer
-    (the rows' ``mixer`` column, written from the spec; ``(unknown)`` for rows without it)."""
+    (the rows' ``mixer`` column, written from the spec; rows without it: derived from their
+    primitives with ``derive_mixer`` (imports the registry), else ``(unknown)``)."""
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     params = pd.to_numeric((ok if not ok.empty else frame).get("params", pd.Series(dtype=float)),
                            errors="coerce")
     src = (ok if not ok.empty else frame).assign(_params=params)
+    frame = frame.assign(mixer=derive_mixers(frame) if derive_mixer else frame.get("mixer"))
     info = (frame.groupby("spec_hash", dropna=False)
                  .agg(spec=("spec", "first"),
                       primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
-                      mixer=("mixer", "first") if "mixer" in frame else ("spec", lambda s: None))
+                      mixer=("mixer", "first"))
                  .join(src.groupby("spec_hash", dropna=False)["_params"].min().rename("params")))
     dup = info["spec"].duplicated(keep=False)
     info.loc[dup, "spec"] = info.loc[dup, "spec"] + " (" + info.index[dup].astype(str).str[:8] + ")"
@@ -432,7 +439,11 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
         raise ValueError(f"--by {by!r} is not valid (valid: {', '.join(BY)})")
     _check_metric(metric)
     frame, suite = select_suite(frame, suite)
-    info = spec_info(frame)
+    notes = list(frame.attrs.get("notes", []))
+    info = spec_info(frame, derive_mixer=by == "primitive")
+    if by == "primitive" and (info["mixer"] == UNKNOWN_MIXER).any():
+        notes.append(f"{UNKNOWN_MIXER}: rows without a mixer column whose primitives are not all "
+                     "registered (re-run them to record it)")
     if by in ("task", "setting"):
         cells, columns, mad = spec_cells(frame, metric, by)
         # complete specs first (a score over fewer tasks is not comparable), then by MAD score
@@ -442,7 +453,7 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
         unscored = [k for k in info.index if k not in set(ranked["spec_hash"])]  # only failed runs
         info = info.loc[list(ranked["spec_hash"]) + unscored]
         return Leaderboard(suite, metric, by, "spec", info, columns, cells,
-                           info_columns=["spec", "params", "primitives"])
+                           info_columns=["spec", "params", "primitives"], notes=notes)
 
     # by primitive: group specs by their sequence mixer(s)
     cells, columns, mad = spec_cells(frame, metric, "task")
@@ -468,4 +479,4 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
     ginfo = (pd.DataFrame(ginfo).sort_values("_mad", ascending=False, na_position="last")
              .set_index("key", drop=False))
     return Leaderboard(suite, metric, by, "mixer", ginfo, columns, grouped,
-                       info_columns=["mixer", "specs", "best spec", "members"])
+                       info_columns=["mixer", "specs", "best spec", "members"], notes=notes)

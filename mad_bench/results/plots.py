@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global backend state
 
 from .aggregate import mad_scores, setting_scores, task_scores
-from .leaderboard import MAD_COLUMN, build_leaderboard, select_suite, spec_info, synthetic_rows
+from .leaderboard import FAILED, MAD_COLUMN, build_leaderboard, select_suite, spec_info, synthetic_rows
 
 KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state", "proxy")
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -71,12 +71,16 @@ def heatmap(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_a
     cols = lb.columns
     data = np.full((len(keys), len(cols)), np.nan)
     flags = np.zeros_like(data, dtype=bool)
+    failed = np.zeros_like(data, dtype=int)     # failed runs behind a cell without a score
     for i, k in enumerate(keys):
         for j, c in enumerate(cols):
             cell = lb.cell(k, c)
             if cell is not None:
                 data[i, j] = cell["score"]
-                flags[i, j] = not (cell["grid_complete"] and cell["covered"])
+                if np.isnan(data[i, j]):
+                    failed[i, j] = int(cell.get("n_failed") or 0)
+                else:
+                    flags[i, j] = not (cell["grid_complete"] and cell["covered"])
     w = max(5.0, 1.2 * len(cols) + 2.5)
     h = max(2.5, 0.45 * len(keys) + 1.6)
     fig = Figure(figsize=(w, h), layout="constrained")
@@ -93,11 +97,16 @@ def heatmap(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_a
                 v = data[i, j]
                 ax.text(j, i, f"{v:.2f}" + ("*" if flags[i, j] else ""), ha="center", va="center",
                         fontsize=9, color="black" if v > 0.6 else "white")
+            elif failed[i, j]:
+                ax.text(j, i, f"{FAILED}{failed[i, j]}", ha="center", va="center", fontsize=9,
+                        color="#b00020")
     if len(cols) > 1:  # separate the MAD score column
         ax.axvline(len(cols) - 1.5, color="white", linewidth=3)
     fig.colorbar(im, ax=ax, label=label(metric), shrink=0.9)
-    if flags.any():
-        fig.text(0.01, 0.0, "* partial lr x wd grid or missing settings", fontsize=8, va="bottom")
+    notes = (["* partial lr x wd grid or missing settings"] if flags.any() else []) + (
+        [f"{FAILED}n: only failed runs (n), not scored"] if failed.any() else [])
+    if notes:
+        fig.text(0.01, 0.0, "; ".join(notes), fontsize=8, va="bottom")
     return fig
 
 
@@ -425,20 +434,12 @@ def proxy(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc
 
 # -- Optuna search history ------------------------------------------------------------------
 
-def load_study(study: str, storage: str):
-    """An Optuna study from its storage URL (``sqlite:///search.db``, a journal file, ...)."""
-    try:
-        import optuna
-    except ImportError as exc:  # pragma: no cover - optuna is a dependency of search
-        raise ValueError("the search-history plot needs optuna (pip install optuna)") from exc
-    if not study or not storage:
-        raise ValueError("--kind search-history needs --study NAME and --storage URL")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ValueError(f"no study {study!r} in {storage} (studies: {', '.join(names) or 'none'})") from None
+def load_study(study: str | None, storage: str | None = None, results: str = "results"):
+    """An Optuna study: from ``storage`` (RDB URL or journal file) or, without it, the default
+    journal ``results/<study>/journal.log`` that tune / search write."""
+    from ..studies import load_study as load
+
+    return load(study, storage, results)
 
 
 def search_history(study, objective_name: str | None = None) -> Figure:
@@ -450,9 +451,10 @@ def search_history(study, objective_name: str | None = None) -> Figure:
     if not trials:
         raise ValueError(f"study {study.study_name!r} has no completed trials yet")
     directions = study.directions
-    names = list(getattr(study, "metric_names", None) or []) or (
-        [objective_name or "objective"] if len(directions) == 1
-        else [f"objective {i}" for i in range(len(directions))])
+    stored = (study.user_attrs.get("config") or {}).get("objectives") or []
+    names = ([objective_name] if objective_name else []) or list(getattr(study, "metric_names", None) or []) \
+        or (list(stored) if len(stored) == len(directions) else []) \
+        or (["objective"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))])
     fig = Figure(figsize=(6.4, 3.6 * len(directions) + 0.4), layout="constrained")
     axes = fig.subplots(len(directions), 1, squeeze=False)[:, 0]
     numbers = np.array([t.number for t in trials])
@@ -478,7 +480,7 @@ def search_history(study, objective_name: str | None = None) -> Figure:
 
 def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = None,
               metric: str = "test_acc_macro", study: str | None = None, storage: str | None = None,
-              x: str = "params", corpus: str | None = None) -> Figure:
+              x: str = "params", corpus: str | None = None, results: str = "results") -> Figure:
     if kind == "heatmap":
         return heatmap(frame, suite, metric)
     if kind == "difficulty":
@@ -486,7 +488,7 @@ def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = 
     if kind == "pareto":
         return pareto(frame, suite, metric, x=x)
     if kind == "search-history":
-        return search_history(load_study(study, storage))
+        return search_history(load_study(study, storage, results))
     if kind == "mqar":
         return mqar(frame, suite)
     if kind == "state":

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
 
+DEFAULT_TRIALS = 20
 SEARCH_SAMPLERS = ("tpe", "nsga2", "random")
 TUNE_SAMPLERS = ("tpe", "grid", "random", "cmaes")
 
@@ -37,6 +39,38 @@ def _executor(args, default: str = "local"):
                          jobs_per_gpu=args.jobs_per_gpu)
 
 
+@contextlib.contextmanager
+def _interrupts(study, n_trials: int, args):
+    """Ctrl-C while trials run: one line (trials finished, where, how to resume), exit 130.
+    Trials left running are re-queued by ``--resume``."""
+    from ..interrupts import Interrupted
+    from .study import count_done
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        where = args.storage or str(Path(args.results) / study.study_name / "journal.log")
+        raise Interrupted(f"interrupted: study {study.study_name} has {count_done(study)} of {n_trials} "
+                          f"trial(s) finished, stored in {where}; add --resume to the same command to "
+                          f"go on (trials cut short run again)") from None
+
+
+def _work(study, n_trials: int, per_trial: list, args) -> None:
+    """The work line before minutes of silence: trials left x runs per trial, as bench says it."""
+    from ..runner import resolve_engine
+    from ..train.core import resolve_device
+    from ..workload import describe
+    from .study import count_done
+
+    left = max(0, n_trials - count_done(study))
+    if not left or not per_trial:
+        return
+    device = resolve_device(args.device).type
+    engine = resolve_engine(args.engine, args.device)
+    _log(f"to do: {left} trial(s) x {len(per_trial)} run(s) per trial; "
+         + describe(per_trial * left, device, engine))
+
+
 def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
     from .study import best_trials, trials_frame, write_best_specs
 
@@ -48,8 +82,8 @@ def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
     _log(f"study {study.study_name}: {len(frame)} trial(s) "
          + ", ".join(f"{k} {v}" for k, v in frame["state"].value_counts().items())
          + f" (this session: {counts})")
-    title = "Pareto front" if len(objectives) > 1 else "best"
-    for t in best_trials(study, objectives):
+    for rank, t in enumerate(best_trials(study, objectives), 1):
+        title = "Pareto front" if len(objectives) > 1 else ("best" if rank == 1 else f"#{rank}")
         vals = " ".join(f"{k}={v:.4g}" for k, v in zip(objectives, t.values))
         spec = (t.user_attrs.get("spec") or {}).get("name", "")
         params = " ".join(f"{k}={v}" for k, v in t.params.items())
@@ -69,7 +103,7 @@ def cmd_tune(args) -> int:
     from ..train.config import TrainConfig
     from .objectives import parse_objectives
     from .space import load_space
-    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study
+    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study, target_trials
     from .worker import TrialJob
 
     if args.sampler not in TUNE_SAMPLERS:
@@ -85,7 +119,6 @@ def cmd_tune(args) -> int:
     setting = settings[0]
     check_backbone(spec, setting)
     grid = {"train.lr": list(suite.grid.lr), "train.weight_decay": list(suite.grid.weight_decay)}
-    n_trials = args.trials or (len(suite.grid.points()) if args.sampler == "grid" else 20)
     name = args.study or f"tune-{spec.name}-{setting.task}"
     results = Path(args.results)
     out_dir = results / name
@@ -98,6 +131,8 @@ def cmd_tune(args) -> int:
         return make_sampler(cfg["sampler"], seed, 1, grid=grid)
 
     study, config = open_study(name, storage, config, args.resume, sampler_factory)
+    n_trials = target_trials(study, args.trials,
+                             len(suite.grid.points()) if config["sampler"] == "grid" else DEFAULT_TRIALS)
 
     def make_job(trial):
         if config["sampler"] == "grid":
@@ -116,7 +151,8 @@ def cmd_tune(args) -> int:
                         report="epoch", metric=args.metric, engine=args.engine)
 
     store = ResultsStore(results)
-    with _executor(args) as ex:
+    _work(study, n_trials, [RunRequest(spec, setting, setting.training)], args)
+    with _interrupts(study, n_trials, args), _executor(args) as ex:
         _log(f"tune {spec.name} on {setting.task} [{setting.setting_id}]: {n_trials} trial(s), "
              f"sampler {config['sampler']}, pruner {config['pruner']}, {ex.describe()}, study {name}")
         counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=args.max_retries, log=_log)
@@ -142,7 +178,7 @@ def cmd_search(args) -> int:
     from ..suite import expand, load_suite, parse_overrides
     from .objectives import OBJECTIVES, parse_objectives, spec_costs
     from .space import load_space
-    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study
+    from .study import InvalidTrial, drive, make_sampler, open_storage, open_study, target_trials
     from .worker import TrialJob
 
     if args.sampler not in SEARCH_SAMPLERS:
@@ -169,6 +205,7 @@ def cmd_search(args) -> int:
         return make_sampler(cfg["sampler"], seed, len(cfg["objectives"]), population=args.population)
 
     study, config = open_study(name, storage, config, args.resume, sampler_factory)
+    n_trials = target_trials(study, args.trials, DEFAULT_TRIALS)
     objectives = config["objectives"]
     mode = space.scoring.mode
     train_keys = set() if mode == "tune" else (set(space.training) - {"lr", "weight_decay"}
@@ -210,11 +247,19 @@ def cmd_search(args) -> int:
                         extra=dict(costs))
 
     store = ResultsStore(results)
-    with _executor(args) as ex:
+    try:
+        per_trial = plan([load_spec(space.base)], settings,
+                         grid=suite.grid.points() if mode == "grid" else None)
+        if mode == "tune":
+            per_trial = per_trial * max(1, space.scoring.tune_trials)
+    except Exception:  # noqa: BLE001 - the estimate only; a bad base shows up as pruned trials
+        per_trial = []
+    _work(study, n_trials, per_trial, args)
+    with _interrupts(study, n_trials, args), _executor(args) as ex:
         _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
-             f"{args.trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
+             f"{n_trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
              f"{ex.describe()}, study {name}")
-        counts = drive(study, args.trials, make_job, ex, store, objectives,
+        counts = drive(study, n_trials, make_job, ex, store, objectives,
                        max_retries=args.max_retries, log=_log)
     _summary(study, objectives, out_dir, counts)
     return 0
@@ -225,7 +270,9 @@ def cmd_search(args) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default=None, help="suite name or YAML path (default: mad when training "
                    "on a GPU, mad-quick otherwise)")
-    p.add_argument("--trials", type=int, default=None, help="finished trials wanted in the study")
+    p.add_argument("--trials", type=int, default=None,
+                   help="finished trials wanted in the study (default: 20; tune --sampler grid: the "
+                        "grid's points; --resume: the target stored in the study)")
     p.add_argument("--study", default=None, help="study name (default: derived from the inputs)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: RDB URL (sqlite:///x.db, postgresql://...) or a journal "
@@ -272,9 +319,11 @@ def register(subparsers) -> None:
     p.add_argument("space", metavar="SPACE", help="search space file or shipped name")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the suite")
     p.add_argument("--sampler", default="tpe", help="tpe (default) | nsga2 | random")
-    p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
+    p.add_argument("--population", type=int, default=None,
+                   help="nsga2: population size (default: 8); tpe: random start-up trials, 2 to 10 "
+                        "(default: 10)")
     _common(p)
-    p.set_defaults(func=_with_defaults(cmd_search, pruner="none", trials=20))
+    p.set_defaults(func=_with_defaults(cmd_search, pruner="none"))
 
 
 def _with_defaults(fn, **defaults):

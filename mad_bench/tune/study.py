@@ -22,6 +22,7 @@ from ..execute.loop import drive_jobs
 from ..results.store import ResultsStore
 from ..runs import make_row
 from ..spec.io import dump_spec, load_spec
+from ..studies import open_storage  # noqa: F401 - tune / search open their storage here
 from ..train.trainer import resolve_device
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
@@ -40,24 +41,6 @@ def _choice(flag: str, value: str, valid) -> str:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(f"{flag}: unknown value {value!r} ({hint}valid: {', '.join(valid)})")
     return value
-
-
-def open_storage(url: str | None, default_path: Path):
-    """Journal file (default / a path) or RDB URL; ValueError if it cannot be opened."""
-    from optuna.storages import RDBStorage
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    target = url or str(default_path)
-    try:
-        if "://" in target:
-            return RDBStorage(target)
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy, driver and OS errors alike
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"--storage {target}: cannot open Optuna storage ({type(exc).__name__}: "
-                         f"{detail[:200]})") from None
 
 
 def make_sampler(name: str, seed: int, n_objectives: int, grid: dict | None = None,
@@ -123,6 +106,20 @@ def open_study(name: str, storage, config: dict, resume: bool,
     study.sampler = sampler_factory(config, config["seed"] + len(study.trials))
     study.pruner = make_pruner(config.get("pruner", "none"))
     return study, config
+
+
+def target_trials(study: optuna.Study, given: int | None, default: int) -> int:
+    """Finished trials the study should reach: ``--trials`` when given (stored as the new target),
+    else the target stored when the study was made (a resumed study keeps its size), else ``default``."""
+    stored = study.user_attrs.get("n_trials")
+    if given is not None:
+        if given != stored:
+            study.set_user_attr("n_trials", int(given))
+        return int(given)
+    if stored is not None:
+        return int(stored)
+    study.set_user_attr("n_trials", int(default))
+    return int(default)
 
 
 def requeue_stale(study: optuna.Study) -> list[int]:
@@ -201,39 +198,64 @@ def drive(study: optuna.Study, n_trials: int, make_job: Callable, executor, stor
         log(f"trial {job.number}: failed after {job.attempt + 1} attempt(s): {reason}")
 
     def on_done(job, outcome: dict) -> None:
-        state = _finish(study, trials[job.number], job, outcome, store, objectives)
-        counts["complete" if state == TrialState.COMPLETE else "pruned"] += 1
-        m = outcome["metrics"]
-        log(f"trial {job.number}: {state.name.lower()} "
-            + " ".join(f"{k}={m.get(k, job.extra.get(k)):.4g}" for k in objectives
-                       if isinstance(m.get(k, job.extra.get(k)), (int, float))))
+        state, metrics = _finish(study, trials[job.number], job, outcome, store, objectives)
+        if state == TrialState.FAIL:
+            counts["failed"] += 1
+            log(f"trial {job.number}: failed: {trials[job.number].user_attrs['fail_reason']}")
+            return
+        if state == TrialState.PRUNED:
+            counts["pruned"] += 1
+            log(f"trial {job.number}: pruned ({outcome.get('reason') or 'pruned'})")
+            return
+        counts["complete"] += 1
+        log(f"trial {job.number}: complete "
+            + " ".join(f"{k}={metrics[k]:.4g}" for k in objectives))
 
     drive_jobs(executor, next_job, on_done, on_failed, on_report=on_report, on_retry=on_retry,
                max_retries=max_retries)
     return counts
 
 
-def _finish(study, trial, job, outcome: dict, store: ResultsStore, objectives: list[str]) -> TrialState:
+def trial_metrics(job, outcome: dict) -> dict:
+    """The trial's objective values: the worker's measurements, with the driver's costs (largest
+    over the settings) in place of the worker's first-row ``params``."""
+    costs = {k: v for k, v in job.extra.items() if k in ("params", "state_bytes")}
+    return {**outcome["metrics"], **costs}
+
+
+def _finish(study, trial, job, outcome: dict, store: ResultsStore,
+            objectives: list[str]) -> tuple[TrialState, dict]:
     keys = []
     for row in outcome["rows"]:
         key = row.pop("run_key")
         keys.append(key)
         if not store.has_result(key):  # a run that failed before is replaced by its result
             store.write(key, row)
-    metrics = {**{k: v for k, v in job.extra.items() if k in ("params", "state_bytes")},
-               **{k: v for k, v in outcome["metrics"].items() if k not in ("params",) or "params" not in job.extra}}
+    metrics = trial_metrics(job, outcome)
     trial.set_user_attr("run_keys", keys)
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
     trial.set_user_attr("attempts", job.attempt + 1)
     trial.set_user_attr("node", str(outcome.get("node")))
     if outcome.get("diverged"):
         trial.set_user_attr("diverged", True)
+    if outcome["status"] == "failed":  # a run crashed: no score (0 would rank it), a failure
+        trial.set_user_attr("fail_reason", outcome.get("reason") or "a run failed")
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL, metrics
     if outcome["status"] == "pruned":
         trial.set_user_attr("prune_reason", outcome.get("reason") or "pruned")
         study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
-    study.tell(trial, [float(metrics.get(k, 0.0)) for k in objectives])
-    return TrialState.COMPLETE
+        return TrialState.PRUNED, metrics
+    missing = [k for k in objectives if not isinstance(metrics.get(k), (int, float))]
+    if missing:
+        reason = f"no value for objective(s) {', '.join(missing)}"
+        if metrics.get("throughput_error"):
+            reason += f" (throughput: {metrics['throughput_error']})"
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL, metrics
+    study.tell(trial, [float(metrics[k]) for k in objectives])
+    return TrialState.COMPLETE, metrics
 
 
 def _record_failure(study, trial, job, store: ResultsStore, reason: str) -> None:
@@ -264,8 +286,9 @@ def write_best_specs(study: optuna.Study, objectives: list[str], out_dir: Path, 
     """Each best (single objective: top ``top``; several: the Pareto front) spec as a spec file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for old in out_dir.glob("best-*.yaml"):
-        old.unlink()
+    for pattern in ("best-*.yaml", "pareto-*.yaml"):  # a resumed study's front may have moved
+        for old in out_dir.glob(pattern):
+            old.unlink()
     prefix = "pareto" if len(objectives) > 1 else "best"
     for rank, t in enumerate(best_trials(study, objectives, top), 1):
         spec = t.user_attrs.get("spec")
@@ -283,7 +306,10 @@ def trials_frame(study: optuna.Study, objectives: list[str]):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        m = t.user_attrs.get("metrics", {})
+        m = dict(t.user_attrs.get("metrics", {}))
+        if t.state != TrialState.COMPLETE:  # a failed or pruned trial has no score (sizes stay)
+            for k in ("mad_score", "throughput"):
+                m.pop(k, None)
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      **{k: (t.values[i] if t.values else m.get(k)) for i, k in enumerate(objectives)},
                      "spec": (t.user_attrs.get("spec") or {}).get("name"),

@@ -126,12 +126,20 @@ def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dic
         try:
             metrics["throughput"] = measure_throughput(job.spec, requests[0].setting,
                                                        requests[0].training.batch_size, dev)
-        except Exception as exc:  # noqa: BLE001
-            metrics["throughput"] = 0.0
+        except Exception as exc:  # noqa: BLE001 - no value: the driver records the trial FAIL
+            metrics.pop("throughput", None)
             metrics["throughput_error"] = repr(exc)
     statuses = {r.get("status") for r in rows}
-    return {"status": "pruned" if state["pruned"] else "ok", "rows": rows, "metrics": metrics,
-            "reason": "pruned on intermediate accuracy" if state["pruned"] else None,
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:  # a crashed run is no score: the trial is a failure with the run's error
+        first = failed[0]
+        reason = (f"{len(failed)} of {len(rows)} run(s) failed; first: {first.get('task')} "
+                  f"[{first.get('setting')}]: {first.get('error') or 'no error recorded'}")
+        status = "failed"
+    else:
+        status = "pruned" if state["pruned"] else "ok"
+        reason = "pruned on intermediate accuracy" if state["pruned"] else None
+    return {"status": status, "rows": rows, "metrics": metrics, "reason": reason,
             "diverged": "diverged" in statuses, "node": socket.gethostname(), "pid": os.getpid()}
 
 

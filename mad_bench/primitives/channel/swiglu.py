@@ -2,7 +2,10 @@
 
     y = W_down (silu(W_gate x) * (W_up x))
 
-MAD-Lab hard-codes the inner width to 352 (its paper's appendix says 512); it is a parameter.
+Inner width: written values are kept; left out, it follows the width as MAD-Lab's GLU sets it
+(athms/mad-lab, ``mad/model/layers/mlp.py``, class ``GLU``: 8/3 of the width, rounded up to a
+multiple of 16): 96 at d_model 32, 176 at 64, 352 at 128 (MAD's width), 688 at 256. The MAD
+paper's appendix says 512; MAD-Lab's code is what its numbers came from.
 """
 from __future__ import annotations
 
@@ -17,10 +20,20 @@ from ..base import ChannelMixer, ChannelMixerConfig
 from ..registry import register
 
 
+def mad_lab_inner(d_model: int, multiple_of: int = 16) -> int:
+    """MAD-Lab's GLU inner width: int(8 d_model / 3) rounded up to a multiple of 16."""
+    inner = int(2 * d_model * 4 / 3)
+    return multiple_of * ((inner + multiple_of - 1) // multiple_of)
+
+
 class SwiGLUConfig(ChannelMixerConfig):
     type: Literal["swiglu"] = "swiglu"
-    d_inner: int = Field(352, ge=1, description="hidden width (MAD-Lab: 352)")
+    d_inner: int = Field(352, ge=1, description="hidden width (left out: MAD-Lab's rule, 8/3 "
+                         "d_model rounded up to a multiple of 16; 352 at d_model 128)")
     bias: bool = False
+
+    def width_defaults(self, d_model: int) -> dict:
+        return {"d_inner": mad_lab_inner(d_model)}
 
 
 @register(SwiGLUConfig)
