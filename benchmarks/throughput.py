@@ -5,7 +5,8 @@
 
 Runs a slice of the MAD protocol (by default the baseline setting of every task of
 ``tasks/mad.yaml``, the whole lr x wd grid, the suite's epochs) for the MAD default transformer
-(``architectures/transformer.yaml``) and a Mamba spec (``architectures/mamba.yaml``), first with
+(``architectures/transformer.yaml``) and the paper's Mamba (``architectures/mamba.yaml``, 4 Mamba
+layers; the figures in BENCHMARKS.md predate it and ran ``mamba-swiglu.yaml``), first with
 the plain trainer (``runs.run_one``, one run after another), then with the engine
 (``engine.run_grid_rows``, one ensemble per grid), in the same process, and prints per
 architecture and trainer:

@@ -2,9 +2,13 @@
 
 * ``lm``: tokens -> embedding -> blocks -> norm -> head; logits at every position. Offers
   ``init_state`` / ``step`` for token-by-token decoding, equal to the parallel logits.
-* ``autoencoder`` (MAD's compression task): the stack encodes the sequence, the last position
-  is the code; a fixed 2-layer MLP decoder with sin-cos position embeddings reconstructs
-  every token from it.
+* ``autoencoder`` (MAD's compression task): the stack encodes the sequence (no final norm), the
+  last position is the code; a fixed MLP decoder (norm-Linear-GELU-norm-Linear-GELU) on the code
+  plus sin-cos position embeddings, then norm -> head, reconstructs every token from it.
+
+Both follow MAD-Lab's backbones (``mad/model/language_model.py``, ``mad/model/auto_encoder.py``
+of athms/mad-lab), initialisation included: see ``init_language_model`` and
+``init_autoencoder``. The head is a Linear with bias, as MAD-Lab's ``lm_head`` / ``unembed``.
 """
 from __future__ import annotations
 
@@ -18,6 +22,54 @@ from .primitives import REGISTRY
 from .primitives.base import Primitive, PrimitiveConfig
 from .primitives.norms import make_norm
 from .spec import ArchitectureSpec, load_spec
+
+
+INIT_STD = 0.02  # MAD-Lab's ``initializer_range``
+
+
+def init_language_model(model: nn.Module) -> None:
+    """MAD-Lab's ``LanguageModel._init_weights`` (mad/model/language_model.py), applied to every
+    module of the model, mixers included: each ``nn.Embedding`` ~ N(0, 0.02); each ``nn.Linear``
+    bias zero, unless the bias is marked ``_no_reinit`` (a primitive whose own initialisation
+    sets a bias, as mamba_ssm marks Mamba's dt bias); Linear weights keep PyTorch's default."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            if m.bias is not None and not getattr(m.bias, "_no_reinit", False):
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+
+
+def init_autoencoder(model: nn.Module) -> None:
+    """MAD-Lab's ``AutoEncoder._init_weights`` (mad/model/auto_encoder.py), applied to every
+    module, the encoder's mixers included: each ``nn.Linear`` weight ~ N(0, 0.02) and bias zero,
+    each ``nn.Embedding`` ~ N(0, 0.02). MAD-Lab's autoencoder does not check ``_no_reinit``, so
+    a primitive's own Linear initialisation (Mamba's dt projection and dt bias, the xLSTM gate
+    biases) is overwritten here too; that is the code that produced the paper's compression
+    numbers, and it is followed as written."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+
+
+def decoder_position_table(max_len: int, d_model: int) -> torch.Tensor:
+    """The autoencoder decoder's position embedding, MAD-Lab's ``posemb_sincos_1d``
+    (mad/model/layers/featurization/posemb.py, fairseq's layout): H = d_model // 2 frequencies
+    f_i = 10000^(-i / (H - 1)), the table is [sin(p f) | cos(p f)] (not interleaved), a zero
+    column appended when d_model is odd. (At d_model 2 or 3, H - 1 = 0 divides by zero in
+    MAD-Lab; here the one frequency is 1.)"""
+    half = d_model // 2
+    step = math.log(10000.0) / max(half - 1, 1)
+    freq = torch.exp(torch.arange(half, dtype=torch.float64) * -step)
+    angle = torch.arange(max_len, dtype=torch.float64)[:, None] * freq[None]
+    table = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+    if d_model % 2:
+        table = torch.cat([table, torch.zeros(max_len, 1, dtype=torch.float64)], dim=1)
+    return table.float()
 
 
 def sincos_table(max_len: int, d_model: int) -> torch.Tensor:
@@ -53,12 +105,13 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    """The spec's blocks plus the final norm of a pre-norm stack."""
+    """The spec's blocks plus (``final_norm``) the final norm of a pre-norm stack."""
 
-    def __init__(self, spec: ArchitectureSpec, max_len: int):
+    def __init__(self, spec: ArchitectureSpec, max_len: int, final_norm: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList(Block(cfg, spec, max_len) for cfg in spec.all_layers)
-        self.final_norm = make_norm(spec.norm, spec.d_model) if spec.norm_position == "pre" else nn.Identity()
+        pre = spec.norm_position == "pre"
+        self.final_norm = make_norm(spec.norm, spec.d_model) if pre and final_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -68,6 +121,7 @@ class Stack(nn.Module):
 
 class _Model(nn.Module):
     backbone: str
+    final_norm = True  # the encoder stack ends in a norm (the LM's; the autoencoder has none)
 
     def __init__(self, spec: ArchitectureSpec, vocab_size: int, max_len: int):
         super().__init__()
@@ -84,8 +138,8 @@ class _Model(nn.Module):
             self.register_buffer("pos_embed", sincos_table(max_len, d), persistent=False)
         else:
             self.pos_embed = None
-        self.stack = Stack(spec, max_len)
-        self.head = nn.Linear(d, vocab_size, bias=False)
+        self.stack = Stack(spec, max_len, final_norm=self.final_norm)
+        self.head = nn.Linear(d, vocab_size)  # with bias: MAD-Lab's lm_head / unembed Linear
         if spec.tie_embeddings:
             self.head.weight = self.embed.weight
 
@@ -116,6 +170,10 @@ class LanguageModel(_Model):
 
     backbone = "lm"
 
+    def __init__(self, spec: ArchitectureSpec, vocab_size: int, max_len: int):
+        super().__init__(spec, vocab_size, max_len)
+        init_language_model(self)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self._check_tokens(tokens)
         return self.head(self.stack(self._embed(tokens)))
@@ -141,22 +199,27 @@ class LanguageModel(_Model):
 
 
 class Autoencoder(_Model):
-    """MAD's compression model: encode, keep the last position, decode every token from it."""
+    """MAD's compression model (MAD-Lab's ``AutoEncoder``, global_pool 'last'): encode with no
+    final norm, keep the last position as the code, add the decoder's sin-cos position table,
+    decode with norm-Linear-GELU-norm-Linear-GELU (width d_model), then norm -> head."""
 
     backbone = "autoencoder"
+    final_norm = False
 
     def __init__(self, spec: ArchitectureSpec, vocab_size: int, max_len: int):
         super().__init__(spec, vocab_size, max_len)
         d = spec.d_model
-        self.register_buffer("decoder_pos", sincos_table(max_len, d), persistent=False)
-        self.decoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        self.decoder_norm = make_norm(spec.norm, d)
+        self.register_buffer("decoder_pos", decoder_position_table(max_len, d), persistent=False)
+        self.decoder = nn.Sequential(make_norm(spec.norm, d), nn.Linear(d, d), nn.GELU(),
+                                     make_norm(spec.norm, d), nn.Linear(d, d), nn.GELU())
+        self.head_norm = make_norm(spec.norm, d)
+        init_autoencoder(self)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self._check_tokens(tokens)
         code = self.stack(self._embed(tokens))[:, -1:]  # [B, 1, D]
         z = code + self.decoder_pos[: tokens.shape[1]]
-        return self.head(self.decoder_norm(self.decoder(z)))
+        return self.head(self.head_norm(self.decoder(z)))
 
     def init_state(self, *args, **kwargs):
         raise TypeError("the autoencoder backbone has no token-by-token form; use backbone 'lm'")

@@ -17,6 +17,17 @@ from ..primitives.base import PrimitiveConfig
 from ..primitives.registry import suggest
 
 
+# The version of the model-building code (compiler and primitives), part of every spec hash:
+# bump it with any change to what a spec builds (initialisation, biases, a primitive's
+# computation) that the spec text does not show, so that stored runs of the old model keep
+# their old hash and are never averaged with runs of the new one.
+#   1: (implicit, hashes without a version) until the MAD-Lab fidelity change
+#   2: MAD-Lab's initialisation (embeddings N(0, 0.02), Linear biases zero; the autoencoder's
+#      Linear weights N(0, 0.02)), a head with bias, MAD-Lab's autoencoder decoder, Hyena's
+#      trainable positional features, Zoology's current BaseConv long filter
+MODEL_VERSION = 2
+
+
 def _layer_type() -> Any:
     configs = tuple(entry.config for entry in REGISTRY.values())
     return Annotated[Union[configs], Field(discriminator="type")]  # type: ignore[valid-type]
@@ -111,7 +122,9 @@ class ArchitectureSpec(BaseModel):
         return self.model_dump(mode="json")
 
     def spec_hash(self) -> str:
-        """Hash of everything that changes the model (not name or description)."""
+        """Hash of everything that changes the model (not name or description): the spec and
+        ``MODEL_VERSION``, the version of the code that builds it."""
         data = self.model_dump(mode="json", exclude={"name", "description"})
+        data["model_version"] = MODEL_VERSION
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

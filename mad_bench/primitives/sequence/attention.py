@@ -5,8 +5,11 @@
     o_t     = sum_{s <= t, t - s < window} softmax_s(q_t . k_s / sqrt(d_h)) v_s
     y       = concat_h(o) W_o
 
-The parallel form runs on :mod:`mad_bench.ops.attention` (``scaled_dot_product_attention``, or
-a Triton kernel for small heads on CUDA); ``step`` keeps a KV cache.
+With ``bias`` (the default, as MAD-Lab's flash-attn ``MHA``) the qkv and out projections add a
+bias (zero at init: the model's initialisation zeroes Linear biases).
+
+The parallel form runs on :mod:`mad_bench.ops.attention` (``scaled_dot_product_attention``; a
+Triton kernel for windowed attention on CUDA); ``step`` keeps a KV cache.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ class AttentionConfig(SequenceMixerConfig):
     rotary_dim: int = Field(8, ge=0, description="head dims that get rotary embeddings (0: none)")
     rotary_base: float = Field(10000.0, gt=1.0)
     window: int | None = Field(None, ge=1, description="sliding window length (None: full causal)")
-    bias: bool = False
+    bias: bool = Field(True, description="bias on the qkv and out projections (MAD-Lab's flash-attn "
+                                         "MHA: qkv_proj_bias and out_proj_bias, both on)")
 
     def width_defaults(self, d_model: int) -> dict:
         n_heads = self.fitted_heads("n_heads", d_model)

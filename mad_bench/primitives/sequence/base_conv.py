@@ -3,7 +3,7 @@ Efficient Language Models", sec. 5 / appendix: the simplest gated-convolution "B
 Zoology's ``zoology/mixers/base_conv.py``.
 
     c = conv(x)                       short: causal depthwise conv of length ``kernel_size`` (bias)
-                                      long:  implicit long filter h (Hyena's, over max_len) with
+                                      long:  implicit long filter h (over max_len, below) with
                                              the skip Zoology adds: c_t = sum_{s<=t} h_{t-s} x_s + x_t
     y = act(c) . act(x W + b) + x     (act: identity, Zoology's default; or silu)
 
@@ -11,10 +11,14 @@ The ``+ x`` is Zoology's (the layer has its own residual besides the block's). Z
 figure-2 "base_conv" alternates a short (kernel 3) and a long layer, kernel_size [3, -1]; its
 Based model uses the short one before each linear-attention layer. ``step`` keeps the last
 ``kernel_size - 1`` inputs (short) or every input so far (long: the filter is not recurrent).
-The long filter is Zoology's ``ImplicitLongConvolution``: an FFN of width 16 with two inner
-layers and sine activations (frequency 1) over 3 positional features, times an exponential
-decay window -- the same construction as ``hyena``'s filter, which it reuses. (Zoology also
-creates a ``bias`` vector there that its forward never uses; it is left out.)
+
+The long filter is Zoology's current ``ImplicitLongConvolution`` (zoology/mixers/convolution.py,
+what its paper configs run): a 2-layer ReLU MLP of fixed positional features,
+
+    h_t = W_2 relu(W_1 p_t + b_1) + b_2      p_t = [t, cos(w_t f), -sin(w_t f)]  (3 features)
+
+with hidden width ``filter_order`` (Zoology's d_hidden, 16) and no decay window. (An older
+Zoology commit had a Hyena-style filter: a sine FFN times an exponential decay.)
 """
 from __future__ import annotations
 
@@ -28,15 +32,29 @@ from torch import nn
 
 from ..base import SequenceMixer, SequenceMixerConfig
 from ..registry import register
-from .hyena import HyenaConfig, HyenaFilter, fft_causal_conv
+from .hyena import fft_causal_conv, positional_features
 
 
 class BaseConvConfig(SequenceMixerConfig):
     type: Literal["base-conv"] = "base-conv"
     conv: Literal["short", "long"] = Field("short", description="short depthwise or implicit long conv")
     kernel_size: int = Field(3, ge=1, description="short conv length (Zoology: 3)")
-    filter_order: int = Field(16, ge=1, description="width of the long filter's FFN (Zoology: 16)")
+    filter_order: int = Field(16, ge=1, description="hidden width of the long filter's MLP "
+                                                    "(Zoology's d_hidden: 16)")
     use_act: bool = Field(False, description="silu on both branches (Zoology: off)")
+
+
+class ImplicitFilter(nn.Module):
+    """Zoology's implicit long filter h[t, c] for t < max_len: Linear -> ReLU -> Linear of
+    fixed positional features (a buffer: Zoology's z does not train)."""
+
+    def __init__(self, channels: int, max_len: int, hidden: int, emb_dim: int = 3):
+        super().__init__()
+        self.register_buffer("z", positional_features(max_len, emb_dim), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+
+    def forward(self, L: int) -> torch.Tensor:  # -> [L, channels]
+        return self.mlp(self.z[:L])
 
 
 @register(BaseConvConfig)
@@ -50,7 +68,7 @@ class BaseConv(SequenceMixer):
             self.conv = nn.Conv1d(d_model, d_model, cfg.kernel_size, groups=d_model,
                                   padding=cfg.kernel_size - 1)
         else:
-            self.filter = HyenaFilter(HyenaConfig(filter_order=cfg.filter_order), d_model, max_len)
+            self.filter = ImplicitFilter(d_model, max_len, cfg.filter_order)
 
     def _gate(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         p = self.projection(x)

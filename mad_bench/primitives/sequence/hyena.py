@@ -10,7 +10,8 @@ For order N, with inner width E = inner_factor * d_model:
     y              = (x^0 . v^{N-1}) W_out + b_out
 
 ``.`` is the elementwise product and ``*`` the causal convolution over time. The long filters are
-implicit: an FFN of positional features, modulated by an exponential decay window,
+implicit: an FFN of positional features p (trainable, initialised as below, as in MAD-Lab),
+modulated by an exponential decay window,
 
     p_t  = [t / (T-1)... , cos(2 pi f t / T), -sin(2 pi f t / T)]   (emb_dim = 1 + 2 bands)
     h_t  = (W_o sin(W_2 sin(W_1 sin(W_0 p_t + b_0) + b_1) + b_2)) . exp(-|delta| t / (T-1)) ,
@@ -122,17 +123,30 @@ class _Sin(nn.Module):
         return torch.sin(self.freq * x)
 
 
+def positional_features(max_len: int, emb_dim: int) -> torch.Tensor:
+    """[max_len, emb_dim]: t in [0, 1], then cos / -sin of ``(emb_dim - 1) // 2`` bands (the
+    real and imaginary parts of exp(-i f w_t)), the input of an implicit long filter (safari's,
+    MAD-Lab's and Zoology's ``PositionalEmbedding``)."""
+    bands = (emb_dim - 1) // 2
+    t = torch.linspace(0, 1, max_len, dtype=torch.float64)[:, None]  # [T, 1]
+    w = 2 * math.pi * torch.arange(max_len, dtype=torch.float64)[:, None] / max_len
+    f = torch.linspace(1e-4, bands - 1, bands, dtype=torch.float64)[None]
+    return torch.cat([t, torch.cos(f * w), -torch.sin(f * w)], dim=-1).float()
+
+
 class HyenaFilter(nn.Module):
     """Implicit long filter h[t, c] for t < max_len (FFN of positions times a decay window)."""
 
     def __init__(self, cfg: HyenaConfig, channels: int, max_len: int):
         super().__init__()
-        bands = (cfg.emb_dim - 1) // 2
         t = torch.linspace(0, 1, max_len, dtype=torch.float64)[:, None]  # [T, 1]
-        w = 2 * math.pi * torch.arange(max_len, dtype=torch.float64)[:, None] / max_len
-        f = torch.linspace(1e-4, bands - 1, bands, dtype=torch.float64)[None]
-        z = torch.cat([t, torch.cos(f * w), -torch.sin(f * w)], dim=-1)  # [T, emb_dim]
-        self.register_buffer("z", z.float(), persistent=False)
+        z = positional_features(max_len, cfg.emb_dim)  # [T, emb_dim]
+        # The positional features are trained: MAD-Lab's PositionalEmbedding registers z as a
+        # parameter (mad/model/layers/featurization/hyena_filter.py, ``register("z", z,
+        # lr=lr_pos_emb)``); the per-parameter lr / weight decay it attaches (``_optim``) is
+        # never read by its optimizer (mad/model/pl_model_wrapper.py), so z trains at the global
+        # lr and, its name holding neither "bias" nor "norm", with weight decay. t stays fixed.
+        self.z = nn.Parameter(z)
         self.register_buffer("t", t.float(), persistent=False)
         act = _Sin(cfg.filter_order, cfg.filter_w)  # one module: its frequency is shared
         layers: list[nn.Module] = [nn.Linear(cfg.emb_dim, cfg.filter_order), act]

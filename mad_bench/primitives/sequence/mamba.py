@@ -86,6 +86,7 @@ class Mamba(SequenceMixer):
         with torch.no_grad():
             nn.init.uniform_(self.dt_proj.weight, -std, std)
             self.dt_proj.bias.copy_(init_dt_bias(E, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
+        self.dt_proj.bias._no_reinit = True  # the LM's init zeroes Linear biases, not this one
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # S4D-real
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(E))

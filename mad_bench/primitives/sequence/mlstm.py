@@ -82,6 +82,7 @@ class MLSTM(SequenceMixer):
             self.gates.weight.zero_()
             self.gates.bias[:H].normal_(0.0, 0.1)
             self.gates.bias[H:].copy_(torch.linspace(*cfg.forget_bias_init, H))
+        self.gates.bias._no_reinit = True  # the LM's init zeroes Linear biases, not the gate biases
 
     def _project(self, x: torch.Tensor, xc: torch.Tensor):
         """x, xc [..., D] -> q, k, v [..., H, d_h], i~, log f [..., H], o [..., D]."""

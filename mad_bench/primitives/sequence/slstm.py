@@ -73,6 +73,7 @@ class SLSTM(SequenceMixer):
             b = self.W.bias.view(H, 4, dh)
             b.zero_()
             b[:, 1] = torch.linspace(*cfg.forget_bias_init, H)[:, None]
+        self.W.bias._no_reinit = True  # the LM's init zeroes Linear biases, not the gate biases
 
     def _wx(self, x: torch.Tensor) -> torch.Tensor:
         """x[..., D] -> W x + b as [..., H, 4 d_h] (fp32)."""
