@@ -1,6 +1,7 @@
 """`madbench run` / `bench` end to end on the smoke suite, and their input errors."""
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mad_bench.cli import main
@@ -135,7 +136,10 @@ def test_killed_bench_resumes_where_it_stopped(tmp_path, capsys):
     driver.wait()
     done = len(store.load())
     assert 1 <= done < 4, "the kill did not land mid-bench"
-    assert not list(store.runs.glob("*.tmp")) and not list(store.runs.glob(".*.tmp"))
+    # a SIGKILL mid-write may leave a temporary file: never a row, and every row file is whole
+    assert all(not p.name.endswith(".parquet") for p in store.runs.glob(".*.tmp"))
+    for p in store.runs.glob("*.parquet"):
+        assert len(pd.read_parquet(p)) == 1
     assert run_cli(*argv) == 0
     assert f"{done} run(s) already in" in capsys.readouterr().out
     frame = store.load()
