@@ -222,8 +222,19 @@ class MQARMixtureSetting(TaskSetting):
                                   ids[i:i + batch_size], n)
             correct += c
             total += t
+        return self.segment_columns(correct, total)
+
+    def segment_columns(self, correct: torch.Tensor, total: torch.Tensor) -> dict[str, float]:
+        """One run's result columns from its per-segment counts ``[S]`` (one host sync); a
+        segment with no scored position reads 0."""
         acc = (correct.double() / total.clamp_min(1)).tolist()
         return {SEGMENT_COLUMN + s.name: a for s, a in zip(self.test_segments, acc)}
+
+    def member_segment_columns(self, correct: torch.Tensor, total: torch.Tensor) -> list[dict[str, float]]:
+        """:meth:`segment_columns` for the ``G`` members of an ensemble: counts ``[G, S]`` (from
+        :func:`member_segment_counts`) -> one column dict per member, in one host sync."""
+        acc = (correct.double() / total.clamp_min(1)).tolist()
+        return [{SEGMENT_COLUMN + s.name: a for s, a in zip(self.test_segments, row)} for row in acc]
 
 
 def segment_counts(logits: torch.Tensor, targets: torch.Tensor, segments: torch.Tensor,
@@ -239,3 +250,23 @@ def segment_counts(logits: torch.Tensor, targets: torch.Tensor, segments: torch.
     correct.scatter_add_(0, rows, hit.sum(1))
     total.scatter_add_(0, rows, scored.sum(1))
     return correct, total
+
+
+def member_segment_counts(preds: torch.Tensor, targets: torch.Tensor, segments: torch.Tensor,
+                          num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`segment_counts` for ``G`` ensemble members at once: ``preds [G, N, L]`` (or logits
+    ``[G, N, L, V]``) against the shared ``targets [N, L]`` and ``segments [N]`` -> ``(correct,
+    total)``, each ``[G, S]`` int64; member g's rows equal ``segment_counts(preds[g], ...)``.
+    No host sync (capturable in a CUDA graph): add a batch's counts to running ``[G, S]``
+    buffers and read them once per evaluation."""
+    preds = preds.argmax(-1) if preds.is_floating_point() else preds
+    G = preds.shape[0]
+    scored = targets != IGNORE_INDEX
+    hit = ((preds == targets) & scored).sum(-1)  # [G, N]
+    rows = segments.to(torch.long)
+    idx = rows + num_segments * torch.arange(G, device=rows.device)[:, None]  # [G, N]
+    correct = torch.zeros(G * num_segments, dtype=torch.long, device=targets.device)
+    correct.scatter_add_(0, idx.reshape(-1), hit.reshape(-1))
+    total = torch.zeros(num_segments, dtype=torch.long, device=targets.device)
+    total.scatter_add_(0, rows, scored.sum(1))
+    return correct.view(G, num_segments), total.expand(G, num_segments)

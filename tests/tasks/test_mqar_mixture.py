@@ -130,3 +130,44 @@ tasks:
         # give the run's overall test accuracy (same final model)
         torch.testing.assert_close((32 * accs[0] + 64 * accs[1]) / 96, row["test_acc"],
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_member_segment_columns_equal_the_trainers_per_member():
+    """The ensemble's per-segment columns (G members' logits at once, batch by batch) equal
+    the plain trainer's ``test_columns`` of each member's model on random predictions."""
+    from mad_bench.tasks.mqar import member_segment_counts
+
+    s = mixture()
+    data = s.generate("test", seed=5)
+    x, y = data.inputs, data.targets
+    G, N, L = 3, *x.shape
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(G, N, L, V, generator=g)
+    right = (torch.rand(G, N, L, generator=g) < torch.tensor([0.2, 0.5, 0.9])[:, None, None])
+    right &= y != IGNORE_INDEX
+    logits[right] += 100.0 * torch.nn.functional.one_hot(y.clamp_min(0), V)[None].expand_as(logits)[right]
+
+    class Member(torch.nn.Module):  # the logits of member g for whichever test rows it is given
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, batch):
+            rows = (batch[:, None] == x[None]).all(-1).float().argmax(1)
+            return logits[self.g, rows]
+
+    correct = torch.zeros(G, len(s.test_segments), dtype=torch.long)
+    total = torch.zeros_like(correct)
+    for lo in range(0, N, 7):  # batches that straddle the segment boundary
+        c, t = member_segment_counts(logits[:, lo:lo + 7], y[lo:lo + 7], data.segments[lo:lo + 7],
+                                     len(s.test_segments))
+        correct += c
+        total += t
+    cols = s.member_segment_columns(correct, total)
+    for m in range(G):
+        assert cols[m] == pytest.approx(s.test_columns(Member(m), x, data, batch_size=5))
+        preds = logits[m].argmax(-1)
+        c, t = member_segment_counts(preds[None], y, data.segments, len(s.test_segments))
+        assert torch.equal(c[0], correct[m]) and torch.equal(t[0], total[m])
+    accs = [list(c.values()) for c in cols]
+    assert accs[0][0] < accs[1][0] < accs[2][0] and accs[2][1] > 0.8  # the members differ
