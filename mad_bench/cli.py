@@ -362,6 +362,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     frame = load_store(args.results)
     if args.suite:
         frame = frame[frame["suite"] == args.suite]
+    if len(frame):
+        from .results.leaderboard import spec_labels
+
+        frame = frame.assign(spec=frame["spec_hash"].map(spec_labels(frame)))  # "zoo-attention d=64"
     cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",
             "test_acc_macro", "epochs_run", "wall_s"]
     table = Table(title=f"{len(frame)} run(s) in {args.results}")

@@ -55,7 +55,7 @@ def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
     spec, setting = req.spec, req.setting
     row: dict[str, Any] = {
         "spec": spec.name, "spec_hash": spec.spec_hash(), "primitives": spec.primitives_summary(),
-        "mixer": sequence_mixer(spec), "d_model": spec.d_model,
+        "mixer": sequence_mixer(spec), "d_model": spec.d_model, "spec_config": spec.config_json(),
         "suite": setting.suite, "task": setting.task, "setting": setting.setting_id,
         "setting_hash": setting.setting_hash(), **setting.variables(),
         "lr": req.training.lr, "weight_decay": req.training.weight_decay, "seed": req.training.seed,

@@ -411,6 +411,73 @@ def _with_failed(rows: list[dict], frame: pd.DataFrame, by: str) -> pd.DataFrame
     return cells.assign(n_failed=[counts.get(kc, 0) for kc in zip(cells["key"], cells["column"])])
 
 
+# -- naming specs ------------------------------------------------------------------------
+
+MAX_LABEL_FIELDS = 3  # differing fields named in a label before "..." (then the hash decides)
+
+
+def _flatten(value, path: str, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _flatten(item, f"{path}[{i}]", out)
+    else:
+        out[path] = value
+    return out
+
+
+def _spec_fields(row: pd.Series) -> dict:
+    """The fields of a row's spec, flattened (``layers[0].n_heads``): from ``spec_config`` (the
+    spec as hashed); rows written before that column existed give their ``d_model`` only."""
+    config = row.get("spec_config")
+    if isinstance(config, str) and config:
+        return _flatten(json.loads(config), "", {})
+    d = row.get("d_model")
+    return {"d_model": int(d)} if d is not None and not pd.isna(d) else {}
+
+
+def _field_text(path: str, fields: dict) -> str:
+    value = fields[path] if path in fields else "-"  # "-": the spec lacks the field
+    return f"d={value}" if path == "d_model" else f"{path}={value}"
+
+
+def spec_labels(frame: pd.DataFrame, ignore: tuple[str, ...] = ()) -> pd.Series:
+    """Per spec_hash: the name people read. A name shared by several spec hashes (the width
+    variants of a suite's ``d_model`` grid, or edited copies) gets the fields that tell them
+    apart: ``zoo-attention d=64``, ``zoo-based layers[1].feature_dim=16``; the hash is added
+    only where the rows do not say what differs. Fields in ``ignore`` are not named (the MQAR
+    plots draw ``d_model`` as the x axis), so hashes differing only there share a label."""
+    firsts = frame.drop_duplicates("spec_hash").set_index("spec_hash")
+    names = firsts["spec"].astype(str)
+    labels = names.copy()
+    for name, hashes in names.groupby(names).groups.items():
+        if len(hashes) < 2:
+            continue
+        fields = {h: {k: v for k, v in _spec_fields(firsts.loc[h]).items() if k not in ignore}
+                  for h in hashes}
+        paths = list(dict.fromkeys(p for f in fields.values() for p in f))
+        differ = [p for p in paths
+                  if len({(p in f, json.dumps(f.get(p), default=str)) for f in fields.values()}) > 1]
+        differ.sort(key=lambda p: p != "d_model")  # the width first, then by path
+        shown = differ[:MAX_LABEL_FIELDS]
+        for h in hashes:
+            parts = [_field_text(p, fields[h]) for p in shown]
+            if len(differ) > len(shown):
+                parts.append("...")
+            labels[h] = " ".join([name, *parts])
+        group = labels[list(hashes)]
+        clashing = group[group.duplicated(keep=False)]
+        for _, same in clashing.groupby(clashing):
+            known = {json.dumps(fields[h], sort_keys=True, default=str) for h in same.index}
+            if ignore and len(known) == 1:
+                continue  # they differ only in ignored fields (as far as the rows say): one label
+            for h in same.index:
+                labels[h] = f"{labels[h]} ({str(h)[:8]})"
+    return labels
+
+
 def spec_info(frame: pd.DataFrame, derive_mixer: bool = False) -> pd.DataFrame:
     """Per spec_hash: spec name (disambiguated), params, primitives summary and sequence mixer
     (the rows' ``mixer`` column, written from the spec; rows without it: derived from their
@@ -425,8 +492,7 @@ def spec_info(frame: pd.DataFrame, derive_mixer: bool = False) -> pd.DataFrame:
                       primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
                       mixer=("mixer", "first"))
                  .join(src.groupby("spec_hash", dropna=False)["_params"].min().rename("params")))
-    dup = info["spec"].duplicated(keep=False)
-    info.loc[dup, "spec"] = info.loc[dup, "spec"] + " (" + info.index[dup].astype(str).str[:8] + ")"
+    info["spec"] = info.index.map(spec_labels(frame))
     info["primitives"] = info["primitives"].fillna("")
     info["mixer"] = info["mixer"].fillna(UNKNOWN_MIXER)
     return info[["spec", "params", "primitives", "mixer"]]

@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure  # Figure without pyplot: Agg canvas, no global backend state
 
 from .aggregate import mad_scores, setting_scores, task_scores
-from .leaderboard import FAILED, MAD_COLUMN, build_leaderboard, select_suite, spec_info, synthetic_rows
+from .leaderboard import (FAILED, MAD_COLUMN, build_leaderboard, select_suite, spec_info, spec_labels,
+                          synthetic_rows)
 
 KINDS = ("heatmap", "difficulty", "pareto", "search-history", "mqar", "state", "proxy")
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -288,6 +289,8 @@ def mqar_points(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
     pts = pd.concat(parts, ignore_index=True)
     if "d_model" not in pts or pts["d_model"].isna().all():
         raise ValueError("these rows have no d_model column (written before it existed): re-run them")
+    # one line per spec across its widths; same-named specs that differ otherwise are named apart
+    pts["spec"] = pts["spec_hash"].map(spec_labels(frame, ignore=("d_model",)))
     if "state_bytes" not in pts:
         pts["state_bytes"] = np.nan
     keys = ["spec", "d_model", "seq_len", "num_kv_pairs"]

@@ -121,10 +121,14 @@ class ArchitectureSpec(BaseModel):
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
-    def spec_hash(self) -> str:
-        """Hash of everything that changes the model (not name or description): the spec and
-        ``MODEL_VERSION``, the version of the code that builds it."""
+    def config_json(self) -> str:
+        """Everything that changes the model (not name or description) as canonical JSON: what
+        the hash is of, and what result rows keep so that same-named specs can be told apart."""
         data = self.model_dump(mode="json", exclude={"name", "description"})
         data["model_version"] = MODEL_VERSION
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes the model (not name or description): the spec and
+        ``MODEL_VERSION``, the version of the code that builds it (both in :meth:`config_json`)."""
+        return hashlib.sha256(self.config_json().encode()).hexdigest()[:16]

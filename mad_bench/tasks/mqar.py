@@ -222,8 +222,14 @@ class MQARMixtureSetting(TaskSetting):
                                   ids[i:i + batch_size], n)
             correct += c
             total += t
+        return self.segment_columns(correct, total)
+
+    def segment_columns(self, correct: torch.Tensor, total: torch.Tensor) -> dict[str, float]:
+        """One run's result columns from its per-segment counts ``[S]`` (one host sync); a
+        segment with no scored position reads 0."""
         acc = (correct.double() / total.clamp_min(1)).tolist()
         return {SEGMENT_COLUMN + s.name: a for s, a in zip(self.test_segments, acc)}
+
 
 
 def segment_counts(logits: torch.Tensor, targets: torch.Tensor, segments: torch.Tensor,

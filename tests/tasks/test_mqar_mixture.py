@@ -10,7 +10,7 @@ from mad_bench.results import ResultsStore
 from mad_bench.spec import SpecError, load_spec
 from mad_bench.suite import expand, load_suite
 from mad_bench.tasks import IGNORE_INDEX, MQARMixtureSetting, parse_setting
-from mad_bench.tasks.mqar import MQARSegment, segment_counts
+from mad_bench.tasks.mqar import SEGMENT_COLUMN, MQARSegment, segment_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 V = 64
@@ -130,3 +130,23 @@ tasks:
         # give the run's overall test accuracy (same final model)
         torch.testing.assert_close((32 * accs[0] + 64 * accs[1]) / 96, row["test_acc"],
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_every_ensemble_member_reports_its_segment_columns():
+    """The engine scores each member's final parameters per segment (before compaction drops
+    a stopped member): the same columns as that grid point trained alone."""
+    from mad_bench import load_spec
+    from mad_bench.engine import train_grid
+    from mad_bench.train.config import TrainConfig
+    from mad_bench.train.trainer import train
+
+    s = mixture()
+    spec = load_spec({"name": "att", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2}]})
+    cfg = TrainConfig(epochs=2, batch_size=16, stop_at_accuracy=None)
+    grid = [(1e-3, 0.0), (1e-2, 0.0)]
+    results = train_grid(spec, s, cfg, grid, device="cpu")
+    for (lr, wd), r in zip(grid, results):
+        alone = train(spec, s, cfg.model_copy(update={"lr": lr, "weight_decay": wd}), device="cpu")
+        assert set(r.extra) == {SEGMENT_COLUMN + seg.name for seg in s.test_segments}
+        assert r.extra == pytest.approx(alone.extra, abs=1e-6)
+    assert results[0].extra != results[1].extra
