@@ -98,7 +98,11 @@ def test_one_member_follows_torch_adamw_and_clipping_step_by_step():
             opt.step()
             mine = ens.flat[g]
             ref = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
-            assert torch.allclose(mine, ref, rtol=1e-5, atol=1e-6), (step, g, (mine - ref).abs().max())
+            # Adam moves each element by about lr, and by g / (|g| + eps) of it where g is tiny:
+            # there fp32 sum-order noise in g (MAD-Lab's N(0, 0.02) embeddings make attention's
+            # q/k gradients ~1e-9) moves the update by a sliver of lr. A wrong formula is off by ~lr.
+            tol = 5e-3 * cfg.lr
+            assert torch.allclose(mine, ref, rtol=1e-5, atol=tol), (step, g, (mine - ref).abs().max())
 
 
 def test_ensemble_members_equal_plain_trainer():

@@ -27,7 +27,9 @@ def test_attention_learns_recall_and_a_channel_mixer_cannot():
     cfg = CFG.model_copy(update={"stop_at_accuracy": 0.6})
     solved = train(ATTENTION, RECALL, cfg, device="cpu")
     assert solved.status == "ok" and solved.stop_reason == "perfect"
-    assert solved.test_acc >= 0.6 and solved.epochs_run < cfg.epochs
+    # stopped once test accuracy passed 0.6; scored at its lowest-perplexity epoch (MAD-Lab)
+    assert solved.history[-1]["test_acc"] > 0.6 and solved.epochs_run < cfg.epochs
+    assert solved.test_acc >= 0.5
     blind = train(NO_MIXING, RECALL, cfg, device="cpu")
     # 4 possible values: a position-wise model can only guess (about 0.25)
     assert blind.test_acc <= 0.4 and blind.stop_reason == "completed"
