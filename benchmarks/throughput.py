@@ -286,8 +286,9 @@ def confirm(args, device, options) -> int:
           + describe(pending(requests, store)[0], device.type, "ensemble"), flush=True)
 
     def on_row(req, row, done, total):
+        wall, setup = float(row.get("wall_s") or 0.0), float(row.get("setup_s") or 0.0)
         print(f"  [{done}/{total}] {req.describe()}: {row['status']} test_acc={row.get('test_acc')} "
-              f"epochs={row.get('epochs_run')} wall={row.get('wall_s')}", flush=True)
+              f"epochs={row.get('epochs_run')} setup={setup:.1f}s train={wall - setup:.1f}s", flush=True)
 
     t0 = time.perf_counter()
     rows, skipped = execute(requests, store, device=str(device), engine="ensemble", options=options,

@@ -35,6 +35,7 @@ class RunResult:
     best_epoch: int = 0
     params: int = 0
     wall_s: float = 0.0
+    setup_s: float = 0.0          # the part of wall_s spent before the first step
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # task-defined test columns (see trainer.train)
 

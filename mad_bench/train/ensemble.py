@@ -771,7 +771,8 @@ def train_grid(spec: ArchitectureSpec, setting, base_cfg: TrainConfig,
                           dataclasses.replace(opts, max_members=half), on_eval, info)
     info.wall_s += time.perf_counter() - t0
     for m, r in zip(ens.members, results):
-        r.wall_s = m.wall_s + setup / len(results)
+        r.setup_s = setup / len(results)  # data, model, probe, capture and compile: a member's share
+        r.wall_s = m.wall_s + r.setup_s
     return results
 
 
