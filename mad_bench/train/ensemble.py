@@ -415,13 +415,9 @@ class Ensemble:
             acc.add_(c)
 
     def _step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        fwd, update = self._forward_loss, self._apply_update
-        if self.compiled is not None:
-            fwd, update = self.compiled
+        eager = (self._forward_loss, self._apply_update)
         try:
-            total, loss, preds = fwd(x, y)
-            grads = torch.autograd.grad(total, self.leaves, allow_unused=True)
-            update(grads, loss, preds, y)
+            self._run_step(*(self.compiled or eager), x, y)
         except Exception as exc:  # noqa: BLE001 - a step that does not compile runs eagerly
             if self.compiled is None or self.info.compile_failure is not None:
                 raise
@@ -430,9 +426,12 @@ class Ensemble:
             self.info.compiled = False
             log.warning("torch.compile of the training step failed, running it eagerly (%s)",
                         self.info.compile_failure)
-            total, loss, preds = self._forward_loss(x, y)
-            grads = torch.autograd.grad(total, self.leaves, allow_unused=True)
-            self._apply_update(grads, loss, preds, y)
+            self._run_step(*eager, x, y)
+
+    def _run_step(self, forward_loss, apply_update, x: torch.Tensor, y: torch.Tensor) -> None:
+        total, loss, preds = forward_loss(x, y)
+        grads = torch.autograd.grad(total, self.leaves, allow_unused=True)
+        apply_update(grads, loss, preds, y)
 
     def _train_step(self) -> None:
         idx = self.order[: self.n_full * self.bs].view(self.n_full, self.bs)
