@@ -1,8 +1,11 @@
 """The delta rule (DeltaNet) step by step: the oracle for the chunked WY reference and the
-Triton kernel. Computes in the inputs' dtype (at least fp32: fp64 stays fp64)."""
+Triton kernel: the gated delta rule's step loop with no decay (every gate exp(0) = 1, exact).
+Computes in the inputs' dtype (at least fp32: fp64 stays fp64)."""
 from __future__ import annotations
 
 import torch
+
+from ..gated_delta_rule.naive import naive_gated_delta_rule
 
 __all__ = ["naive_delta_rule"]
 
@@ -13,18 +16,5 @@ def naive_delta_rule(q, k, v, beta, scale: float | None = None, initial_state=No
 
     Arguments and returns as :func:`mad_bench.ops.delta_rule.chunk_delta_rule` (no chunking):
     ``o`` in v's dtype, the final state in the compute dtype."""
-    B, H, L, K = q.shape
-    V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else float(scale)
-    out_dtype, dt = v.dtype, torch.promote_types(v.dtype, torch.float32)
-    q, k, v, beta = (t.to(dt) for t in (q, k, v, beta))
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dt)
-    outs = []
-    for t in range(L):
-        k_t = k[:, :, t]
-        recalled = torch.einsum("bhk,bhkv->bhv", k_t, S)
-        write = beta[:, :, t, None] * (v[:, :, t] - recalled)
-        S = S + k_t[..., :, None] * write[..., None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", scale * q[:, :, t], S))
-    o = torch.stack(outs, dim=2).to(out_dtype)
-    return (o, S) if output_final_state else o
+    log_g = torch.zeros(beta.shape, dtype=beta.dtype, device=beta.device)  # exp(0) = 1: no decay
+    return naive_gated_delta_rule(q, k, v, beta, log_g, scale, initial_state, output_final_state)
