@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .argtypes import positive_int
 from .interrupts import EXIT_CODE, Interrupted
 from .spec import SpecError
 
@@ -54,17 +55,6 @@ TRAINING_FLAG_HINTS = {
             "(default: lr-wd), or train one point with `madbench run SPEC --lr X --wd Y`",
     "search": "; search takes training ranges from its space's `training` section",
 }
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def check_device(device: str | None) -> None:

@@ -7,17 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..argtypes import positive_int
+
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def _pos_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -123,10 +115,10 @@ def register(subparsers) -> None:
                    help="read at most this much of the corpus (e.g. 2M; default: 64M)")
     p.add_argument("--val-fraction", type=_fraction, default=0.05,
                    help="share of files (by a hash of their path) held out for validation (default: 0.05)")
-    p.add_argument("--seq-len", type=_pos_int, default=256, help="training window in bytes (default: 256)")
-    p.add_argument("--batch-size", type=_pos_int, default=32,
+    p.add_argument("--seq-len", type=positive_int, default=256, help="training window in bytes (default: 256)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
                    help="global batch (windows per step, split over --nproc; default: 32)")
-    p.add_argument("--steps", type=_pos_int, default=1000, help="optimizer steps (default: 1000)")
+    p.add_argument("--steps", type=positive_int, default=1000, help="optimizer steps (default: 1000)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     p.add_argument("--min-lr", type=float, default=1e-4, help="end of the cosine schedule (default: 1e-4)")
     p.add_argument("--warmup-steps", type=int, default=50, help="linear warmup steps (default: 50)")
@@ -135,19 +127,19 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default: bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16")
     p.add_argument("--seed", type=int, default=0, help="model init and batch order (default: 0)")
-    p.add_argument("--eval-every", type=_pos_int, default=100,
+    p.add_argument("--eval-every", type=positive_int, default=100,
                    help="validate and checkpoint every N steps, and at the end (default: 100)")
-    p.add_argument("--val-windows", type=_pos_int, default=64,
+    p.add_argument("--val-windows", type=positive_int, default=64,
                    help="fixed validation windows of --seq-len bytes (default: 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--nproc", type=_pos_int, default=1,
+    p.add_argument("--nproc", type=positive_int, default=1,
                    help="processes on this host, data parallel (DDP: one per GPU, or gloo on the CPU; default: 1)")
     p.add_argument("--fsdp", action="store_true", help="shard the model with FSDP instead of DDP (needs --nproc >= 2)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="where last.pt goes (default: checkpoints/lm-<spec>-<corpus>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
-    p.add_argument("--stop-after", type=_pos_int, default=None,
+    p.add_argument("--stop-after", type=positive_int, default=None,
                    help="leave after N steps of this invocation (schedule unchanged; --resume goes on)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run a run already in the store")
@@ -161,7 +153,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", metavar="SPEC", help="the spec file the checkpoint was trained from")
     p.add_argument("--checkpoint", required=True, help="last.pt (or its folder) written by madbench lm")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=_pos_int, default=200, help="bytes to sample (default: 200)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=200, help="bytes to sample (default: 200)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely, 0 = all (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
