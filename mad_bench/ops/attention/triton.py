@@ -32,6 +32,22 @@ def _keep(s, rows, cols, L, WINDOW: tl.constexpr):
 
 
 @jit
+def _tile(ptr, rows, dims, L, D):
+    """The ``[rows, dims]`` tile of one ``[L, D]`` head (zeros past either end)."""
+    return tl.load(ptr + rows[:, None] * D + dims[None, :], mask=(rows[:, None] < L) & (dims[None, :] < D),
+                   other=0.0)
+
+
+@jit
+def _key_span(pid_m, L, WINDOW: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """The key blocks query block ``pid_m`` sees: causal, and not older than the window."""
+    lo = 0
+    if WINDOW > 0:
+        lo = tl.maximum(pid_m * BM - WINDOW + 1, 0) // BN * BN
+    return lo, tl.minimum((pid_m + 1) * BM, L)
+
+
+@jit
 def _attn_fwd(Q, K, V, O, LSE, L, D, scale,
               WINDOW: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -40,19 +56,15 @@ def _attn_fwd(Q, K, V, O, LSE, L, D, scale,
     rows = pid_m * BM + tl.arange(0, BM)
     dims = tl.arange(0, BD)
     dmask = dims[None, :] < D
-    q = tl.load(Q + base + rows[:, None] * D + dims[None, :], mask=(rows[:, None] < L) & dmask, other=0.0)
+    q = _tile(Q + base, rows, dims, L, D)
     m_i = tl.full([BM], float("-inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, BD], tl.float32)
-    hi = tl.minimum((pid_m + 1) * BM, L)
-    lo = 0
-    if WINDOW > 0:
-        lo = tl.maximum(pid_m * BM - WINDOW + 1, 0) // BN * BN
+    lo, hi = _key_span(pid_m, L, WINDOW, BM, BN)
     for start in range(lo, hi, BN):
         cols = start + tl.arange(0, BN)
-        kmask = (cols[:, None] < L) & dmask
-        k = tl.load(K + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
-        v = tl.load(V + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
+        k = _tile(K + base, cols, dims, L, D)
+        v = _tile(V + base, cols, dims, L, D)
         s = _keep(tl.dot(q, tl.trans(k)) * scale, rows, cols, L, WINDOW)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -78,8 +90,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, L, D, scale,
     dims = tl.arange(0, BD)
     dmask = dims[None, :] < D
     kmask = (cols[:, None] < L) & dmask
-    k = tl.load(K + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
-    v = tl.load(V + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
+    k = _tile(K + base, cols, dims, L, D)
+    v = _tile(V + base, cols, dims, L, D)
     dk = tl.zeros([BN, BD], tl.float32)
     dv = tl.zeros([BN, BD], tl.float32)
     lo = pid_n * BN // BM * BM
@@ -89,8 +101,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, L, D, scale,
     for start in range(lo, hi, BM):
         rows = start + tl.arange(0, BM)
         rmask = rows < L
-        q = tl.load(Q + base + rows[:, None] * D + dims[None, :], mask=rmask[:, None] & dmask, other=0.0)
-        do = tl.load(DO + base + rows[:, None] * D + dims[None, :], mask=rmask[:, None] & dmask, other=0.0)
+        q = _tile(Q + base, rows, dims, L, D)
+        do = _tile(DO + base, rows, dims, L, D)
         lse = tl.load(LSE + n * L + rows, mask=rmask, other=0.0)
         delta = tl.load(DELTA + n * L + rows, mask=rmask, other=0.0)
         s = _keep(tl.dot(q, tl.trans(k)) * scale, rows, cols, L, WINDOW)
@@ -113,20 +125,16 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, L, D, scale,
     dims = tl.arange(0, BD)
     dmask = dims[None, :] < D
     rmask = rows < L
-    q = tl.load(Q + base + rows[:, None] * D + dims[None, :], mask=rmask[:, None] & dmask, other=0.0)
-    do = tl.load(DO + base + rows[:, None] * D + dims[None, :], mask=rmask[:, None] & dmask, other=0.0)
+    q = _tile(Q + base, rows, dims, L, D)
+    do = _tile(DO + base, rows, dims, L, D)
     lse = tl.load(LSE + n * L + rows, mask=rmask, other=0.0)
     delta = tl.load(DELTA + n * L + rows, mask=rmask, other=0.0)
     dq = tl.zeros([BM, BD], tl.float32)
-    hi = tl.minimum((pid_m + 1) * BM, L)
-    lo = 0
-    if WINDOW > 0:
-        lo = tl.maximum(pid_m * BM - WINDOW + 1, 0) // BN * BN
+    lo, hi = _key_span(pid_m, L, WINDOW, BM, BN)
     for start in range(lo, hi, BN):
         cols = start + tl.arange(0, BN)
-        kmask = (cols[:, None] < L) & dmask
-        k = tl.load(K + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
-        v = tl.load(V + base + cols[:, None] * D + dims[None, :], mask=kmask, other=0.0)
+        k = _tile(K + base, cols, dims, L, D)
+        v = _tile(V + base, cols, dims, L, D)
         s = _keep(tl.dot(q, tl.trans(k)) * scale, rows, cols, L, WINDOW)
         p = tl.exp(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v))
