@@ -37,6 +37,37 @@ def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = (), member_args: 
     return _VmapCall.apply(fn, (tuple(fold_args), tuple(member_args)), *args)
 
 
+def member_count(batch: int, *params) -> int:
+    """The member count G of a kernel's per-member parameters (1 when all are shared).
+
+    ``params`` are ``(name, tensor or None, shared_ndim)``: a tensor of ``shared_ndim`` dims is
+    shared by every batch row, one of ``shared_ndim + 1`` dims is per member (``[G, ...]``, batch
+    row ``r`` served by member ``r // (batch / G)``). Every per-member parameter must have the
+    same G, and G must divide the batch."""
+    counts = {}
+    for name, p, nd in params:
+        if p is None:
+            continue
+        if p.dim() not in (nd, nd + 1):
+            raise ValueError(f"{name} must have {nd} dims (shared) or {nd + 1} (per member, leading "
+                             f"member dim); got shape {tuple(p.shape)}")
+        if p.dim() == nd + 1:
+            counts[name] = p.shape[0]
+    G = set(counts.values())
+    if len(G) > 1 or (G and batch % next(iter(G))):
+        raise ValueError(f"per-member parameters must share one member count dividing the batch {batch}; "
+                         f"got leading dims {counts}")
+    return next(iter(G)) if G else 1
+
+
+def member_sum(part: torch.Tensor, per_member: bool, G: int, dim: int = 0) -> torch.Tensor:
+    """A parameter's gradient from per-row partials (rows member-major along ``dim``): the sum over
+    all rows for a shared parameter, ``[G, ...]`` sums over each member's own rows otherwise."""
+    if not per_member:
+        return part.sum(dim)
+    return part.unflatten(dim, (G, -1)).sum(dim + 1)
+
+
 def _fold(args, in_dims, fold_args, member_args, G):
     out = []
     for i, (a, d) in enumerate(zip(args, in_dims)):

@@ -1,10 +1,13 @@
 """Causal depthwise short conv (+ bias, silu): the Triton kernel vs the reference (F.conv1d)
-in fp64, fp32, tol 1e-5 rel; the step form vs the parallel form; the auto dispatch rule."""
+in fp64, fp32, tol 1e-5 rel; per-member weight / bias under vmap (one launch) vs a per-member
+loop of the oracle; the step form vs the parallel form; the auto dispatch rule."""
 import pytest
 import torch
+from torch.func import vmap
 
 from mad_bench.ops import causal_conv
 from mad_bench.ops.causal_conv import causal_conv1d, causal_conv1d_step
+from mad_bench.ops.causal_conv.naive import naive_causal_conv1d
 from mad_bench.ops.causal_conv.reference import causal_conv1d as causal_conv1d_ref
 
 from _kernel_test_utils import as64, check, grads, leaf
@@ -40,6 +43,49 @@ def test_causal_conv_strided_input_and_conv1d_weight(device):
     check(y, y64, TOL)
     dy = torch.randn_like(y)
     check(grads(y, (z, w), dy), grads(y64, (z64, w64), dy.double()), TOL, ["dz", "dw"])
+
+
+@pytest.mark.parametrize("per_member", ["weight+bias", "weight", "bias"])
+def test_causal_conv_vmapped_members_one_launch(device, monkeypatch, per_member):
+    # the engine's case: G members' parameters vmapped -> x folds into the batch, the weight
+    # [G, D, K] / bias [G, D] go to the kernel whole: one launch per direction, not G
+    from mad_bench.ops.causal_conv import triton as conv_triton
+
+    calls = []
+    for name in ("short_conv_fwd", "short_conv_bwd"):
+        fn = getattr(conv_triton, name)
+        monkeypatch.setattr(conv_triton, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    G, B, L, D, K = 3, 2, 37, 24, 4  # L 37: two time tiles of 32
+    x = leaf(torch.randn(G, B, L, D, device=device))
+    w = leaf(torch.randn(G if "weight" in per_member else 1, D, 1, K, device=device) / K)
+    b = leaf(torch.randn(G if "bias" in per_member else 1, D, device=device))
+    wm = (lambda g: w[g]) if "weight" in per_member else (lambda g: w[0])
+    bm = (lambda g: b[g]) if "bias" in per_member else (lambda g: b[0])
+
+    def member(xx, ww, bb):
+        return causal_conv1d(xx, ww, bb, "silu", impl="triton")
+
+    y = vmap(member, in_dims=(0, 0 if "weight" in per_member else None, 0 if "bias" in per_member else None))(
+        x, w if "weight" in per_member else w[0], b if "bias" in per_member else b[0])
+    dy = torch.randn_like(y)
+    g = grads(y, (x, w, b), dy)
+    assert calls == ["short_conv_fwd", "short_conv_bwd"]
+    x64, w64, b64 = as64([x, w, b])
+    wm64 = (lambda g: w64[g]) if "weight" in per_member else (lambda g: w64[0])
+    bm64 = (lambda g: b64[g]) if "bias" in per_member else (lambda g: b64[0])
+    y64 = torch.stack([naive_causal_conv1d(x64[i], wm64(i), bm64(i), "silu") for i in range(G)])
+    check(y, y64, TOL, ["y"])
+    check(g, grads(y64, (x64, w64, b64), dy.double()), TOL, ["dx", "dw", "db"])
+
+
+def test_causal_conv_per_member_shapes_are_checked(device):
+    x = torch.randn(4, 9, 8, device=device)
+    with pytest.raises(ValueError, match="one member count"):  # 3 members do not divide 4 rows
+        causal_conv1d(x, torch.randn(3, 8, 4, device=device), impl="triton")
+    with pytest.raises(ValueError, match="one member count"):  # weight and bias disagree
+        causal_conv1d(x, torch.randn(2, 8, 4, device=device), torch.randn(4, 8, device=device), impl="triton")
+    with pytest.raises(ValueError, match="D = 8"):
+        causal_conv1d(x, torch.randn(2, 6, 4, device=device), impl="triton")
 
 
 def test_bad_activation():

@@ -4,6 +4,11 @@
 (any batch/time strides, unit channel stride), ``weight[D, K]`` (``[D, 1, K]`` as stored by
 ``nn.Conv1d`` is accepted too), ``act`` in ``none|silu``.
 
+Per-member parameters: ``weight[G, D, K]``, ``bias[G, D]`` (either or both) give batch row ``r``
+the parameters of member ``r // (B / G)``, and their gradients come back per member: the
+ensemble engine's vmap rule folds G members into the batch and launches once per direction
+(see :func:`causal_conv1d_triton`).
+
 Forward: one program per ``[BLOCK_L, BLOCK_D]`` tile, K shifted loads.  Backward: one kernel
 computes ``dx``, and partial ``dw``/``db``: the pre-activation at the K shifted positions a
 tile's ``dx`` needs is recomputed (K*K cached loads, nothing saved in the forward), programs
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import member_count, member_sum, vmap_apply
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
 
 __all__ = ["causal_conv1d_triton", "ShortConvFunction"]
@@ -21,22 +26,24 @@ __all__ = ["causal_conv1d_triton", "ShortConvFunction"]
 
 @jit
 def _conv_fwd_kernel(
-    X, W, BIAS, Y, L, D, sxb, sxl, syb, syl,
+    X, W, BIAS, Y, L, D, RPM, s_wm, s_bm, sxb, sxl, syb, syl,
     K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_l = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
+    mem = pid_b // RPM  # member of this batch row (per-member weight / bias; stride 0 if shared)
+    wb = W + mem * s_wm
     t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < D
     xb = X + pid_b * sxb
     acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
-        acc += tl.load(BIAS + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(BIAS + mem * s_bm + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
     for k in tl.static_range(K):
-        w = tl.load(W + c * K + k, mask=cmask, other=0.0).to(tl.float32)
+        w = tl.load(wb + c * K + k, mask=cmask, other=0.0).to(tl.float32)
         tk = t - (K - 1) + k
         m = ((tk >= 0) & (tk < L))[:, None] & cmask[None, :]
         xv = tl.load(xb + tk[:, None] * sxl + c[None, :], mask=m, other=0.0).to(tl.float32)
@@ -49,7 +56,7 @@ def _conv_fwd_kernel(
 
 @jit
 def _conv_bwd_kernel(
-    X, W, BIAS, DY, DX, DW_PART, DB_PART, L, D,
+    X, W, BIAS, DY, DX, DW_PART, DB_PART, L, D, RPM, s_wm, s_bm,
     sxb, sxl, sdyb, sdyl, sdxb, sdxl,
     K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -58,6 +65,8 @@ def _conv_bwd_kernel(
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2)
     n_lprog = tl.num_programs(0)
+    mem = pid_b.to(tl.int64) // RPM
+    wb = W + mem * s_wm
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < D
     kidx = tl.arange(0, KP)
@@ -65,7 +74,7 @@ def _conv_bwd_kernel(
     dyb = DY + pid_b.to(tl.int64) * sdyb
     dxb = DX + pid_b.to(tl.int64) * sdxb
     if HAS_BIAS:
-        bias = tl.load(BIAS + c, mask=cmask, other=0.0).to(tl.float32)
+        bias = tl.load(BIAS + mem * s_bm + c, mask=cmask, other=0.0).to(tl.float32)
     dw_acc = tl.zeros([KP, BLOCK_D], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     for l0 in range(pid_l * BLOCK_L, L, n_lprog * BLOCK_L):
@@ -81,13 +90,13 @@ def _conv_bwd_kernel(
                 if HAS_BIAS:
                     z += bias[None, :]
                 for j in tl.static_range(K):
-                    wj = tl.load(W + c * K + j, mask=cmask, other=0.0).to(tl.float32)
+                    wj = tl.load(wb + c * K + j, mask=cmask, other=0.0).to(tl.float32)
                     tj = ts - (K - 1) + j
                     mj = ((tj >= 0) & (tj < L))[:, None] & cmask[None, :]
                     z += tl.load(xb + tj[:, None] * sxl + c[None, :], mask=mj, other=0.0).to(tl.float32) * wj[None, :]
                 sg = tl.sigmoid(z)
                 dz = dz * sg * (1.0 + z * (1.0 - sg))
-            w_s = tl.load(W + c * K + (K - 1 - s), mask=cmask, other=0.0).to(tl.float32)
+            w_s = tl.load(wb + c * K + (K - 1 - s), mask=cmask, other=0.0).to(tl.float32)
             dx_acc += dz * w_s[None, :]
             if s == 0:
                 if HAS_BIAS:
@@ -115,14 +124,23 @@ def _prep(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _members(B: int, w, bias) -> tuple[int, int, int, int]:
+    """(members, rows per member, member strides of weight and bias): stride 0 when shared."""
+    G = member_count(B, ("weight", w, 2), ("bias", bias, 1))
+    s_wm = w[0].numel() if w.dim() == 3 else 0
+    s_bm = bias.shape[-1] if bias is not None and bias.dim() == 2 else 0
+    return G, B // G, s_wm, s_bm
+
+
 def short_conv_fwd(x, w, bias, act: int):
     B, L, D = x.shape
-    K = w.shape[1]
+    K = w.shape[-1]
+    _, rpm, s_wm, s_bm = _members(B, w, bias)
     y = torch.empty((B, L, D), device=x.device, dtype=x.dtype)
     cfg = _cfg(D, False)
     grid = (triton.cdiv(L, cfg["BLOCK_L"]), triton.cdiv(D, cfg["BLOCK_D"]), B)
     _conv_fwd_kernel[grid](
-        x, w, bias, y, L, D, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        x, w, bias, y, L, D, rpm, s_wm, s_bm, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
         K=K, HAS_BIAS=bias is not None, ACT=act, **cfg,
     )
     return y
@@ -130,50 +148,59 @@ def short_conv_fwd(x, w, bias, act: int):
 
 def short_conv_bwd(x, w, bias, dy, act: int):
     B, L, D = x.shape
-    K = w.shape[1]
+    K = w.shape[-1]
+    G, rpm, s_wm, s_bm = _members(B, w, bias)
     dx = torch.empty((B, L, D), device=x.device, dtype=x.dtype)
     cfg = _cfg(D, True)
     n_d = triton.cdiv(D, cfg["BLOCK_D"])
     n_lt = triton.cdiv(L, cfg["BLOCK_L"])
     # enough programs to fill the GPU, then stride over time tiles (keeps the partials small)
     n_l = max(1, min(n_lt, triton.cdiv(num_sms(x.device) * 8, B * n_d)))
-    P = B * n_l
+    P = B * n_l  # partial p = row * n_l + time program: member-major, as member_sum wants
     dw_part = torch.empty((P, K, D), device=x.device, dtype=torch.float32)
     db_part = torch.empty((P, D), device=x.device, dtype=torch.float32) if bias is not None else None
     _conv_bwd_kernel[(n_l, n_d, B)](
-        x, w, bias, dy, dx, dw_part, db_part, L, D,
+        x, w, bias, dy, dx, dw_part, db_part, L, D, rpm, s_wm, s_bm,
         x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
         K=K, KP=next_pow2(K), HAS_BIAS=bias is not None, ACT=act, **cfg,
     )
-    dw = dw_part.sum(0).t()
-    db = db_part.sum(0) if bias is not None else None
+    dw = member_sum(dw_part, w.dim() == 3, G).transpose(-1, -2)
+    db = member_sum(db_part, bias.dim() == 2, G) if bias is not None else None
     return dx, dw, db
 
 
 class ShortConvFunction(torch.autograd.Function):
+    """``weight [D, K]`` or per member ``[G, D, K]``, ``bias`` None, ``[D]`` or ``[G, D]``."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, act):
         if x.dim() != 3:
             raise ValueError(f"x must be [B, L, D], got shape {tuple(x.shape)}")
-        D = x.shape[-1]
-        w = weight.reshape(D, -1).contiguous()
+        B, _, D = x.shape
+        member_count(B, ("weight", weight, 2), ("bias", bias, 1))
+        if weight.shape[-2] != D or (bias is not None and bias.shape[-1] != D):
+            raise ValueError(f"weight must be [D, K] or [members, D, K] and bias [D] or [members, D] with "
+                             f"D = {D} (x's channels); got weight {tuple(weight.shape)}, bias "
+                             f"{None if bias is None else tuple(bias.shape)}")
+        w = weight.contiguous()
         b = bias.contiguous() if bias is not None else None
         x = _prep(x)
         ctx.save_for_backward(x, w, b)
         ctx.act = act
-        ctx.w_shape, ctx.w_dtype = weight.shape, weight.dtype
         return short_conv_fwd(x, w, b, act)
 
     @staticmethod
     def backward(ctx, dy):
         x, w, b = ctx.saved_tensors
         dx, dw, db = short_conv_bwd(x, w, b, _prep(dy), ctx.act)
-        dw = dw.to(ctx.w_dtype).reshape(ctx.w_shape)
-        if db is not None:
-            db = db.to(b.dtype)
-        return dx, dw, db, None
+        return dx, dw.to(w.dtype), db.to(b.dtype) if db is not None else None, None
 
 
 def causal_conv1d_triton(x, weight, bias=None, silu: bool = False) -> torch.Tensor:
-    """The Triton path of :func:`mad_bench.ops.causal_conv.causal_conv1d`."""
-    return vmap_apply(ShortConvFunction.apply, x, weight, bias, int(silu), fold_args=(0,))
+    """The Triton path of :func:`mad_bench.ops.causal_conv.causal_conv1d`.
+
+    Under the engine's vmap ``x`` folds into the batch and a per-member weight / bias is passed
+    with a leading member dim: one launch for all members."""
+    if weight.dim() == 3 and weight.shape[1] == 1:
+        weight = weight[:, 0]  # nn.Conv1d's [D, 1, K]
+    return vmap_apply(ShortConvFunction.apply, x, weight, bias, int(silu), fold_args=(0,), member_args=(1, 2))
