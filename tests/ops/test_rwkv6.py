@@ -1,9 +1,12 @@
 """RWKV-6 WKV (Triton) vs the step-by-step fp64 recurrence; fp32 inputs, tol 1e-4 rel (measured
-~2e-7 in the interpreter); fp16 inputs, tol 5e-3. The torch path is the chunked reference."""
+~2e-7 in the interpreter); fp16 inputs, tol 5e-3; a per-member bonus under vmap (one launch) vs
+a per-member loop of the oracle. The torch path is the chunked reference."""
 import pytest
 import torch
+from torch.func import vmap
 
 from mad_bench.ops.rwkv6 import wkv6, wkv6_chunked, wkv6_recurrent
+from mad_bench.ops.rwkv6.naive import naive_wkv6
 
 from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
 
@@ -43,6 +46,37 @@ def test_wkv6_fp16_and_strided(device):
     views = [t.transpose(1, 2) for t in base[:4]] + [base[4]]
     assert wkv6(*views, impl="triton").dtype == torch.float16
     _run(base, 5e-3, views=views)
+
+
+def test_wkv6_vmapped_members_one_launch(device, monkeypatch):
+    # the engine's case: the bonus u vmapped over G members -> r, k, v, logw fold into the batch
+    # and u [G, H, K] goes to the kernel whole: one launch per direction, not G
+    from mad_bench.ops import rwkv6
+
+    calls = []
+    fwd, bwd = rwkv6.WKV6Function.forward, rwkv6.WKV6Function.backward
+    monkeypatch.setattr(rwkv6.WKV6Function, "forward", staticmethod(lambda *a: calls.append("fwd") or fwd(*a)))
+    monkeypatch.setattr(rwkv6.WKV6Function, "backward", staticmethod(lambda *a: calls.append("bwd") or bwd(*a)))
+    G, B, H, L, K, V = 3, 2, 2, 19, 8, 20  # V 20: two value blocks (16)
+    ins = _inputs(G * B, H, L, K, V, device)
+    ins = [leaf(t.detach().view(G, B, *t.shape[1:])) for t in ins[:4]]
+    u = leaf(torch.randn(G, H, K, device=device) * 0.5)
+    o = vmap(lambda r, k, v, w, uu: wkv6(r, k, v, w, uu, impl="triton"))(*ins, u)
+    do = torch.randn_like(o)
+    g = grads(o, [*ins, u], do)
+    assert calls == ["fwd", "bwd"]
+    ins64 = as64([*ins, u])
+    o64 = torch.stack([naive_wkv6(*(t[i] for t in ins64)) for i in range(G)])
+    check(o, o64, TOL, ["o"])
+    check(g, grads(o64, ins64, do.double()), TOL, NAMES)
+
+
+def test_wkv6_per_member_bonus_shape_is_checked(device):
+    r, k, v, logw, _ = _inputs(4, 2, 5, 8, 8, device)
+    with pytest.raises(ValueError, match="one member count"):  # 3 members do not divide 4 rows
+        wkv6(r, k, v, logw, torch.randn(3, 2, 8, device=device), impl="triton")
+    with pytest.raises(ValueError, match="u"):
+        wkv6(r, k, v, logw, torch.randn(2, 3, 8, device=device), impl="triton")
 
 
 def test_torch_impl_is_the_chunked_reference():

@@ -26,5 +26,6 @@ def wkv6(r, k, v, logw, u, chunk_size: int = 16, impl: str = "auto"):
     state: ``o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)``, ``S_t = diag(exp(logw_t)) S_{t-1} +
     k_t^T v_t``. Gradients for all five inputs."""
     if use_triton(impl, r):
-        return vmap_apply(WKV6Function.apply, r, k, v, logw, u, fold_args=(0, 1, 2, 3))
+        # under the engine's vmap a per-member bonus goes to the kernel as [G, H, K]: one launch
+        return vmap_apply(WKV6Function.apply, r, k, v, logw, u, fold_args=(0, 1, 2, 3), member_args=(4,))
     return wkv6_chunked(r, k, v, logw, u, chunk_size)

@@ -17,12 +17,17 @@ recurrence ``G_{t-1} = diag(w_t) G_t + r_t^T do_t`` over the chunk, reading ``S_
 ``dr`` and the decay gradient ``dlogw_t = w_t . rowsum(G_t * S_{t-1})`` (exact: no division by
 ``w``, no cumulative-sum identity). ``dr, dk, dlogw`` (reductions over V) and ``du`` are per-V-block
 fp32 partials summed by torch; ``dv`` is written directly. Any input strides are accepted.
+
+Per-member bonus: ``u [G, H, K]`` gives batch row ``b`` member ``b // (B / G)``'s bonus and its
+gradient comes back per member, so the ensemble engine's vmap rule folds G members into the
+batch and launches once per direction.
 """
 from __future__ import annotations
 
 import torch
 
 from ..dispatch import jit, state_block_config, tl, triton
+from ..vmap_rules import member_count, member_sum
 
 __all__ = ["WKV6Function"]
 
@@ -34,9 +39,9 @@ def _ck(bk: int, bv: int) -> int:
 @jit
 def _wkv6_fwd_kernel(
     R, K, V, LW, U, O, CKPT,
-    L, H, DK, DV, NCK,
+    L, H, DK, DV, NCK, RPM,
     s_rb, s_rh, s_rl, s_rk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
-    s_wb, s_wh, s_wl, s_wk, s_uh, s_uk, s_ob, s_oh, s_ol, s_ov,
+    s_wb, s_wh, s_wl, s_wk, s_um, s_uh, s_uk, s_ob, s_oh, s_ol, s_ov,
     CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
@@ -50,7 +55,8 @@ def _wkv6_fwd_kernel(
     vm = vv < DV
     m2 = km[:, None] & vm[None, :]
     st_off = kk[:, None] * DV + vv[None, :]
-    u = tl.load(U + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
+    # the bonus of this row's member (s_um 0: shared)
+    u = tl.load(U + (b // RPM) * s_um + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
     rp = R + b * s_rb + h * s_rh + kk * s_rk
     kp = K + b * s_kb + h * s_kh + kk * s_kk
     vp = V + b * s_vb + h * s_vh + vv * s_vv
@@ -84,9 +90,9 @@ def _wkv6_fwd_kernel(
 def _wkv6_bwd_kernel(
     R, K, V, LW, U, DO, CKPT, SCR,
     DR_P, DK_P, DW_P, DU_P, DV_,
-    L, H, DK, DV, NCK, BH,
+    L, H, DK, DV, NCK, BH, RPM,
     s_rb, s_rh, s_rl, s_rk, s_kb, s_kh, s_kl, s_kk, s_vb, s_vh, s_vl, s_vv,
-    s_wb, s_wh, s_wl, s_wk, s_uh, s_uk, s_gb, s_gh, s_gl, s_gv, s_dvb, s_dvh, s_dvl, s_dvv,
+    s_wb, s_wh, s_wl, s_wk, s_um, s_uh, s_uk, s_gb, s_gh, s_gl, s_gv, s_dvb, s_dvh, s_dvl, s_dvv,
     CK: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
@@ -101,7 +107,8 @@ def _wkv6_bwd_kernel(
     vm = vv < DV
     m2 = km[:, None] & vm[None, :]
     st_off = kk[:, None] * DV + vv[None, :]
-    u = tl.load(U + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
+    # the bonus of this row's member (s_um 0: shared)
+    u = tl.load(U + (b // RPM) * s_um + h * s_uh + kk * s_uk, mask=km, other=0.0).to(tl.float32)
     rp = R + b * s_rb + h * s_rh + kk * s_rk
     kp = K + b * s_kb + h * s_kh + kk * s_kk
     vp = V + b * s_vb + h * s_vh + vv * s_vv
@@ -161,13 +168,19 @@ def _s4(t):
     return tuple(t.stride())
 
 
+def _su(u):
+    """u's (member, head, key) strides; member stride 0 for a shared ``[H, K]`` bonus."""
+    return tuple(u.stride()) if u.dim() == 3 else (0, *u.stride())
+
+
 class WKV6Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, k, v, logw, u):
         B, H, L, DK = r.shape
         DV = v.shape[-1]
-        if k.shape != r.shape or logw.shape != r.shape or v.shape[:3] != (B, H, L) or u.shape != (H, DK):
-            raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K]; got "
+        G = member_count(B, ("u", u, 2))
+        if k.shape != r.shape or logw.shape != r.shape or v.shape[:3] != (B, H, L) or u.shape[-2:] != (H, DK):
+            raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K] or [members, H, K]; got "
                              f"{tuple(r.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
                              f"{tuple(logw.shape)}, {tuple(u.shape)}")
         cfg = state_block_config(DK, DV, interp_bv=16)
@@ -177,11 +190,11 @@ class WKV6Function(torch.autograd.Function):
         ckpt = torch.empty((B * H, nck, DK, DV), device=r.device, dtype=torch.float32)
         grid = (B * H, triton.cdiv(DV, cfg["BV"]))
         _wkv6_fwd_kernel[grid](
-            r, k, v, logw, u, o, ckpt, L, H, DK, DV, nck,
-            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *u.stride(), *_s4(o), CK=ck, **cfg,
+            r, k, v, logw, u, o, ckpt, L, H, DK, DV, nck, B // G,
+            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(o), CK=ck, **cfg,
         )
         ctx.save_for_backward(r, k, v, logw, u, ckpt)
-        ctx.ck = ck
+        ctx.ck, ctx.members = ck, G
         return o
 
     @staticmethod
@@ -203,10 +216,10 @@ class WKV6Function(torch.autograd.Function):
         dv = torch.empty_like(v)
         _wkv6_bwd_kernel[(B * H, nv)](
             r, k, v, logw, u, do, ckpt, scr, dr_p, dk_p, dw_p, du_p, dv,
-            L, H, DK, DV, nck, B * H,
-            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *u.stride(), *_s4(do), *_s4(dv),
+            L, H, DK, DV, nck, B * H, B // ctx.members,
+            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(do), *_s4(dv),
             CK=ck, **cfg,
         )
         dr, dk, dw = (p[0] if nv == 1 else p.sum(0) for p in (dr_p, dk_p, dw_p))
-        du = du_p.sum((0, 1))
+        du = du_p.sum((0, 1)) if u.dim() == 2 else member_sum(du_p.sum(0), True, ctx.members)
         return dr.to(r.dtype), dk.to(k.dtype), dv, dw.to(logw.dtype), du.to(u.dtype)
