@@ -1,7 +1,9 @@
 """sLSTM time loop (Triton) vs the layer's torch cell loop in fp64; fp32 inputs, tol 1e-4 rel
-(measured ~5e-7 in the interpreter); fp16 inputs, tol 5e-3."""
+(measured ~5e-7 in the interpreter); fp16 inputs, tol 5e-3; per-member R under vmap (one launch)
+vs a per-member loop of the torch loop."""
 import pytest
 import torch
+from torch.func import vmap
 
 from mad_bench.ops.slstm import slstm_scan
 from mad_bench.ops.slstm.reference import slstm_scan_ref
@@ -43,6 +45,38 @@ def test_slstm_scan_large_preactivations_and_strided(device):
     check(h, h64, TOL, ["h"])
     dh_ = torch.randn_like(h)
     check(grads(h, [base, R], dh_), grads(h64, [b64, R64], dh_.double()), TOL, ["dwx", "dR"])
+
+
+def test_slstm_scan_vmapped_members_one_launch(device, monkeypatch):
+    # the engine's case: R vmapped over G members -> wx folds into the batch and R
+    # [G, H, d_h, 4 d_h] goes to the kernel whole: one launch per direction, not G
+    from mad_bench.ops.slstm import triton as slstm_triton
+
+    Fn = slstm_triton.SLSTMScanFunction
+    calls = []
+    fwd, bwd = Fn.forward, Fn.backward
+    monkeypatch.setattr(Fn, "forward", staticmethod(lambda *a: calls.append("fwd") or fwd(*a)))
+    monkeypatch.setattr(Fn, "backward", staticmethod(lambda *a: calls.append("bwd") or bwd(*a)))
+    G, B, L, H, dh = 3, 2, 19, 2, 8
+    wx, _ = _inputs(G * B, L, H, dh, device)
+    wx = leaf(wx.detach().view(G, B, L, H, 4 * dh))
+    R = leaf(torch.randn(G, H, dh, 4 * dh, device=device) / dh**0.5)
+    h = vmap(lambda w, r: slstm_scan(w, r, impl="triton"))(wx, R)
+    dh_ = torch.randn_like(h)
+    g = grads(h, [wx, R], dh_)
+    assert calls == ["fwd", "bwd"]
+    wx64, R64 = as64([wx, R])
+    h64 = torch.stack([slstm_scan_ref(wx64[i], R64[i]) for i in range(G)])
+    check(h, h64, TOL, ["h"])
+    check(g, grads(h64, [wx64, R64], dh_.double()), TOL, ["dwx", "dR"])
+
+
+def test_slstm_scan_per_member_R_shape_is_checked(device):
+    wx, _ = _inputs(4, 5, 2, 8, device)
+    with pytest.raises(ValueError, match="one member count"):  # 3 members do not divide 4 rows
+        slstm_scan(wx, torch.randn(3, 2, 8, 32, device=device), impl="triton")
+    with pytest.raises(ValueError, match="R"):
+        slstm_scan(wx, torch.randn(2, 8, 8, 32, device=device), impl="triton")
 
 
 def test_slstm_scan_fp16(device):

@@ -20,12 +20,16 @@ output) and ``c_t, n_t, m_t`` per step (``[B*H, L, 3, d_h]`` fp32). The backward
 time loop, recomputes the pre-activations from ``wx_t`` and the stored ``h_{t-1}`` (bit-identical
 to the forward's), writes ``d wx_t`` and accumulates ``dR`` per program (``[B, H, d_h, 4 d_h]``
 fp32 partials, summed over B by torch).
+
+Per-member recurrent weights: ``R [G, H, d_h, 4 d_h]`` gives batch row ``b`` member
+``b // (B / G)``'s weights and ``dR`` comes back per member (each summed over its own rows), so
+the ensemble engine's vmap rule folds G members into the batch and launches once per direction.
 """
 from __future__ import annotations
 
 import torch
 
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import member_count, member_sum, vmap_apply
 from ..dispatch import jit, next_pow2, pick, tl
 
 __all__ = ["slstm_scan_triton", "SLSTMScanFunction"]
@@ -39,8 +43,8 @@ def _sigmoid(x):
 @jit
 def _slstm_fwd_kernel(
     WX, R, HOUT, ST,
-    L, H, DH,
-    s_wb, s_wl, s_wh, s_wg, s_rh, s_rk, s_rj, s_ob, s_ol, s_oh,
+    L, H, DH, RPM,
+    s_wb, s_wl, s_wh, s_wg, s_rm, s_rh, s_rk, s_rj, s_ob, s_ol, s_oh,
     BD: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -51,7 +55,7 @@ def _slstm_fwd_kernel(
     km = kk < DH
     jm = jj < DH
     m2 = km[:, None] & jm[None, :]
-    rp = R + h * s_rh + kk[:, None] * s_rk + jj[None, :] * s_rj
+    rp = R + (b // RPM) * s_rm + h * s_rh + kk[:, None] * s_rk + jj[None, :] * s_rj  # s_rm 0: shared
     R_i = tl.load(rp, mask=m2, other=0.0).to(tl.float32)
     R_f = tl.load(rp + DH * s_rj, mask=m2, other=0.0).to(tl.float32)
     R_z = tl.load(rp + 2 * DH * s_rj, mask=m2, other=0.0).to(tl.float32)
@@ -101,8 +105,8 @@ def _slstm_fwd_kernel(
 @jit
 def _slstm_bwd_kernel(
     WX, R, HOUT, ST, DH_, DWX, DR_P,
-    L, H, DH,
-    s_wb, s_wl, s_wh, s_wg, s_rh, s_rk, s_rj, s_ob, s_ol, s_oh, s_gb, s_gl, s_gh,
+    L, H, DH, RPM,
+    s_wb, s_wl, s_wh, s_wg, s_rm, s_rh, s_rk, s_rj, s_ob, s_ol, s_oh, s_gb, s_gl, s_gh,
     s_db, s_dl, s_dh, s_dg,
     BD: tl.constexpr,
 ):
@@ -114,7 +118,7 @@ def _slstm_bwd_kernel(
     km = kk < DH
     jm = jj < DH
     m2 = km[:, None] & jm[None, :]
-    rp = R + h * s_rh + kk[:, None] * s_rk + jj[None, :] * s_rj
+    rp = R + (b // RPM) * s_rm + h * s_rh + kk[:, None] * s_rk + jj[None, :] * s_rj  # s_rm 0: shared
     R_i = tl.load(rp, mask=m2, other=0.0).to(tl.float32)
     R_f = tl.load(rp + DH * s_rj, mask=m2, other=0.0).to(tl.float32)
     R_z = tl.load(rp + 2 * DH * s_rj, mask=m2, other=0.0).to(tl.float32)
@@ -197,22 +201,31 @@ def _cfg(dh: int) -> dict:
     return pick(dict(BD=BD, num_warps=max(1, min(8, BD * BD // 256))))
 
 
+def _sr(R):
+    """R's (member, head, row, column) strides; member stride 0 for a shared ``[H, d_h, 4 d_h]``."""
+    return tuple(R.stride()) if R.dim() == 4 else (0, *R.stride())
+
+
 class SLSTMScanFunction(torch.autograd.Function):
+    """``R [H, d_h, 4 d_h]`` shared by the batch or per member ``[members, H, d_h, 4 d_h]``."""
+
     @staticmethod
     def forward(ctx, wx, R):
         B, L, H, G = wx.shape
         DH = G // 4
-        if G != 4 * DH or R.shape != (H, DH, G):
-            raise ValueError(f"expected wx [B, L, H, 4 d_h] and R [H, d_h, 4 d_h]; got "
-                             f"{tuple(wx.shape)}, {tuple(R.shape)}")
+        members = member_count(B, ("R", R, 3))
+        if G != 4 * DH or R.shape[-3:] != (H, DH, G):
+            raise ValueError(f"expected wx [B, L, H, 4 d_h] and R [H, d_h, 4 d_h] or [members, H, d_h, 4 d_h]; "
+                             f"got {tuple(wx.shape)}, {tuple(R.shape)}")
         hout = torch.empty((B, L, H, DH), device=wx.device, dtype=torch.float32)
         st = torch.empty((B * H, L, 3, DH), device=wx.device, dtype=torch.float32)
         cfg = _cfg(DH)
         _slstm_fwd_kernel[(B * H,)](
-            wx, R, hout, st, L, H, DH, *wx.stride(), *R.stride(),
+            wx, R, hout, st, L, H, DH, B // members, *wx.stride(), *_sr(R),
             hout.stride(0), hout.stride(1), hout.stride(2), **cfg,
         )
         ctx.save_for_backward(wx, R, hout, st)
+        ctx.members = members
         return hout
 
     @staticmethod
@@ -223,13 +236,16 @@ class SLSTMScanFunction(torch.autograd.Function):
         dwx = torch.empty_like(wx)
         dr_p = torch.empty((B, H, DH, G), device=wx.device, dtype=torch.float32)
         _slstm_bwd_kernel[(B * H,)](
-            wx, R, hout, st, dh, dwx, dr_p, L, H, DH, *wx.stride(), *R.stride(),
+            wx, R, hout, st, dh, dwx, dr_p, L, H, DH, B // ctx.members, *wx.stride(), *_sr(R),
             hout.stride(0), hout.stride(1), hout.stride(2),
             dh.stride(0), dh.stride(1), dh.stride(2), *dwx.stride(), **_cfg(DH),
         )
-        return dwx, dr_p.sum(0).to(R.dtype)
+        return dwx, member_sum(dr_p, R.dim() == 4, ctx.members).to(R.dtype)
 
 
 def slstm_scan_triton(wx: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """The Triton path of :func:`mad_bench.ops.slstm.slstm_scan`."""
-    return vmap_apply(SLSTMScanFunction.apply, wx, R, fold_args=(0,)).to(wx.dtype)
+    """The Triton path of :func:`mad_bench.ops.slstm.slstm_scan`.
+
+    Under the engine's vmap ``wx`` folds into the batch and a per-member ``R`` is passed with a
+    leading member dim: one launch for all members."""
+    return vmap_apply(SLSTMScanFunction.apply, wx, R, fold_args=(0,), member_args=(1,)).to(wx.dtype)
