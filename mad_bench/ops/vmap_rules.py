@@ -11,8 +11,12 @@ members' stacked tensors and either
   ``member_args``, per-member parameters that the kernel takes with a leading member dim
   (``[G, ...]``, member ``g`` serving batch rows ``g * b / G ...``; an unvmapped one is passed
   as it is, shared by all members); or
-* **loops** over the members (one launch each) when a vmapped argument has no batch dimension
-  (a per-member parameter such as Mamba's ``A``), which cannot be folded.
+* **loops** over the members (one launch each) when a vmapped argument is in neither list (a
+  per-member parameter that the kernel only takes shared), which cannot be folded.
+
+A kernel that takes per-member parameters finds G with :func:`member_count` and returns their
+gradients per member with :func:`member_sum` (the selective scan, the short conv, RWKV-6's
+bonus, sLSTM's recurrent weights).
 
 What the rule runs happens below the vmap level, on plain tensors, so autograd records the
 kernel's own Function and its Triton backward as in a plain run.

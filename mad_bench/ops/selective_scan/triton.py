@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import member_count, member_sum, vmap_apply
 from ..dispatch import jit, next_pow2, pick, tl, triton
 
 __all__ = ["selective_scan_triton", "SelectiveScanFunction", "CONFIG_OVERRIDE"]
@@ -261,17 +261,13 @@ def _s(t):
     return (0, 0, 0) if t is None else tuple(t.stride())
 
 
-def _members(b: int, A, D, bias) -> tuple[int, int, int, int]:
-    """(rows per member, member strides of A, D, delta_bias): 0 stride for a shared parameter."""
-    G = {p.shape[0] for p, nd in ((A, 3), (D, 2), (bias, 2)) if p is not None and p.dim() == nd}
-    if len(G) > 1 or (G and b % next(iter(G))):
-        raise ValueError(f"per-member A / D / delta_bias must share one member count dividing the batch "
-                         f"{b}; got leading dims {sorted(G)}")
-    G = next(iter(G)) if G else 1
+def _members(b: int, A, D, bias) -> tuple[int, int, int, int, int]:
+    """(members, rows per member, member strides of A, D, delta_bias): 0 stride for a shared parameter."""
+    G = member_count(b, ("A", A, 2), ("D", D, 1), ("delta_bias", bias, 1))
     sa = A[0].numel() if A.dim() == 3 else 0
     sd = D.shape[-1] if D is not None and D.dim() == 2 else 0
     sb = bias.shape[-1] if bias is not None and bias.dim() == 2 else 0
-    return b // G, sa, sd, sb
+    return G, b // G, sa, sd, sb
 
 
 def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
@@ -281,7 +277,7 @@ def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
     nc = triton.cdiv(l, cfg["T"])
     out = torch.empty_like(u)
     ckpt = torch.empty((b, nc, dim, n) if store_ckpt else (1,), device=u.device, dtype=torch.float32)
-    rpm, sa, sd, sb = _members(b, A, D, bias)
+    _, rpm, sa, sd, sb = _members(b, A, D, bias)
     grid = (b, triton.cdiv(dim, cfg["BLOCK_D"]))
     _ss_fwd_kernel[grid](
         u, delta, A, B, C, D, z, bias, out, ckpt, l, dim, n, nc, rpm, sa, sd, sb,
@@ -292,20 +288,13 @@ def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
     return out, ckpt
 
 
-def _member_sum(part: torch.Tensor, param: torch.Tensor, rpm: int) -> torch.Tensor:
-    """Per-row partials [b, ...] -> the parameter's gradient (per member when it has a member dim)."""
-    if param.dim() > part.dim() - 1:
-        return part.view(-1, rpm, *part.shape[1:]).sum(1)
-    return part.sum(0)
-
-
 def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
     b, dim, l = u.shape
     n = A.shape[-1]
     cfg = _cfg(dim, n)
     nc = ckpt.shape[1]
     nblk = triton.cdiv(dim, cfg["BLOCK_D"])
-    rpm, sa, sd, sb = _members(b, A, D, bias)
+    G, rpm, sa, sd, sb = _members(b, A, D, bias)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -325,9 +314,9 @@ def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
     )
     dB = dB_part.sum(1).transpose(1, 2)  # [b, n, l]
     dC = dC_part.sum(1).transpose(1, 2)
-    return (du, ddelta, _member_sum(dA_part, A, rpm), dB, dC,
-            _member_sum(dD_part, D, rpm) if D is not None else None, dz,
-            _member_sum(dbias_part, bias, rpm) if bias is not None else None)
+    return (du, ddelta, member_sum(dA_part, A.dim() == 3, G), dB, dC,
+            member_sum(dD_part, D.dim() == 2, G) if D is not None else None, dz,
+            member_sum(dbias_part, bias.dim() == 2, G) if bias is not None else None)
 
 
 class SelectiveScanFunction(torch.autograd.Function):
