@@ -2,7 +2,9 @@
 hyena's short filter), optionally followed by ``silu``.
 
 Torch reference: :mod:`.reference` (``F.conv1d`` with left padding; the step form). Triton:
-:mod:`.triton` (bias and silu fused; the backward recomputes the pre-activation).
+:mod:`.triton` (bias and silu fused; the backward recomputes the pre-activation; per-member
+weight and bias with a leading member dim, so the engine's vmap folds all members into one
+launch).
 
 Dispatch under ``impl: auto`` (H200, B 128, D 128, K 4, bias, silu, bf16, fwd+bwd, 2026-11-30;
 ``vs_best`` = Triton / best of eager torch and torch.compile): 1.39 / 1.73 / 1.38 at

@@ -2,7 +2,8 @@
 
 Torch reference: :func:`.reference.wkv6_chunked` (``chunk_size`` is its chunk). Triton:
 :mod:`.triton`, the sequential recurrence with the state in registers (no chunking;
-``chunk_size`` does not apply to it; the result is the same up to rounding).
+``chunk_size`` does not apply to it; the result is the same up to rounding; a per-member bonus
+``u`` with a leading member dim, so the engine's vmap folds all members into one launch).
 
 Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
 stopped before its row; ``benchmarks/kernels.py --ops wkv6`` gives it, with fla's

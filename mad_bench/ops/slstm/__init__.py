@@ -2,7 +2,9 @@
 by slstm.
 
 Torch reference: :mod:`.reference` (one batched matmul per step over :func:`slstm_cell`).
-Triton: :mod:`.triton` (the whole loop in one kernel per (batch, head), state in registers).
+Triton: :mod:`.triton` (the whole loop in one kernel per (batch, head), state in registers;
+per-member ``R`` with a leading member dim, so the engine's vmap folds all members into one
+launch).
 
 Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
 stopped before its row; ``benchmarks/kernels.py --ops slstm_scan`` gives it).
