@@ -13,6 +13,9 @@ from typing import Callable, Iterable
 
 import torch
 
+from mad_bench import build_model, load_spec
+from mad_bench.primitives import REGISTRY
+
 Init = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``init(p, z) -> new value of p``, ``z`` a standard-normal draw of ``p``'s shape."""
 
@@ -119,8 +122,6 @@ def assert_every_parameter_gets_a_gradient(m: torch.nn.Module) -> None:
 
 def assert_defaults_build(name: str, d_model: int) -> None:
     """The registered primitive's default config passes its check at ``d_model`` and runs."""
-    from mad_bench.primitives import REGISTRY
-
     entry = REGISTRY[name]
     cfg = entry.config()
     cfg.check(d_model)
@@ -130,7 +131,5 @@ def assert_defaults_build(name: str, d_model: int) -> None:
 
 def assert_shipped_spec_runs(name: str) -> None:
     """``architectures/<name>.yaml`` loads and its model maps tokens to logits."""
-    from mad_bench import build_model, load_spec
-
     model = build_model(load_spec(f"architectures/{name}.yaml"), vocab_size=11, max_len=16)
     assert model(torch.randint(0, 11, (1, 16))).shape == (1, 16, 11)

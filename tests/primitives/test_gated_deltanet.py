@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mad_bench.primitives.sequence.gated_deltanet import GatedDeltaNet, GatedDeltaNetConfig
+
 from primitive_checks import (
     assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
     assert_steps_equal_parallel,

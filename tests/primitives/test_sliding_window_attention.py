@@ -8,6 +8,7 @@ from mad_bench.primitives.sequence.attention import Attention, AttentionConfig
 from mad_bench.primitives.sequence.sliding_window_attention import (
     SlidingWindowAttention, SlidingWindowAttentionConfig,
 )
+
 from primitive_checks import (
     assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
     assert_steps_equal_parallel,
