@@ -9,6 +9,7 @@ from mad_bench.ops.rwkv6 import wkv6, wkv6_chunked, wkv6_recurrent
 from mad_bench.ops.rwkv6.naive import naive_wkv6
 
 from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
+from primitive_checks import add_noise, randomise
 
 TOL = 1e-4
 NAMES = ["dr", "dk", "dv", "dlogw", "du"]
@@ -93,9 +94,7 @@ def test_rwkv6_layer_triton_equals_torch(device):
     torch.manual_seed(0)
     ref = RWKV6(RWKV6Config(impl="torch", head_dim=8), 24, 64).to(device)
     tri = RWKV6(RWKV6Config(impl="triton", head_dim=8), 24, 64).to(device)
-    with torch.no_grad():  # move the tiny init away from zero so every path carries gradient
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+    randomise(ref, add_noise(0.1))  # move the tiny init away from zero: every path carries gradient
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(2, 19, 24, device=device)
     check_layer_paths(ref, tri, x, 1e-5, 1e-4)

@@ -1,11 +1,11 @@
 """Causal (optionally windowed) softmax attention (attention and sliding-window-attention).
 
 Torch reference: :mod:`.reference` (``scaled_dot_product_attention``); oracle: :mod:`.naive`;
-Triton: :mod:`.triton` (flash-style forward and backward, any window). ``impl: auto`` runs the
-Triton kernel on CUDA for windowed attention only: SDPA with a window mask has no flash path and
-its vmapped backward raises under bf16 ("expected input and grad types to match", H200), which
-the engine hits with sliding-window attention. Full causal attention stays on SDPA's flash
-kernel, which the Triton one does not beat (BENCHMARKS.md: 1.03-1.4x slower for 8-wide heads).
+Triton: :mod:`.triton` (flash-style forward and backward, any window, built for MAD's small
+heads). ``impl: auto`` runs the Triton kernel on CUDA for windowed attention only: SDPA has no
+flash path for a window mask, and its masked backward fails under the engine's vmap in bf16,
+which sliding-window attention hits. Full causal attention stays on SDPA's flash kernel, which
+the Triton one does not beat (BENCHMARKS.md, small-head attention).
 """
 from __future__ import annotations
 

@@ -6,10 +6,9 @@ Torch reference: :mod:`.reference` (``F.conv1d`` with left padding; the step for
 weight and bias with a leading member dim, so the engine's vmap folds all members into one
 launch).
 
-Dispatch under ``impl: auto`` (H200, B 128, D 128, K 4, bias, silu, bf16, fwd+bwd, 2026-11-30;
-``vs_best`` = Triton / best of eager torch and torch.compile): 1.39 / 1.73 / 1.38 at
-L 128 / 256 / 512 (Triton loses), 0.79 at L 1024 (Triton wins). So Triton on CUDA only for
-``L >= 1024``, the torch reference otherwise. ``impl: triton`` forces the kernel at any L.
+``impl: auto`` runs the Triton kernel on CUDA only from ``TRITON_MIN_LEN`` steps, where it
+overtakes the torch path (eager or compiled; BENCHMARKS.md, kernels), and the torch reference
+otherwise. ``impl: triton`` forces the kernel at any length.
 """
 from __future__ import annotations
 

@@ -2,11 +2,12 @@
 
 Torch reference: :func:`.reference.chunk_delta_rule` (chunked WY / UT form; ``chunk_size`` is its
 chunk). Triton: :mod:`.triton`, the sequential recurrence with the state in registers (no
-chunking; ``chunk_size`` does not apply to it; the result is the same up to rounding).
+chunking; ``chunk_size`` does not apply to it; the result is the same up to rounding): the
+value columns of the delta rule evolve independently, so they split across programs with no
+communication. The chunked WY / UT form on tensor cores exists only in the reference.
 
-Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
-stopped before its row; ``benchmarks/kernels.py --ops chunk_delta_rule`` gives it); issue 12
-asks for the chunked form on tensor cores, within 10% of fla's ``chunk_delta_rule``.
+``impl: auto``: Triton on CUDA (BENCHMARKS.md: timings against the reference and fla, and what
+is still to measure).
 """
 from __future__ import annotations
 

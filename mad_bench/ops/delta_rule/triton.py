@@ -6,7 +6,7 @@
     S_t = S_{t-1} + beta_t k_t e_t^T  = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
     o_t = scale * S_t^T q_t
 
-Design (first version): the **sequential recurrence**, one program per (batch*head, block of
+Design: the **sequential recurrence**, one program per (batch*head, block of
 BLOCK_V value columns) with the ``[K, BLOCK_V]`` state in registers -- the value columns of the
 delta rule evolve independently, so the V axis splits across programs with no communication.
 The forward stores ``e_t`` (fp32, ``[B*H, L, V]``) and the state every CK steps. The backward

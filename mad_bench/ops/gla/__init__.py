@@ -4,19 +4,16 @@
 
 Torch reference: :mod:`.reference` (chunked, exact; ``chunk_size`` / ``sub_chunk_size`` are its
 chunking). Triton: :mod:`.triton` for no decay / scalar decay (one program per sequence walks its
-chunks; block ``min(64, L)``) and :mod:`.two_level` for per-key decay (chunk_gla: a sequential
-state pass over chunks of 64, then every chunk in parallel with 16-row sub-blocks on tensor
-cores; four launches for forward + backward). ``block_size`` overrides the Triton chunk. The
-chunking changes only speed and rounding, never the result.
+chunks; block ``min(64, L)``): MAD's heads are small, so a whole sequence fits one program
+with its state in registers, one launch forward and one backward. :mod:`.two_level` for per-key
+decay (chunk_gla: a sequential state pass over chunks of 64, then every chunk in parallel with
+16-row sub-blocks on tensor cores; four launches for forward + backward): per-key scores are
+built pairwise, which left one program per sequence behind fla on long sequences.
+``block_size`` overrides the Triton chunk. The chunking changes only speed and rounding, never
+the result.
 
-Dispatch under ``impl: auto`` (H200, B 128, L 128-1024, D 128, H 8, bf16, fwd+bwd;
-``vs_best`` = Triton / best of eager torch, torch.compile and fla; measurements of 2026-11-30):
-
-- no decay / scalar decay: Triton wins at every shape (vs_best 0.32-0.71 and 0.15-0.59):
-  Triton on CUDA.
-- per-key decay (chunk_gla): the one-program-per-sequence kernel measured vs_best 0.37 / 0.86 /
-  1.51 / 2.18 at L 128 / 256 / 512 / 1024 (fla the best from L 512); the two-level kernels that
-  replace it (issue 19) are not yet measured on the GPU. Triton on CUDA.
+``impl: auto``: Triton on CUDA for every form (BENCHMARKS.md: timings against eager torch,
+torch.compile and fla, and what is still to measure).
 """
 from __future__ import annotations
 

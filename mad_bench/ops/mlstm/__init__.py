@@ -1,13 +1,14 @@
 """xLSTM's mLSTM (chunked, stabilised matrix memory). Used by mlstm.
 
 Torch reference: :func:`.reference.mlstm_chunked`. Triton: :mod:`.triton` (one program per
-sequence walks its chunks). ``chunk_size`` means the same on both paths: the chunk length,
-capped at the sequence (the torch form uses ``min(chunk_size, L)``, the kernel
-``min(chunk_size, max(16, next_pow2(L)))``); the kernel needs a power of two >= 16, so any other
-``chunk_size`` runs the reference under ``impl: auto`` (and is an error under ``impl: triton``).
+sequence walks its chunks, the state in registers, as for :mod:`mad_bench.ops.gla`).
+``chunk_size`` means the same on both paths: the chunk length, capped at the sequence (the torch
+form uses ``min(chunk_size, L)``, the kernel ``min(chunk_size, max(16, next_pow2(L)))``); the
+kernel needs a power of two >= 16 (``tl.dot``'s tiles), so any other ``chunk_size`` runs the
+reference under ``impl: auto`` (and is an error under ``impl: triton``).
 
-Dispatch under ``impl: auto``: Triton on CUDA (for a valid ``chunk_size``). Not measured yet (the
-2026-11-30 benchmark run stopped before its row; ``benchmarks/kernels.py --ops mlstm`` gives it).
+``impl: auto``: Triton on CUDA for a valid ``chunk_size`` (BENCHMARKS.md: timings, and what is
+still to measure).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ n [B, H, K], m [B, H])``. Recurrence (``m_0 = 0`` without a state)::
     C_t = e^(log f_t + m_{t-1} - m_t) C_{t-1} + e^(i_t - m_t) k_t v_t^T     (n_t alike with k_t)
     h_t = C_t^T q_t / max(|n_t . q_t|, e^(-m_t))
 
-Design as :mod:`.chunked_linear_attention` (small heads first): **one program per
+Design as :mod:`mad_bench.ops.gla.triton` (small heads first): **one program per
 (batch*head, V-block) walks the whole sequence chunk by chunk** with ``C [K, BV]``, ``n [K]``
 and the scalar stabiliser ``m`` in registers: one launch forward, one launch backward (plus a
 sum over V-blocks when there is more than one). Per chunk of ``BT`` steps, ``b`` the inclusive
@@ -36,7 +36,7 @@ chunk-start states (stored to a scratch ``[B, H, L / BT, K, V]`` for the second 
 path through ``r`` directly, chunk-locally: intra pairs ``s < r <= t`` of ``dS * S``, the
 carried-state read-outs at ``t >= r``, the decay of the chunk-start state and of the inputs
 ``s < r`` to the chunk end (``<dC_end, .>``). (The suffix-sum identity ``sum_{t>=r} (q.dq -
-k.dk) + <dC_L, C_L>`` that :mod:`.chunked_linear_attention` uses cancels catastrophically here:
+k.dk) + <dC_L, C_L>`` that :mod:`mad_bench.ops.gla.triton` uses cancels catastrophically here:
 forget gates near 0 make the true gradient tiny next to those terms.) Exclusive prefix sums
 are scans of ``(exclusive, inclusive)`` pairs, never ``cumsum - self``, for the same reason.
 

@@ -2,12 +2,16 @@
 
 Torch reference: :func:`.reference.wkv6_chunked` (``chunk_size`` is its chunk). Triton:
 :mod:`.triton`, the sequential recurrence with the state in registers (no chunking;
+<<<<<<< HEAD
 ``chunk_size`` does not apply to it; the result is the same up to rounding; a per-member bonus
 ``u`` with a leading member dim, so the engine's vmap folds all members into one launch).
+=======
+``chunk_size`` does not apply to it; the result is the same up to rounding): exact for any decay
+strength, with no division by the decay.
+>>>>>>> h/tests
 
-Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
-stopped before its row; ``benchmarks/kernels.py --ops wkv6`` gives it, with fla's
-``chunk_rwkv6`` beside it).
+``impl: auto``: Triton on CUDA (BENCHMARKS.md: timings against the reference and fla's
+``chunk_rwkv6``, and what is still to measure).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ per (batch, head), ``S_{-1} = 0``, ``w_t = exp(logw_t)`` (``logw <= 0``)::
     o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)
     S_t = diag(w_t) S_{t-1} + k_t^T v_t
 
-as :func:`mad_bench.primitives.sequence.rwkv6.wkv6_chunked` (its torch reference).
+as :func:`mad_bench.ops.rwkv6.reference.wkv6_chunked` (its torch reference).
 
 Design: the **sequential recurrence**, one program per (batch*head, block of BV value columns)
 with the ``[K, BV]`` state in registers (the value columns evolve independently). The forward

@@ -5,14 +5,12 @@ Triton: :mod:`.triton` (one launch per direction: [T, channel-block] tiles scann
 registers, every input read once and y written once; bias + softplus, ``D`` and the ``silu(z)``
 gate fused; B, C shared across channels, no initial / last state; per-member ``A``, ``D``,
 ``delta_bias`` with a leading member dim, so the engine's vmap folds all members into one
-launch).
+launch). The scan is memory-bound, so the kernel is built to approach the HBM floor (every
+input read and every output written once); ``benchmarks/scan_check.py`` measures it against
+that floor and checks it at the model's real shapes (BENCHMARKS.md, kernels).
 
-Dispatch under ``impl: auto``: Triton on CUDA where it applies (shared B, C; no initial or last
-state), the reference otherwise. HBM floor (every input read and every output written once,
-forward and backward, bf16, N 4, at 4.8 TB/s): 0.056 ms forward, 0.155 ms forward+backward at
-(B, L, D) = (128, 1024, 128) (E 256); the previous kernel (chunked [channels, N, T] tiles with
-atomics) took 25.5 ms there (N 16, H200, 2026-12-03). ``benchmarks/scan_check.py`` measures this
-one against the floor and checks it at the real shapes.
+``impl: auto``: Triton on CUDA where it applies (shared B, C; no initial or last state), the
+reference otherwise.
 """
 from __future__ import annotations
 

@@ -2,12 +2,12 @@
 by slstm.
 
 Torch reference: :mod:`.reference` (one batched matmul per step over :func:`slstm_cell`).
-Triton: :mod:`.triton` (the whole loop in one kernel per (batch, head), state in registers;
-per-member ``R`` with a leading member dim, so the engine's vmap folds all members into one
-launch).
+Triton: :mod:`.triton` (the whole loop in one kernel per (batch, head), state in registers):
+the recurrence is sequential in time, so the kernel's point is one launch for the whole loop
+instead of a few per step; ``R`` may carry a leading member dim, so the engine's vmap folds all
+members into one launch.
 
-Dispatch under ``impl: auto``: Triton on CUDA. Not measured yet (the 2026-11-30 benchmark run
-stopped before its row; ``benchmarks/kernels.py --ops slstm_scan`` gives it).
+``impl: auto``: Triton on CUDA (BENCHMARKS.md: timings, and what is still to measure).
 """
 from __future__ import annotations
 

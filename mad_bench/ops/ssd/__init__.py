@@ -3,10 +3,11 @@
 Torch reference: :func:`.reference.ssd_chunked` (the chunked block decomposition; ``chunk_size``
 is its chunk). Triton: the retention kernels of :mod:`mad_bench.ops.gla` (``q = C``, ``k = B``,
 ``v = dt x``, ``log_g = dt A``), which pick their own block (``block_size`` overrides it); the
-chunking changes only speed and rounding.
+chunking changes only speed and rounding. SSD is retention with these inputs, so it shares that
+kernel rather than having its own.
 
-Dispatch under ``impl: auto``: Triton on CUDA, as for ``chunk_simple_gla`` (the same kernel:
-vs_best 0.15-0.59 at MAD sizes on an H200; an SSD-shaped row is not in the measurements yet).
+``impl: auto``: Triton on CUDA, as for ``chunk_simple_gla`` (BENCHMARKS.md: timings, and what
+is still to measure).
 """
 from __future__ import annotations
 
