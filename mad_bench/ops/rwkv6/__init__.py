@@ -2,13 +2,9 @@
 
 Torch reference: :func:`.reference.wkv6_chunked` (``chunk_size`` is its chunk). Triton:
 :mod:`.triton`, the sequential recurrence with the state in registers (no chunking;
-<<<<<<< HEAD
-``chunk_size`` does not apply to it; the result is the same up to rounding; a per-member bonus
-``u`` with a leading member dim, so the engine's vmap folds all members into one launch).
-=======
 ``chunk_size`` does not apply to it; the result is the same up to rounding): exact for any decay
-strength, with no division by the decay.
->>>>>>> h/tests
+strength, with no division by the decay. The bonus ``u`` may carry a leading member dim, so the
+engine's vmap folds all members into one launch.
 
 ``impl: auto``: Triton on CUDA (BENCHMARKS.md: timings against the reference and fla's
 ``chunk_rwkv6``, and what is still to measure).
