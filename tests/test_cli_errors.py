@@ -46,7 +46,7 @@ def test_unavailable_mps_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,flag", [
-    (["bench", SPEC, "--workers", "0"], "--workers"),
+    (["bench", SPEC, "--workers", "0"], "--workers/--parallel"),  # one option, two names
     (["info", SPEC, "--seq-len", "-5"], "--seq-len"),
     (["info", SPEC, "--vocab-size", "0"], "--vocab-size"),
     (["run", SPEC, "--task", "memorization", "--epochs", "0"], "--epochs"),
