@@ -75,8 +75,10 @@ class Grid:
         return Grid(self.spec, self.setting, tuple(self.members[i] for i in keep))
 
     def describe(self) -> str:
-        first = next(iter(self)).describe()
-        return first if len(self) == 1 else f"{first.rsplit(' lr=', 1)[0]} ({len(self)} lr x wd points)"
+        if len(self) == 1:
+            return next(iter(self)).describe()
+        return (f"{self.spec.name} | {self.setting.task} [{self.setting.setting_id}] "
+                f"{len(self)} lr x wd points seed={self.members[0].seed}")
 
 
 def check_backbone(spec: ArchitectureSpec, setting: Setting) -> None:
