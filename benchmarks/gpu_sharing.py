@@ -65,7 +65,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from mad_bench.execute.gpus import visible_gpus
+    from mad_bench.run.executors.gpus import visible_gpus
     from mad_bench.results import ResultsStore
 
     gpus = visible_gpus()

@@ -5,7 +5,7 @@ functions (a lazy import is still a dependency). Two graphs:
 
 * modules: one node per file (``pkg/__init__.py`` is ``pkg``); ``from .x import name`` points
   at ``x.name`` when that is a module, else at ``x``;
-* packages: one node per top-level part (``cli``, ``runner``, ``tune``, ``execute``, ``engine``,
+* packages: one node per top-level part (``cli``, ``run``, ``tune``, ``results``,
   ``train``, ...), an edge where any module of one imports any module of another.
 
 A cycle is reported as a strongly connected component of more than one node (its size says

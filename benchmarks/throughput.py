@@ -7,8 +7,8 @@ Runs a slice of the MAD protocol (by default the baseline setting of every task 
 ``tasks/mad.yaml``, the whole lr x wd grid, the suite's epochs) for the MAD default transformer
 (``architectures/transformer.yaml``) and the paper's Mamba (``architectures/mamba.yaml``, 4 Mamba
 layers; the figures in BENCHMARKS.md predate it and ran ``mamba-swiglu.yaml``), first with
-the plain trainer (``runs.run_one``, one run after another), then with the engine
-(``engine.run_grid_rows``, one ensemble per grid), in the same process, and prints per
+the plain engine (``run.engines.PlainEngine``, one run after another), then with the ensemble
+engine (``run.engines.EnsembleEngine``, one ensemble per grid), in the same process, and prints per
 architecture and trainer:
 
 * training tokens / s (tokens of the training set x epochs run, over the phase's wall clock);
@@ -64,9 +64,10 @@ import torch  # noqa: E402
 
 from mad_bench import load_spec  # noqa: E402
 from mad_bench.compiler import build_model  # noqa: E402
-from mad_bench.engine import EngineInfo, EngineOptions, group_requests, run_grid_rows  # noqa: E402
-from mad_bench.runner import plan  # noqa: E402
-from mad_bench.runs import device_name, run_one  # noqa: E402
+from mad_bench.run.engines import EnsembleEngine, PlainEngine  # noqa: E402
+from mad_bench.run.plan import Grid, plan, requests_of  # noqa: E402
+from mad_bench.run.rows import device_name  # noqa: E402
+from mad_bench.train.ensemble import EngineInfo, EngineOptions  # noqa: E402
 from mad_bench.suite import expand, load_suite  # noqa: E402
 from mad_bench.train.trainer import resolve_device  # noqa: E402
 
@@ -173,19 +174,19 @@ def work_per_epoch(ts, bs: int, d_model: int, body: int) -> float:
 
 
 # ----------------------------------------------------------------------------- phases
-def run_phase(trainer: str, requests, device, options: EngineOptions, log_grid) -> tuple[list[dict], dict]:
+def run_phase(trainer: str, grids, device, options: EngineOptions, log_grid) -> tuple[list[dict], dict]:
     sampler = UtilSampler(device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     with sampler:
-        if trainer == "plain":
-            done = [(req, run_one(req, str(device))) for req in requests]
-        else:
-            done = []
-            for grid in group_requests(requests):
+        done = []
+        for grid in grids:
+            if trainer == "plain":
+                done += zip(grid, PlainEngine().rows(grid, str(device)))
+            else:
                 info = EngineInfo()
-                done += zip(grid, run_grid_rows(grid, str(device), options, info=info))
+                done += zip(grid, EnsembleEngine(options).rows(grid, str(device), info=info))
                 log_grid(grid, info)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -201,9 +202,9 @@ def warm_up(spec, device, options):
     """CUDA context, cuBLAS, kernels: paid here, not by the first measured phase."""
     s = slice_settings(argparse.Namespace(quick=True, tasks=["in-context-recall"], epochs=1,
                                           settings="baseline", max_steps=None))
-    reqs = plan([spec], s, grid=[(1e-3, 0.0), (5e-4, 0.1)])
-    run_one(reqs[0], str(device))
-    run_grid_rows(reqs, str(device), options)
+    grid = Grid.build(spec, s[0], s[0].training, [(1e-3, 0.0), (5e-4, 0.1)])
+    PlainEngine().rows(grid.select([0]), str(device))
+    EnsembleEngine(options).rows(grid, str(device))
 
 
 def extrapolate(rows: list[dict], requests, full_settings, arch_spec, bodies, grid_size: int, wall_total: float):
@@ -273,17 +274,19 @@ def confirm(args, device, options) -> int:
     calls add up when a confirmation was resumed), the MAD score."""
     from mad_bench.results.aggregate import mad_score
     from mad_bench.results.store import ResultsStore
-    from mad_bench.runner import execute, pending
+    from mad_bench.run.driver import prepare, run_plan
+    from mad_bench.run.options import ExecOptions
     from mad_bench.workload import describe
 
     arch = args.archs[0]
     spec = load_spec(str(ARCHS.get(arch) or (ROOT / "architectures" / f"{arch}.yaml"
                                              if (ROOT / "architectures" / f"{arch}.yaml").exists() else arch)))
     suite = load_suite("mad")
-    requests = plan([spec], expand(suite), grid=suite.grid.points())
+    grids = plan([spec], expand(suite), suite.grid.lr, suite.grid.weight_decay)
+    requests = requests_of(grids)
     store = ResultsStore(args.confirm_results)
     print(f"confirm: {spec.name}, full MAD protocol on {device_name(device)}; "
-          + describe(pending(requests, store)[0], device.type, "ensemble"), flush=True)
+          + describe(prepare(grids, store, EnsembleEngine(options)).todo, device.type, "ensemble"), flush=True)
 
     def on_row(req, row, done, total):
         wall, setup = float(row.get("wall_s") or 0.0), float(row.get("setup_s") or 0.0)
@@ -291,8 +294,8 @@ def confirm(args, device, options) -> int:
               f"epochs={row.get('epochs_run')} setup={setup:.1f}s train={wall - setup:.1f}s", flush=True)
 
     t0 = time.perf_counter()
-    rows, skipped = execute(requests, store, device=str(device), engine="ensemble", options=options,
-                            on_row=on_row)
+    rows, skipped = run_plan(grids, store, ExecOptions(device=str(device), engine="ensemble",
+                                                       engine_options=options), on_row=on_row)
     wall = time.perf_counter() - t0
     stored = [r for r in (store.read(q.key) for q in requests) if r is not None]
     gpu_s = sum(float(r.get("wall_s") or 0.0) for r in stored)
@@ -357,7 +360,8 @@ def main(argv=None) -> int:
     for arch in args.archs:
         spec = load_spec(str(ARCHS.get(arch) or (ROOT / "architectures" / f"{arch}.yaml"
                                                  if (ROOT / "architectures" / f"{arch}.yaml").exists() else arch)))
-        requests = plan([spec], settings, grid=grid)
+        grids = [Grid.build(spec, s, s.training, grid) for s in settings]  # the first --grid points
+        requests = requests_of(grids)
         bodies = {b: body_params(spec, b) for b in ("lm", "autoencoder")}
         t_warm = time.perf_counter()
         warm_up(spec, device, options)
@@ -366,11 +370,11 @@ def main(argv=None) -> int:
         for trainer in args.trainers:
             infos = []
 
-            def log_grid(reqs, info, infos=infos):
-                infos.append({"task": reqs[0].setting.task, "setting": reqs[0].setting.setting_id,
+            def log_grid(grid, info, infos=infos):
+                infos.append({"task": grid.setting.task, "setting": grid.setting.setting_id,
                               **dataclasses.asdict(info)})
 
-            rows, meas = run_phase(trainer, requests, device, options, log_grid)
+            rows, meas = run_phase(trainer, grids, device, options, log_grid)
             phase_rows[trainer] = rows
             for r in rows:
                 r["arch"], r["trainer"] = spec.name, trainer

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .argtypes import positive_int
 from .interrupts import EXIT_CODE, Interrupted
+from .run.options import DEVICE_FORMS
 from .spec import SpecError
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -28,7 +29,6 @@ DESCRIPTION = """Declarative architecture search and benchmarking for sequence m
 architecture as a YAML spec, score it on MAD-style synthetic tasks, tune and search. Start with
 `madbench primitives`, `madbench validate SPEC` and `madbench COMMAND --help`."""
 
-DEVICE_FORMS = "auto, cpu, cuda, cuda:N, mps"
 
 
 class Parser(argparse.ArgumentParser):
@@ -172,65 +172,43 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- training commands -------------------------------------------------------------------
 
 def _settings_from_args(args, baseline_only: bool):
-    from .suite import default_suite, expand, load_suite, parse_overrides
+    from .run.options import settings_from_args
+    from .suite import default_suite, load_suite
 
     suite = load_suite(args.suite or default_suite(args.device))
-    train_overrides = {}
-    for field in ("epochs", "batch_size", "seed"):
-        value = getattr(args, field, None)
-        if value is not None:
-            train_overrides[field] = value
     tasks = [args.task] if getattr(args, "task", None) else (getattr(args, "tasks", None) or None)
-    return suite, expand(suite, tasks=tasks, overrides=parse_overrides(args.set),
-                         train_overrides=train_overrides, baseline_only=baseline_only)
+    return suite, settings_from_args(args, suite, tasks, baseline_only)
 
 
-def _grid_from_args(args, suite, use_suite_grid: bool):
+def _grid_from_args(args, suite, use_suite_grid: bool) -> tuple[list | None, list | None]:
+    """The lr and weight-decay axes of the plan: ``--lr`` / ``--wd`` where given, else the
+    suite's grid (bench; run: where the suite's grid is one point); None: each setting's own."""
+    suite_grid = use_suite_grid or len(suite.grid.points()) == 1  # a one-point grid is the suite's choice
     if args.lr is not None or args.wd is not None:
-        lrs = [args.lr] if args.lr is not None else (suite.grid.lr if use_suite_grid else [None])
-        wds = [args.wd] if args.wd is not None else (suite.grid.weight_decay if use_suite_grid else [None])
-        return [(lr, wd) for lr in lrs for wd in wds]
-    if use_suite_grid or len(suite.grid.points()) == 1:  # a one-point grid is the suite's choice
-        return suite.grid.points()
-    return None
+        suite_grid = use_suite_grid
+    lrs = [args.lr] if args.lr is not None else (list(suite.grid.lr) if suite_grid else None)
+    wds = [args.wd] if args.wd is not None else (list(suite.grid.weight_decay) if suite_grid else None)
+    return lrs, wds
 
 
-def _resolve_grid(grid, settings):
-    """Fill None entries of a partial CLI grid from each setting's training config."""
-    if grid is None:
-        return None
-    base = settings[0].training
-    return [(lr if lr is not None else base.lr, wd if wd is not None else base.weight_decay)
-            for lr, wd in grid]
-
-
-def _executor_kind(args) -> None:
-    """``--address`` alone means Ray (as for tune / search); with ``--executor local`` it is an
-    error, said before any plan is printed."""
-    if args.address and args.executor == "local":
-        raise UsageError("--address names a Ray cluster: use it with --executor ray (or alone)")
-    args.executor = args.executor or ("ray" if args.address else "local")
-
-
-def _execute(requests, args, title: str):
-    from .execute.jobs import job_groups
+def _execute(grids, args, options, title: str):
+    """Run the plan's grids as the execution options say; Ctrl-C ends with one line saying
+    what landed and how to go on."""
     from .results import ResultsStore
-    from .runner import pending, resolve_engine
-    from .train.core import resolve_device
-    from .workload import describe as describe_workload
+    from .run.driver import prepare
+    from .run.engines import make_engine
+    from .run.plan import requests_of
 
     store = ResultsStore(args.results)
     store.ensure_writable()
+    requests = requests_of(grids)
     retry = 0 if args.force else sum(store.status(r.key) == "failed" for r in requests)
     if retry:
         print(f"retrying {retry} run(s) stored as failed in {store.root}")
-    metric = getattr(args, "metric", "test_acc_macro")
-    engine = resolve_engine(args.engine, args.device)
-    todo, _ = pending(requests, store, args.force)
-    jobs = job_groups(todo, engine)
+    work = prepare(grids, store, make_engine(options.engine, options.device), args.force)
     landed: list[str] = []
     try:
-        return _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed)
+        return store, _execute_on(work, args, options, title, store, landed), work.skipped
     except KeyboardInterrupt:
         in_store = sum(store.has_result(r.key) for r in requests)
         raise Interrupted(f"interrupted: {len(landed)} run(s) landed in {store.root} this time, "
@@ -238,27 +216,26 @@ def _execute(requests, args, title: str):
                           f"to go on (stored runs are skipped)") from None
 
 
-def _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed):
-    from .execute import make_executor
+def _execute_on(work, args, options, title, store, landed) -> list[dict]:
     from .progress import RunBar, make_progress
-    from .runner import execute
+    from .run import driver
+    from .run.executors import make_executor
     from .train.core import resolve_device
     from .workload import describe as describe_workload
 
+    metric = getattr(args, "metric", "test_acc_macro")
     bars: dict[str, RunBar] = {}
-    # local: one worker per GPU slot on GPUs, else one in this process (None: a thread if one)
-    with make_executor(args.executor, parallel=args.workers, in_process=None,
-                       address=args.address, cpus_per_trial=args.cpus_per_trial,
-                       gpus_per_trial=args.gpus_per_trial, device=args.device,
-                       jobs_per_gpu=args.jobs_per_gpu, jobs=len(jobs) or None) as executor, \
+    # local: one worker per GPU slot on GPUs, else one in this process (a thread if one)
+    with make_executor(options, jobs=len(work.jobs) or None) as executor, \
             make_progress(enabled=not args.no_progress) as progress:
-        if todo:  # the plan, before anything trains
+        if work.jobs:  # the plan, before anything trains
             stored = store.load()
             stored = stored.to_dict("records") if len(stored) else []
-            print("to do: " + describe_workload(todo, resolve_device(args.device).type, engine, stored,
-                                                gpus=executor.gpus, jobs=jobs))
-        print(f"engine {engine}, executor {executor.describe()}")
-        overall = progress.add_task(title, total=len(requests), info="")
+            print("to do: " + describe_workload(work.todo, resolve_device(options.device).type,
+                                                work.engine.name, stored, gpus=executor.gpus,
+                                                jobs=work.jobs))
+        print(f"engine {work.engine.name}, executor {executor.describe()}")
+        overall = progress.add_task(title, total=len(work.requests), info="")
 
         def on_row(req, row, done, total):
             landed.append(req.key)
@@ -268,27 +245,27 @@ def _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed
             progress.update(overall, advance=1, info=f"last: {row['task']} {row['status']}"
                             + (f" {metric}={acc:.3f}" if isinstance(acc, float) else ""))
 
-        def bar(req):
-            bars[req.key] = RunBar(progress, req.describe())
-            return bars[req.key]
+        def bar(grid):
+            key = next(iter(grid)).key
+            bars[key] = RunBar(progress, grid.describe())
+            return bars[key]
 
-        rows, skipped = execute(requests, store, device=args.device, force=args.force,
-                                on_row=on_row, progress_factory=bar, engine=engine,
-                                executor=executor)
-        progress.update(overall, completed=len(requests))
-    return store, rows, skipped
+        rows = driver.execute(work, store, executor, device=options.device, on_row=on_row,
+                              progress_factory=bar, max_retries=options.max_retries)
+        progress.update(overall, completed=len(work.requests))
+    return rows
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import plan
+    from .run.options import from_args
+    from .run.plan import plan
     from .spec import load_spec
 
-    _executor_kind(args)
+    options = from_args(args)  # checked before anything is planned
     spec = load_spec(args.spec)
     suite, settings = _settings_from_args(args, baseline_only=True)
-    grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=False), settings)
-    requests = plan([spec], settings, grid=grid)
-    store, rows, skipped = _execute(requests, args, f"run {spec.name}")
+    grids = plan([spec], settings, *_grid_from_args(args, suite, use_suite_grid=False))
+    store, rows, skipped = _execute(grids, args, options, f"run {spec.name}")
     if skipped:
         print(f"already in {store.root}: {skipped} run(s) skipped (use --force to re-run)")
     for row in rows:
@@ -323,18 +300,19 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .runner import plan
+    from .run.options import from_args
+    from .run.plan import plan
     from .spec import load_spec
 
-    _executor_kind(args)
+    options = from_args(args)  # checked before anything is planned
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
     specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
-    grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=True), settings)
-    requests = plan(specs, settings, grid=grid, seeds=args.seeds)
-    print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {len(grid)} grid point(s)"
-          f" x {len(args.seeds or [None])} seed(s) = {len(requests)} run(s)")
-    store, rows, skipped = _execute(requests, args, f"bench {suite.name}")
+    grids = plan(specs, settings, *_grid_from_args(args, suite, use_suite_grid=True), seeds=args.seeds)
+    points = len(grids[0]) if grids else 0
+    print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {points} grid point(s)"
+          f" x {len(args.seeds or [None])} seed(s) = {sum(len(g) for g in grids)} run(s)")
+    store, rows, skipped = _execute(grids, args, options, f"bench {suite.name}")
     if skipped:
         print(f"{skipped} run(s) already in {store.root}, skipped")
     failed = [r for r in rows if r["status"] == "failed"]
@@ -346,28 +324,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_results(args: argparse.Namespace) -> int:
-    from .results.commands import load_store
-
-    frame = load_store(args.results)
-    if args.suite:
-        frame = frame[frame["suite"] == args.suite]
-    if len(frame):
-        from .results.leaderboard import spec_labels
-
-        frame = frame.assign(spec=frame["spec_hash"].map(spec_labels(frame)))  # "zoo-attention d=64"
-    cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",
-            "test_acc_macro", "epochs_run", "wall_s"]
-    table = Table(title=f"{len(frame)} run(s) in {args.results}")
-    for c in cols:
-        table.add_column(c)
-    for _, row in frame[cols].iterrows():
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
-    return 0
-
-
 def _add_training_args(p: argparse.ArgumentParser) -> None:
+    from .run.options import add_arguments as add_exec_arguments
+
     p.add_argument("--suite", default=None,
                    help="suite name (mad, mad-quick, mqar, smoke) or YAML path (default: mad when "
                         "training on a GPU, mad-quick otherwise: mad is 396 GPU-sized runs per spec)")
@@ -380,28 +339,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the suite's)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch size (default: the suite's)")
-    p.add_argument("--device", default="auto", help=f"{' | '.join(DEVICE_FORMS.split(', '))} "
-                   "(default: auto, a GPU if there is one)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--force", action="store_true", help="re-run runs already in the store")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="jobs at once (default: training on GPUs, one worker per GPU x "
-                        "--jobs-per-gpu, each pinned to its GPU; else local 1, in this process; "
-                        "ray: what fits)")
-    p.add_argument("--jobs-per-gpu", type=positive_int, default=None, metavar="K",
-                   help="workers sharing one GPU (default: 1; ray: --gpus-per-trial 1/K); needs "
-                        "a CUDA device")
-    p.add_argument("--engine", choices=["auto", "plain", "ensemble"], default="auto",
-                   help="auto (default): ensemble on a GPU, plain elsewhere; plain: one run at a time; "
-                        "ensemble: the lr x wd grid of a setting trained as one batched model (same "
-                        "results per run, 3-5x the throughput on a GPU)")
-    p.add_argument("--executor", choices=["local", "ray"], default=None,
-                   help="local processes or Ray tasks (default: local; ray with --address)")
-    p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per job (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs per job; fractions pack several jobs per GPU (ray: over every GPU "
-                        "of every node; local: 1/K is --jobs-per-gpu K) (default: 0)")
+    add_exec_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -456,11 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score: test_acc_macro (MAD's macro accuracy, default) or test_acc (micro)")
     _add_training_args(p)
     p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("results", help="what the results store holds, as a table")
-    p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
-    p.set_defaults(func=cmd_results)
 
     from .results.commands import register as register_results
     register_results(sub)

@@ -14,6 +14,11 @@ from mad_bench.train.config import TrainConfig
 from mad_bench.train.core import RunResult, RunRules, autocast, cosine_lr, decays, prepare_run
 
 
+def members(cfg: TrainConfig, grid) -> list[TrainConfig]:
+    """``cfg`` at each (lr, weight decay) of ``grid``: the member configs the engine takes."""
+    return [TrainConfig.model_validate({**cfg.model_dump(), "lr": lr, "weight_decay": wd}) for lr, wd in grid]
+
+
 @torch.no_grad()
 def evaluate(model, inputs, targets, cfg: TrainConfig, num_classes: int, device) -> dict:
     """Test metrics, whole-set or per batch then batch-weighted (``cfg.eval_reduce``)."""

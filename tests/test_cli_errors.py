@@ -46,7 +46,7 @@ def test_unavailable_mps_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,flag", [
-    (["bench", SPEC, "--workers", "0"], "--workers"),
+    (["bench", SPEC, "--workers", "0"], "--workers/--parallel"),  # one option, two names
     (["info", SPEC, "--seq-len", "-5"], "--seq-len"),
     (["info", SPEC, "--vocab-size", "0"], "--vocab-size"),
     (["run", SPEC, "--task", "memorization", "--epochs", "0"], "--epochs"),
@@ -116,3 +116,31 @@ def test_reading_commands_do_not_import_torch(argv):
     proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("[]" if argv == ["--help"] else "['pandas']")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max-retries", "-1"], "--max-retries -1: not valid (valid: 0 or more)"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial 0: not valid (valid: > 0)"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: not valid (valid: 0 or more)"),
+    (["--address", "auto", "--executor", "local"], "--address auto: names a Ray cluster, not valid with --executor local"),
+])
+@pytest.mark.parametrize("command", ["bench", "tune"])
+def test_bad_execution_options_are_one_line_on_every_command(tmp_path, capsys, command, extra, message):
+    args = [command, SPEC, "--suite", "smoke", "--results", str(tmp_path), *extra]
+    if command == "tune":
+        args += ["--task", "memorization"]
+    assert main(args) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "runs").exists(), "nothing ran"
+
+
+def test_training_commands_share_one_set_of_execution_options():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+
+    def options(command):
+        group = next(g for g in sub.choices[command]._action_groups if g.title == "execution")
+        return [s for a in group._group_actions for s in a.option_strings]
+
+    assert "--engine" in options("run") and "--workers" in options("run")
+    for command in ("bench", "tune", "search"):
+        assert options(command) == options("run"), command

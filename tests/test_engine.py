@@ -7,17 +7,19 @@ import pytest
 import torch
 
 from mad_bench import load_spec
-from mad_bench.engine import EngineInfo, EngineOptions, group_requests, run_grid_rows, train_grid
-from mad_bench.train.ensemble import build_ensemble
-from mad_bench.train.member_metrics import batched_counts
 from mad_bench.results import ResultsStore
-from mad_bench.runner import execute, plan
+from mad_bench.run.driver import run_plan
+from mad_bench.run.engines import EnsembleEngine
+from mad_bench.run.options import ExecOptions
+from mad_bench.run.plan import plan, requests_of
+from mad_bench.train.ensemble import EngineInfo, EngineOptions, build_ensemble, train_grid
+from mad_bench.train.member_metrics import batched_counts
 from mad_bench.suite import expand, load_suite
 from mad_bench.tasks import get_task
 from mad_bench.tasks.metrics import accuracy_counts
 from mad_bench.train.config import TrainConfig
 from mad_bench.train.trainer import cosine_lr, train
-from reference_trainer import reference_train
+from reference_trainer import members, reference_train
 
 RECALL = get_task("in-context-recall")(vocab_size=8, seq_len=16, num_train_examples=128,
                                        num_test_examples=64)
@@ -107,7 +109,7 @@ def test_one_member_follows_torch_adamw_and_clipping_step_by_step():
 
 def test_ensemble_members_equal_plain_trainer():
     info = EngineInfo()
-    results = train_grid(ATTENTION, RECALL, CFG, GRID, device="cpu", info=info)
+    results = train_grid(ATTENTION, RECALL, members(CFG, GRID), device="cpu", info=info)
     assert info.mode == "vmap" and info.members == 3 and info.steps == 3 * 4
     for (lr, wd), r in zip(GRID, results):
         assert_same(r, plain(ATTENTION, CFG, lr, wd))
@@ -120,9 +122,9 @@ def test_capture_warmup_leaves_the_training_state_untouched():
     setting = get_task("in-context-recall")(vocab_size=8, seq_len=16, num_train_examples=80,
                                             num_test_examples=40)  # 2 full batches + a tail
     grid = [(1e-4, 0.0), (1e-2, 0.1)]
-    ref = train_grid(ATTENTION, setting, cfg, grid, device="cpu")
+    ref = train_grid(ATTENTION, setting, members(cfg, grid), device="cpu")
     info = EngineInfo()
-    got = train_grid(ATTENTION, setting, cfg, grid, device="cpu", info=info,
+    got = train_grid(ATTENTION, setting, members(cfg, grid), device="cpu", info=info,
                      options=EngineOptions(emulate_capture=True, capture_warmup=3))
     assert [r.stop_reason for r in got] == ["completed", "perfect"] and info.recaptures == 1
     for a, b in zip(got, ref):
@@ -134,7 +136,7 @@ def test_capture_warmup_leaves_the_training_state_untouched():
 def test_stopped_member_is_frozen_and_reported_at_its_stop_epoch():
     grid = [(1e-4, 0.0), (1e-2, 0.1), (3e-3, 0.0)]
     cfg = CFG.model_copy(update={"epochs": 4})
-    free = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu")
+    free = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu")
     # a threshold the fast member reaches at epoch 2 and the slow one never does
     threshold = free[1].history[1]["test_acc"] - 1e-6  # the stop is strict (>), as Lightning's
     assert max(h["test_acc"] for h in free[0].history) < threshold
@@ -166,7 +168,7 @@ def test_stopped_member_is_frozen_and_reported_at_its_stop_epoch():
     assert_same(results[0], free[0], tol=1e-6)
     # dropping stopped members (compact, the default) changes nothing but the speed
     info = EngineInfo()
-    compacted = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", info=info)
+    compacted = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu", info=info)
     assert info.recaptures >= 1 and info.member_steps < 3 * info.steps
     for r, c in zip(results, compacted):
         assert_same(c, r)
@@ -175,7 +177,7 @@ def test_stopped_member_is_frozen_and_reported_at_its_stop_epoch():
 def test_non_vmappable_spec_falls_back_to_a_member_loop_equal_to_plain():
     info = EngineInfo()
     cfg = CFG.model_copy(update={"epochs": 2})
-    results = train_grid(LSTM, RECALL, cfg, GRID[:2], device="cpu", info=info)
+    results = train_grid(LSTM, RECALL, members(cfg, GRID[:2]), device="cpu", info=info)
     assert info.mode == "loop" and "lstm" in info.fallback_reason
     for (lr, wd), r in zip(GRID[:2], results):
         assert_same(r, plain(LSTM, cfg, lr, wd))
@@ -187,7 +189,7 @@ def test_dropout_masks_match_the_plain_runs(mode):
     spec = ATTENTION.model_copy(update={"dropout": 0.1})
     cfg = CFG.model_copy(update={"epochs": 1})
     info = EngineInfo()
-    results = train_grid(spec, RECALL, cfg, GRID[:2], device="cpu", options=EngineOptions(mode=mode), info=info)
+    results = train_grid(spec, RECALL, members(cfg, GRID[:2]), device="cpu", options=EngineOptions(mode=mode), info=info)
     assert info.mode == mode
     for (lr, wd), r in zip(GRID[:2], results):
         assert_same(r, plain(spec, cfg, lr, wd))
@@ -197,7 +199,7 @@ def test_divergence_is_per_member():
     """A member whose weights blow up ends 'diverged' like its plain run; the others train on."""
     cfg = CFG.model_copy(update={"epochs": 2})
     grid = [(1e-3, 0.0), (1.0, 1e30)]  # decay factor 1 - 1e30: inf weights within two steps
-    results = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu")
+    results = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu")
     ref = plain(ATTENTION, cfg, *grid[1])
     assert ref.status == "diverged" and ref.epochs_run == 1
     assert_same(results[1], ref)
@@ -205,20 +207,23 @@ def test_divergence_is_per_member():
     assert_same(results[0], plain(ATTENTION, cfg, *grid[0]))
 
 
-def test_engine_through_the_runner_writes_the_plain_runners_rows(tmp_path):
+def test_engine_through_the_run_layer_writes_the_plain_runners_rows(tmp_path):
     settings = expand(load_suite("smoke"), ["in-context-recall", "compression"], train_overrides={"epochs": 1})
     spec = load_spec({"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2,
                                                                  "rotary_dim": 0}, "swiglu"]})
-    requests = plan([spec], settings, grid=[(1e-3, 0.0), (5e-4, 0.1)])
-    grids = group_requests(requests)
-    assert [len(g) for g in grids] == [2, 2]
+    grids = plan([spec], settings, lrs=[1e-3, 5e-4], wds=[0.0, 0.1])
+    assert [len(g) for g in grids] == [4, 4]
+    requests = requests_of(grids)
     info = EngineInfo()
-    assert len(run_grid_rows(grids[0], "cpu", info=info)) == 2 and info.mode == "vmap"
-    with pytest.raises(ValueError, match="differ in more than lr"):
-        run_grid_rows(requests, "cpu")
+    assert len(EnsembleEngine().rows(grids[0], "cpu", info=info)) == 4 and info.mode == "vmap"
+    # the one check that members differ only in lr / weight decay: the engine's
+    mixed = (grids[0].members[0], grids[0].members[1].model_copy(update={"epochs": 2}))
+    with pytest.raises(ValueError, match="differ only in lr and weight_decay"):
+        train_grid(spec, settings[0].task_setting, mixed, device="cpu")
     plain_store, engine_store = ResultsStore(tmp_path / "plain"), ResultsStore(tmp_path / "engine")
-    plain_rows, _ = execute(requests, plain_store, device="cpu")
-    rows, skipped = execute(requests, engine_store, device="cpu", engine="ensemble")
+    cpu = dict(device="cpu")
+    plain_rows, _ = run_plan(grids, plain_store, ExecOptions(engine="plain", **cpu))
+    rows, skipped = run_plan(grids, engine_store, ExecOptions(engine="ensemble", **cpu))
     assert skipped == 0 and len(rows) == len(requests)
     assert all(engine_store.has(r.key) for r in requests)
     a, b = plain_store.load(), engine_store.load()
@@ -227,7 +232,7 @@ def test_engine_through_the_runner_writes_the_plain_runners_rows(tmp_path):
     assert (a["status"] == b["status"]).all() and (a["epochs_run"] == b["epochs_run"]).all()
     assert ((a["test_acc"] - b["test_acc"]).abs() <= 1e-4).all()
     # the engine skips what either trainer already wrote
-    assert execute(requests, plain_store, device="cpu", engine="ensemble") == ([], len(requests))
+    assert run_plan(grids, plain_store, ExecOptions(engine="ensemble", **cpu)) == ([], len(requests))
 
 
 BF16 = CFG.model_copy(update={"precision": "bf16"})
@@ -360,9 +365,9 @@ def test_the_compiled_step_computes_the_eager_step(mode):
     fuses on CUDA) trains every member as the eager step does."""
     grid = GRID if mode == "vmap" else GRID[:1]
     cfg = CFG.model_copy(update={"epochs": 1, "grad_clip": 0.5, **MAD_RULES})
-    eager = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", options=EngineOptions(compile=None))
+    eager = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu", options=EngineOptions(compile=None))
     info = EngineInfo()
-    got = train_grid(ATTENTION, RECALL, cfg, grid, device="cpu", info=info,
+    got = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu", info=info,
                      options=EngineOptions(compile="aot_eager"))
     assert info.mode == mode and info.compiled and info.compile_failure is None
     for a, b in zip(got, eager):
@@ -374,9 +379,9 @@ def test_the_vmap_check_runs_once_per_spec_and_shape():
     ens_mod._PROBED.clear()
     cfg = CFG.model_copy(update={"epochs": 1})
     first, second = EngineInfo(), EngineInfo()
-    train_grid(ATTENTION, RECALL, cfg, GRID[:2], device="cpu", info=first)
+    train_grid(ATTENTION, RECALL, members(cfg, GRID[:2]), device="cpu", info=first)
     other = RECALL.model_copy(update={"num_train_examples": 96})  # another setting, same shapes
-    train_grid(ATTENTION, other, cfg, GRID[:2], device="cpu", info=second)
+    train_grid(ATTENTION, other, members(cfg, GRID[:2]), device="cpu", info=second)
     assert first.mode == second.mode == "vmap"
     assert not any("earlier setting" in n for n in first.notes)
     assert any("earlier setting" in n for n in second.notes)

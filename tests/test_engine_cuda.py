@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mad_bench import load_spec
-from mad_bench.engine import EngineInfo, EngineOptions, train_grid
-from mad_bench.train.ensemble import build_ensemble
+from mad_bench.train.ensemble import EngineInfo, EngineOptions, build_ensemble, train_grid
 from mad_bench.suite import expand, load_suite
 from mad_bench.train.trainer import train
+from reference_trainer import members
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -47,7 +47,7 @@ def test_vmapped_bf16_path_equals_member_loop(arch):
 def test_engine_equals_plain_trainer_on_cuda(arch):
     spec = load_spec(str(ROOT / "architectures" / f"{arch}.yaml"))
     ts, cfg = _setting()
-    results = train_grid(spec, ts, cfg, GRID, device="cuda")
+    results = train_grid(spec, ts, members(cfg, GRID), device="cuda")
     for (lr, wd), r in zip(GRID, results):
         ref = train(spec, ts, cfg.model_copy(update={"lr": lr, "weight_decay": wd}), device="cuda")
         assert r.status == ref.status == "ok"

@@ -105,7 +105,7 @@ def test_leaderboard_by_setting(frame):
 
 def test_row_mixer_column_comes_from_the_spec():
     from mad_bench import load_spec
-    from mad_bench.runs import sequence_mixer
+    from mad_bench.run.rows import sequence_mixer
 
     hybrid = load_spec({"name": "h", "layers": ["attention", "mlp", "hyena", "mlp", "attention", "mlp"]})
     assert sequence_mixer(hybrid) == "attention+hyena"

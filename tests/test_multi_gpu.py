@@ -10,10 +10,11 @@ import pytest
 
 import placement_jobs
 from mad_bench.cli import main
-from mad_bench.execute import make_executor
-from mad_bench.execute.gpus import FAKE_ENV, GpuPlan, plan_local, visible_gpus
-from mad_bench.execute.local import LocalExecutor
-from mad_bench.execute.loop import drive_jobs
+from mad_bench.run.executors import make_executor
+from mad_bench.run.executors.gpus import FAKE_ENV, GpuPlan, plan_local, visible_gpus
+from mad_bench.run.executors.local import LocalExecutor
+from mad_bench.run.executors.loop import drive_jobs
+from mad_bench.run.options import ExecOptions
 from mad_bench.workload import makespan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_workers_pinned_evenly_and_a_killed_one_retried_on_another_gpu(tmp_path,
                                      kill_attempts=(0,) if n == 0 else ()) for n in range(7)]
     feed = iter(jobs)
     done, failed, retried = [], [], []
-    with make_executor("local", device="cuda", jobs_per_gpu=2) as ex:
+    with make_executor(ExecOptions(executor="local", device="cuda", jobs_per_gpu=2)) as ex:
         assert ex.capacity() == 6 and not ex.in_process
         assert "6 processes on 3 of 3 GPU(s) seen (0, 1, 2), 2 per GPU" in ex.describe()
         drive_jobs(ex, lambda: next(feed, None), lambda j, r: done.append(r),
@@ -166,13 +167,13 @@ class Planned(Exception):
 def test_bench_prints_the_plan(tmp_path, capsys, monkeypatch, two_lr_suite):
     """On a faked 2-GPU machine the plan names the GPUs, the workers per GPU and the jobs before
     anything trains (the training itself is left out: it stops right after the plan)."""
-    import mad_bench.runner
+    import mad_bench.run.driver
 
     def stop(*args, **kwargs):
         raise Planned
 
     monkeypatch.setenv(FAKE_ENV, "2")
-    monkeypatch.setattr(mad_bench.runner, "execute", stop)
+    monkeypatch.setattr(mad_bench.run.driver, "execute", stop)
     with pytest.raises(Planned):
         main(["bench", SPEC, "--suite", str(two_lr_suite), "--results", str(tmp_path),
               "--no-progress", "--engine", "plain"])
@@ -191,15 +192,14 @@ def test_eta_spreads_the_jobs_over_the_gpus():
     GPU's share, between the even split and the even split plus the largest job."""
     import re
 
-    from mad_bench.execute.jobs import job_groups
-    from mad_bench.runner import plan
+    from mad_bench.run.plan import plan, requests_of
     from mad_bench.spec import load_spec
     from mad_bench.suite import expand, load_suite
     from mad_bench.workload import REFERENCE_RATES, describe, training_tokens
 
     suite = load_suite("mad")
-    requests = plan([load_spec(SPEC)], expand(suite), grid=suite.grid.points())
-    groups = job_groups(requests, "ensemble")
+    groups = plan([load_spec(SPEC)], expand(suite), suite.grid.lr, suite.grid.weight_decay)
+    requests = requests_of(groups)  # the ensemble engine's jobs: one grid each
 
     def hours(line):
         value, unit = re.search(r"ETA at most ([\d.]+) (h|min)", line).groups()

@@ -128,14 +128,16 @@ def test_fractional_gpus_spread_over_every_gpu_and_each_task_sees_its_own(tmp_pa
     (Ray alone would put them on two GPUs, two each), so they spread over all four; every task
     sees exactly its assigned GPU and trains on `cuda` whatever index was asked."""
     import placement_jobs
-    from mad_bench.execute import make_executor
-    from mad_bench.execute.loop import drive_jobs
+    from mad_bench.run.executors import make_executor
+    from mad_bench.run.executors.loop import drive_jobs
+    from mad_bench.run.options import ExecOptions
 
     ray.cloudpickle.register_pickle_by_value(placement_jobs)  # the workers cannot import tests/
     try:
         feed = iter([placement_jobs.RecordJob(i, str(tmp_path), wait_for=4) for i in range(4)])
         got, failed = [], []
-        with make_executor("ray", gpus_per_trial=0.5, cpus_per_trial=0.5, device="cuda:3", jobs=4) as ex:
+        with make_executor(ExecOptions(executor="ray", gpus_per_job=0.5, cpus_per_job=0.5, device="cuda:3"),
+                           jobs=4) as ex:
             assert ex.capacity() == 4 and "4 at once on 4 GPU(s)" in ex.describe()
             assert "1 GPU (--gpus-per-trial 0.5, widened" in ex.describe()
             drive_jobs(ex, lambda: next(feed, None), lambda j, r: got.append(r),

@@ -223,3 +223,37 @@ def test_progress_lines_name_their_metric_and_are_not_cut(tmp_path):
     assert "last: memorization ok test_acc_macro=" in overall and "…" not in overall
     per_run = next(line for line in lines if line.startswith("transformer | memorization"))
     assert "test_acc=" in per_run and "test_loss=" in per_run and "epoch=1" in per_run
+
+
+# The run keys and the row's columns as the code before the run layer wrote them (its
+# runner.plan + runs.run_one, for this spec, setting, grid and seed): stored rows stay findable
+# (a rerun skips them) and comparable with new ones.
+KEYS_BEFORE = ["c14927904332c44900f1", "6a8d29ca581814426d14"]
+COLUMNS_BEFORE = [
+    "spec", "spec_hash", "primitives", "mixer", "d_model", "spec_config", "suite", "task", "setting",
+    "setting_hash", "vocab_size", "seq_len", "num_train_examples", "num_test_examples", "lr",
+    "weight_decay", "seed", "epochs", "batch_size", "device", "version", "created_at", "status",
+    "stop_reason", "test_acc", "test_acc_macro", "test_loss", "train_acc", "train_loss", "epochs_run",
+    "best_epoch", "params", "wall_s", "setup_s", "error", "state_bytes"]
+
+
+@pytest.mark.parametrize("engine", ["plain", "ensemble"])
+def test_the_run_layer_writes_the_rows_and_keys_of_before(tmp_path, engine):
+    from mad_bench import load_spec
+    from mad_bench.run.driver import run_plan
+    from mad_bench.run.options import ExecOptions
+    from mad_bench.run.plan import plan, requests_of
+    from mad_bench.suite import expand, load_suite
+
+    settings = expand(load_suite("smoke"), ["in-context-recall"], train_overrides={"epochs": 1},
+                      baseline_only=True)
+    spec = load_spec({"name": "tiny", "d_model": 16, "layers": [
+        {"type": "attention", "n_heads": 2, "rotary_dim": 0}, "swiglu"]})
+    grids = plan([spec], settings, lrs=[1e-3, 5e-4], wds=[0.0, 0.1], seeds=[7])
+    by_point = {(r.training.lr, r.training.weight_decay): r.key for r in requests_of(grids)}
+    assert [by_point[(1e-3, 0.0)], by_point[(5e-4, 0.1)]] == KEYS_BEFORE
+    store = ResultsStore(tmp_path)
+    rows, skipped = run_plan(grids, store, ExecOptions(device="cpu", engine=engine))
+    assert skipped == 0 and len(rows) == 4
+    assert all(list(row) == COLUMNS_BEFORE for row in rows)
+    assert all(store.has_result(key) for key in KEYS_BEFORE)

@@ -143,12 +143,12 @@ def test_a_run_that_stopped_early_ends_its_bar(tmp_path):
 
 
 def test_address_alone_on_bench_means_ray(tmp_path, monkeypatch, capsys):
-    import mad_bench.execute as ex
+    import mad_bench.run.executors as ex
 
     seen = {}
 
-    def fake(kind, **kw):
-        seen["kind"] = kind
+    def fake(options, **kw):
+        seen["kind"] = options.executor_kind
         raise ValueError("stop here")
     monkeypatch.setattr(ex, "make_executor", fake)
     spec = tmp_path / "tiny.yaml"

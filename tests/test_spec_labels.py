@@ -6,7 +6,8 @@ import torch
 
 from mad_bench.results.leaderboard import build_leaderboard, spec_labels
 from mad_bench.results.plots import mqar_points
-from mad_bench.runs import RunRequest, make_row
+from mad_bench.run.plan import RunRequest
+from mad_bench.run.rows import make_row
 from mad_bench.spec import load_spec
 from mad_bench.suite import expand, load_suite
 

@@ -302,7 +302,7 @@ def lm_row(spec: ArchitectureSpec, cfg: LMConfig, corpus: Corpus, result: LMResu
     """The results-store row of an LM run: ``kind: lm``, ``task: lm:<corpus>``; the synthetic
     views (leaderboards, MAD plots) leave such rows out. ``test_loss`` is the validation loss."""
     from .. import __version__
-    from ..runs import device_name, sequence_mixer
+    from ..run.rows import device_name, sequence_mixer
 
     return {
         "kind": "lm", "spec": spec.name, "spec_hash": spec.spec_hash(),

@@ -1,4 +1,5 @@
-"""CLI subcommands ``leaderboard``, ``plot`` and ``report``; ``register(subparsers)`` adds them.
+"""CLI subcommands that read the results store, ``results``, ``leaderboard``, ``plot`` and
+``report``; ``register(subparsers)`` adds them.
 
 Handlers return an exit code; user errors raise ValueError (``madbench`` prints
 ``error: <message>`` and exits 2)."""
@@ -26,6 +27,28 @@ def load_store(results: str):
     hint = f", or read the runs in {' / '.join(inner)} (--results {inner[0]})" if inner else ""
     what = "no results directory" if not root.exists() else "no runs in"
     raise ValueError(f"{what} {results!r}: run `madbench run` or `madbench bench` first{hint}")
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .leaderboard import spec_labels
+
+    frame = load_store(args.results)
+    if args.suite:
+        frame = frame[frame["suite"] == args.suite]
+    if len(frame):
+        frame = frame.assign(spec=frame["spec_hash"].map(spec_labels(frame)))  # "zoo-attention d=64"
+    cols = ["spec", "suite", "task", "setting", "lr", "weight_decay", "seed", "status", "test_acc",
+            "test_acc_macro", "epochs_run", "wall_s"]
+    table = Table(title=f"{len(frame)} run(s) in {args.results}")
+    for c in cols:
+        table.add_column(c)
+    for _, row in frame[cols].iterrows():
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -89,7 +112,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    """Add ``leaderboard``, ``plot`` and ``report`` to the ``madbench`` subparsers."""
+    """Add ``results``, ``leaderboard``, ``plot`` and ``report`` to the ``madbench`` subparsers."""
+    p = subparsers.add_parser("results", help="what the results store holds, as a table")
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
+    p.set_defaults(func=cmd_results)
+
     p = subparsers.add_parser("leaderboard", help="specs x tasks (or settings, or sequence mixers) table")
     _common(p)
     p.add_argument("--by", default="task", choices=list(BY),

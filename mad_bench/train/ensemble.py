@@ -724,30 +724,29 @@ class Ensemble:
             progress.advance(0, acc=best_acc, loss=best_loss_seen, epoch=epoch)
 
 
-def train_grid(spec: ArchitectureSpec, setting, base_cfg: TrainConfig,
-               grid: Sequence[tuple[float, float]], device: str | torch.device | None = None,
-               progress=None, data=None, options: EngineOptions | None = None,
-               on_eval: Sequence | None = None, info: EngineInfo | None = None) -> list[RunResult]:
-    """Train ``spec`` on ``setting`` at every ``(lr, weight_decay)`` of ``grid`` (all other
-    hyperparameters, the seed included, from ``base_cfg``); one RunResult per grid point, in
-    order, equal (up to fp32 rounding) to ``trainer.train`` of that point.
+def train_grid(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
+               device: str | torch.device | None = None, progress=None, data=None,
+               options: EngineOptions | None = None, on_eval: Sequence | None = None,
+               info: EngineInfo | None = None) -> list[RunResult]:
+    """Train ``spec`` on ``setting`` with every member config of ``cfgs`` (validated configs
+    that differ only in lr and weight decay: a grid of the run layer's plan); one RunResult
+    per member, in order, equal (up to fp32 rounding) to ``trainer.train`` of that member.
 
-    ``on_eval``: one trainer-style callback (or None) per grid point. ``info``: an
+    ``on_eval``: one trainer-style callback (or None) per member. ``info``: an
     :class:`EngineInfo` to fill with what the engine did (mode, capture, fallbacks).
     """
     opts = options or EngineOptions()
-    cfgs = [TrainConfig.model_validate({**base_cfg.model_dump(), "lr": lr, "weight_decay": wd})
-            for lr, wd in grid]
+    cfgs = list(cfgs)
     if not cfgs:
         return []
     chunk = opts.max_members or len(cfgs)
     if len(cfgs) > chunk:
         out: list[RunResult] = []
-        data = data or (setting.generate("train", base_cfg.seed), setting.generate("test", base_cfg.seed))
+        seed = cfgs[0].seed
+        data = data or (setting.generate("train", seed), setting.generate("test", seed))
         for lo in range(0, len(cfgs), chunk):
             cb = on_eval[lo:lo + chunk] if on_eval is not None else None
-            out += train_grid(spec, setting, base_cfg, grid[lo:lo + chunk], device, progress, data,
-                              opts, cb, info)
+            out += train_grid(spec, setting, cfgs[lo:lo + chunk], device, progress, data, opts, cb, info)
         return out
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     info = info if info is not None else EngineInfo()
@@ -766,7 +765,7 @@ def train_grid(spec: ArchitectureSpec, setting, base_cfg: TrainConfig,
         half = math.ceil(len(cfgs) / 2)
         info.notes.append(f"out of memory with {len(cfgs)} members: ensembles of {half}")
         log.warning("out of memory with %d members, retrying as ensembles of %d", len(cfgs), half)
-        return train_grid(spec, setting, base_cfg, grid, dev, progress, data,
+        return train_grid(spec, setting, cfgs, dev, progress, data,
                           dataclasses.replace(opts, max_members=half), on_eval, info)
     info.wall_s += time.perf_counter() - t0
     for m, r in zip(ens.members, results):

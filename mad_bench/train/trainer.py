@@ -28,7 +28,7 @@ def train(spec: ArchitectureSpec, setting, cfg: TrainConfig, device: str | None 
     ``options``: engine options (CUDA-graph capture, compile); the defaults suit one run.
     """
     t0 = time.perf_counter()
-    (result,) = train_grid(spec, setting, cfg, [(cfg.lr, cfg.weight_decay)], device=resolve_device(device),
+    (result,) = train_grid(spec, setting, [cfg], device=resolve_device(device),
                            progress=progress, data=data, options=options,
                            on_eval=[on_eval] if on_eval is not None else None)
     result.wall_s = time.perf_counter() - t0

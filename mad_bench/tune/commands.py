@@ -18,25 +18,11 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _train_overrides(args) -> dict:
-    out = {}
-    for f in ("epochs", "batch_size", "seed"):
-        v = getattr(args, f, None)
-        if v is not None:
-            out[f] = v
-    return out
+def _exec_options(args):
+    """Trials run in worker processes unless ``--in-process`` says otherwise."""
+    from ..run.options import from_args
 
-
-def _executor(args, default: str = "local"):
-    from ..execute import make_executor
-
-    kind = args.executor or ("ray" if args.address else default)
-    if args.address and kind != "ray":
-        raise ValueError("--address needs --executor ray")
-    return make_executor(kind, parallel=args.parallel, in_process=args.in_process,
-                         address=args.address, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, device=args.device,
-                         jobs_per_gpu=args.jobs_per_gpu)
+    return from_args(args, in_process=False)
 
 
 @contextlib.contextmanager
@@ -55,9 +41,8 @@ def _interrupts(study, n_trials: int, args):
                           f"go on (trials cut short run again)") from None
 
 
-def _work(study, n_trials: int, per_trial: list, args) -> None:
+def _work(study, n_trials: int, per_trial: list, args, engine) -> None:
     """The work line before minutes of silence: trials left x runs per trial, as bench says it."""
-    from ..runner import resolve_engine
     from ..train.core import resolve_device
     from ..workload import describe
     from .study import count_done
@@ -66,9 +51,8 @@ def _work(study, n_trials: int, per_trial: list, args) -> None:
     if not left or not per_trial:
         return
     device = resolve_device(args.device).type
-    engine = resolve_engine(args.engine, args.device)
     _log(f"to do: {left} trial(s) x {len(per_trial)} run(s) per trial; "
-         + describe(per_trial * left, device, engine))
+         + describe(per_trial * left, device, engine.name))
 
 
 def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
@@ -96,10 +80,12 @@ def _summary(study, objectives, out_dir: Path, counts: dict) -> None:
 
 def cmd_tune(args) -> int:
     from ..results.store import ResultsStore
-    from ..runner import check_backbone
-    from ..runs import RunRequest
+    from ..run.engines import make_engine
+    from ..run.executors import make_executor
+    from ..run.options import settings_from_args
+    from ..run.plan import Grid, check_backbone
     from ..spec import load_spec
-    from ..suite import expand, load_suite, parse_overrides
+    from ..suite import load_suite
     from ..train.config import TrainConfig
     from .objectives import parse_objectives
     from .space import load_space
@@ -111,12 +97,12 @@ def cmd_tune(args) -> int:
     objectives = parse_objectives(args.objectives)
     if objectives != ["mad_score"]:
         raise ValueError("tune has one objective: mad_score (the run's test accuracy)")
+    options = _exec_options(args)
+    engine = make_engine(options.engine, options.device)
     spec = load_spec(args.spec)
     space = load_space(args.space)
     suite = load_suite(args.suite)
-    settings = expand(suite, tasks=[args.task], overrides=parse_overrides(args.set),
-                      train_overrides=_train_overrides(args), baseline_only=True)
-    setting = settings[0]
+    setting = settings_from_args(args, suite, [args.task], baseline_only=True)[0]
     check_backbone(spec, setting)
     grid = {"train.lr": list(suite.grid.lr), "train.weight_decay": list(suite.grid.weight_decay)}
     name = args.study or f"tune-{spec.name}-{setting.task}"
@@ -147,15 +133,16 @@ def cmd_tune(args) -> int:
             raise InvalidTrial(f"invalid training config: {exc}") from None
         trial.set_user_attr("training", cfg.model_dump(mode="json"))
         return TrialJob(study=name, number=trial.number, spec=spec,
-                        requests=[RunRequest(spec, setting, cfg)], results_root=str(results),
-                        report="epoch", metric=args.metric, engine=args.engine)
+                        grids=[Grid(spec, setting, (cfg,))], results_root=str(results),
+                        report="epoch", metric=args.metric, engine=engine)
 
     store = ResultsStore(results)
-    _work(study, n_trials, [RunRequest(spec, setting, setting.training)], args)
-    with _interrupts(study, n_trials, args), _executor(args) as ex:
+    _work(study, n_trials, list(Grid(spec, setting, (setting.training,))), args, engine)
+    with _interrupts(study, n_trials, args), make_executor(options) as ex:
         _log(f"tune {spec.name} on {setting.task} [{setting.setting_id}]: {n_trials} trial(s), "
              f"sampler {config['sampler']}, pruner {config['pruner']}, {ex.describe()}, study {name}")
-        counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=args.max_retries, log=_log)
+        counts = drive(study, n_trials, make_job, ex, store, objectives, max_retries=options.max_retries,
+                       log=_log)
     _summary(study, objectives, out_dir, counts)
     best = [t for t in study.trials if t.state.name == "COMPLETE"]
     if best:
@@ -173,9 +160,12 @@ def cmd_tune(args) -> int:
 
 def cmd_search(args) -> int:
     from ..results.store import ResultsStore
-    from ..runner import check_backbone, plan
+    from ..run.engines import make_engine
+    from ..run.executors import make_executor
+    from ..run.options import settings_from_args
+    from ..run.plan import check_backbone, plan, requests_of
     from ..spec import SpecError, load_spec
-    from ..suite import expand, load_suite, parse_overrides
+    from ..suite import load_suite
     from .objectives import OBJECTIVES, parse_objectives, spec_costs
     from .space import load_space
     from .study import InvalidTrial, drive, make_sampler, open_storage, open_study, target_trials
@@ -184,13 +174,16 @@ def cmd_search(args) -> int:
     if args.sampler not in SEARCH_SAMPLERS:
         raise ValueError(f"--sampler: {args.sampler!r} is not valid for search (valid: {', '.join(SEARCH_SAMPLERS)})")
     objectives = parse_objectives(args.objectives)
+    options = _exec_options(args)
+    engine = make_engine(options.engine, options.device)
     space = load_space(args.space)
     if space.base is None:
         raise ValueError(f"search space {space.name!r} has no base spec: use it with `madbench tune`")
     suite = load_suite(args.suite)
     tasks = args.tasks or space.scoring.tasks
-    settings = expand(suite, tasks=tasks, overrides=parse_overrides(args.set),
-                      train_overrides=_train_overrides(args), baseline_only=space.scoring.baseline_only)
+    mode = space.scoring.mode
+    settings = settings_from_args(args, suite, tasks, baseline_only=space.scoring.baseline_only)
+    grid = (suite.grid.lr, suite.grid.weight_decay) if mode == "grid" else (None, None)
     name = args.study or f"search-{space.name}-{suite.name}"
     results = Path(args.results)
     out_dir = results / name
@@ -207,7 +200,6 @@ def cmd_search(args) -> int:
     study, config = open_study(name, storage, config, args.resume, sampler_factory)
     n_trials = target_trials(study, args.trials, DEFAULT_TRIALS)
     objectives = config["objectives"]
-    mode = space.scoring.mode
     train_keys = set() if mode == "tune" else (set(space.training) - {"lr", "weight_decay"}
                                                 if mode == "grid" else set(space.training))
 
@@ -232,35 +224,34 @@ def cmd_search(args) -> int:
         if c.max_state_bytes is not None and costs["state_bytes"] > c.max_state_bytes:
             raise InvalidTrial(f"over state budget: {costs['state_bytes']:,} bytes > max_state_bytes "
                                f"{c.max_state_bytes:,}")
-        try:
-            local = [dataclasses.replace(s, training=s.training.model_validate(
-                {**s.training.model_dump(), **training})) for s in settings]
-            requests = plan([spec], local, grid=suite.grid.points() if mode == "grid" else None)
+        try:  # the sampled training is validated with each grid member, in plan
+            local = [dataclasses.replace(s, training=s.training.model_copy(update=training))
+                     for s in settings]
+            grids = plan([spec], local, *grid)
         except Exception as exc:  # noqa: BLE001
             raise InvalidTrial(f"invalid training config: {exc}") from None
-        return TrialJob(study=name, number=trial.number, spec=spec, requests=requests,
+        return TrialJob(study=name, number=trial.number, spec=spec, grids=grids,
                         results_root=str(results), mode="tune" if mode == "tune" else "runs",
                         report="run", inner_trials=space.scoring.tune_trials,
                         inner_space={k: d.model_dump() for k, d in space.training.items()},
                         seed=config["seed"] + trial.number, metric=args.metric,
-                        measure_throughput="throughput" in objectives, engine=args.engine,
+                        measure_throughput="throughput" in objectives, engine=engine,
                         extra=dict(costs))
 
     store = ResultsStore(results)
     try:
-        per_trial = plan([load_spec(space.base)], settings,
-                         grid=suite.grid.points() if mode == "grid" else None)
+        per_trial = requests_of(plan([load_spec(space.base)], settings, *grid))
         if mode == "tune":
             per_trial = per_trial * max(1, space.scoring.tune_trials)
     except Exception:  # noqa: BLE001 - the estimate only; a bad base shows up as pruned trials
         per_trial = []
-    _work(study, n_trials, per_trial, args)
-    with _interrupts(study, n_trials, args), _executor(args) as ex:
+    _work(study, n_trials, per_trial, args, engine)
+    with _interrupts(study, n_trials, args), make_executor(options) as ex:
         _log(f"search {space.name} on {suite.name} ({len(settings)} setting(s), scoring {mode}): "
              f"{n_trials} trial(s), objectives {','.join(objectives)}, sampler {config['sampler']}, "
              f"{ex.describe()}, study {name}")
         counts = drive(study, n_trials, make_job, ex, store, objectives,
-                       max_retries=args.max_retries, log=_log)
+                       max_retries=options.max_retries, log=_log)
     _summary(study, objectives, out_dir, counts)
     return 0
 
@@ -268,6 +259,9 @@ def cmd_search(args) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from ..run.options import add_arguments
+
+    add_arguments(p)
     p.add_argument("--suite", default=None, help="suite name or YAML path (default: mad when training "
                    "on a GPU, mad-quick otherwise)")
     p.add_argument("--trials", type=int, default=None,
@@ -287,20 +281,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="training seed")
     p.add_argument("--metric", default="test_acc_macro", choices=["test_acc_macro", "test_acc"],
                    help="score: test_acc_macro (MAD's macro accuracy, default) or test_acc (micro)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: per worker)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.add_argument("--executor", default=None, choices=["local", "ray"],
-                   help="local processes or Ray (default: local; ray with --address)")
-    p.add_argument("--engine", default="plain", choices=["plain", "ensemble"],
-                   help="plain (default): one run at a time; ensemble: each lr x wd grid as one batched model")
-    p.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: embedded)")
-    p.add_argument("--parallel", type=int, default=None, help="trials at once (default: what fits)")
-    p.add_argument("--in-process", action="store_true", help="local executor: threads, no processes")
-    p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K",
-                   help="trials sharing one GPU; --parallel defaults to GPUs x K (default: 1)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials per GPU (default: 0)")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died (default: 2)")
     p.add_argument("--objectives", default="mad_score",
                    help="comma list of mad_score, params, state_bytes, throughput (default: mad_score)")
 

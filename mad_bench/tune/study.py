@@ -18,9 +18,9 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..execute.loop import drive_jobs
+from ..run.executors.loop import drive_jobs
 from ..results.store import ResultsStore
-from ..runs import make_row
+from ..run.rows import make_row
 from ..spec.io import dump_spec, load_spec
 from ..studies import open_storage  # noqa: F401 - tune / search open their storage here
 from ..train.trainer import resolve_device

@@ -1,11 +1,12 @@
-"""What runs on a worker: one trial = the runs that score one sampled spec (or one training
+"""What runs on a worker: one trial = the grids that score one sampled spec (or one training
 configuration). Executors (local thread / process, Ray task) call ``TrialJob.run``.
 
-Each run's row is written to the results store as soon as it lands (when the worker can reach
-the store) and all rows go back to the driver, which writes them again (idempotent: one file per
-run key) before it tells Optuna. A run already in the store with status ok/diverged is reused.
-Runs train through the plain trainer or, with ``engine="ensemble"``, one lr x wd grid at a time
-through the ensemble engine (:func:`mad_bench.execute.jobs.run_group`).
+The trial's grids train through the run layer's engine (:mod:`mad_bench.run.engines`), one
+engine unit at a time; what is here is the trial's own part: reporting accuracies for pruning,
+the score, the inner study of ``scoring: tune``. Each run's row is written to the results store
+as soon as it lands (when the worker can reach the store) and all rows go back to the driver,
+which writes them again (idempotent: one file per run key) before it tells Optuna. A run
+already in the store with status ok/diverged is reused.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..execute.base import Reporter
+from ..run.executors.base import Reporter
 
 
 @dataclass
@@ -25,7 +26,7 @@ class TrialJob:
     study: str
     number: int                     # Optuna trial number
     spec: Any                       # ArchitectureSpec
-    requests: list                  # list[RunRequest]
+    grids: list                     # list[run.plan.Grid]
     results_root: str | None
     mode: str = "runs"              # runs | tune (inner study per setting over `inner_space`)
     report: str = "epoch"           # epoch: report each eval's accuracy; run: partial score per run
@@ -36,12 +37,16 @@ class TrialJob:
     measure_throughput: bool = False
     attempt: int = 0
     fault_kill: bool = False        # test hook: the worker SIGKILLs itself at its first eval
-    engine: str = "plain"           # plain | ensemble
+    engine: Any = None              # run.engines.Engine (None: plain)
     extra: dict = field(default_factory=dict)
 
     @property
     def handle(self) -> str:
         return f"{self.number}.{self.attempt}"
+
+    @property
+    def requests(self) -> list:
+        return [r for g in self.grids for r in g]
 
     def retry(self) -> "TrialJob":
         return dataclasses.replace(self, attempt=self.attempt + 1)
@@ -61,10 +66,10 @@ def _reusable(store, key: str) -> dict | None:
 
 def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dict[str, Any]:
     """Run the job's runs; returns {status: ok|pruned, rows, metrics, reason, node}."""
-    from ..execute.jobs import job_groups, run_group
     from ..results.aggregate import mad_score, row_score
     from ..results.store import ResultsStore
-    from ..train.trainer import resolve_device
+    from ..run.engines import PlainEngine
+    from ..train.core import resolve_device
     from .objectives import measure_throughput
 
     store = None
@@ -88,27 +93,30 @@ def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dic
                 state["pruned"] = True
         return state["pruned"]
 
-    def do_runs(group: list) -> list[dict]:
-        """The group's rows in order: reused from the store, or trained by the job's engine."""
-        found = {req.key: _reusable(store, req.key) for req in group}
-        todo = [req for req in group if found[req.key] is None]
-        trained = run_group(todo, job.engine, str(dev), on_eval=[on_eval] * len(todo)) if todo else []
+    engine = job.engine or PlainEngine()
+
+    def do_runs(grid) -> list[dict]:
+        """The grid's rows in order: reused from the store, or trained by the job's engine."""
+        found = {req.key: _reusable(store, req.key) for req in grid}
+        todo = grid.select([i for i, req in enumerate(grid) if found[req.key] is None])
+        trained = engine.rows(todo, str(dev), on_eval=[on_eval] * len(todo)) if len(todo) else []
         for req, row in zip(todo, trained):
             row.update(study=job.study, trial=job.number)
             if store is not None:
                 store.write(req.key, row)
             found[req.key] = row
-        out = [found[req.key] for req in group]
-        rows.extend({**row, "run_key": req.key} for req, row in zip(group, out))
+        out = [found[req.key] for req in grid]
+        rows.extend({**row, "run_key": req.key} for req, row in zip(grid, out))
         return out
 
-    requests = list(job.requests)
+    requests = job.requests
     try:
         if job.mode == "tune":
-            _inner_tune(job, requests, lambda req: do_runs([req])[0])
+            _inner_tune(job, do_runs)
         else:
-            for i, group in enumerate(job_groups(requests, job.engine)):
-                do_runs(group)
+            units = [unit for grid in job.grids for unit in engine.units(grid)]
+            for i, unit in enumerate(units):
+                do_runs(unit)
                 if state["pruned"]:
                     raise Pruned()
                 if job.report == "run" and report(i, mad_score(rows, job.metric)):
@@ -143,18 +151,18 @@ def run_trial(job: TrialJob, report: Reporter, device: str | None = None) -> dic
             "diverged": "diverged" in statuses, "node": socket.gethostname(), "pid": os.getpid()}
 
 
-def _inner_tune(job: TrialJob, requests: list, do_run) -> None:
+def _inner_tune(job: TrialJob, do_runs) -> None:
     """Per setting, a small in-memory TPE study over the space's training distributions."""
     import optuna
 
     from ..results.aggregate import row_score
-    from ..runs import RunRequest
+    from ..run.plan import Grid
     from ..train.config import TrainConfig
     from .space import Dist
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: Dist.model_validate(v) for k, v in job.inner_space.items()}
-    for req in requests:
+    for req in job.requests:
         inner = optuna.create_study(direction="maximize",
                                     sampler=optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=2))
         for _ in range(job.inner_trials):
@@ -165,5 +173,5 @@ def _inner_tune(job: TrialJob, requests: list, do_run) -> None:
             except Exception:  # noqa: BLE001 - e.g. lr below min_lr
                 inner.tell(t, state=optuna.trial.TrialState.PRUNED)
                 continue
-            row = do_run(RunRequest(req.spec, req.setting, cfg))
+            (row,) = do_runs(Grid(req.spec, req.setting, (cfg,)))
             inner.tell(t, row_score(row, job.metric))

@@ -136,15 +136,16 @@ def test_every_ensemble_member_reports_its_segment_columns():
     """The engine scores each member's final parameters per segment (before compaction drops
     a stopped member): the same columns as that grid point trained alone."""
     from mad_bench import load_spec
-    from mad_bench.engine import train_grid
     from mad_bench.train.config import TrainConfig
+    from mad_bench.train.ensemble import train_grid
     from mad_bench.train.trainer import train
 
     s = mixture()
     spec = load_spec({"name": "att", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2}]})
     cfg = TrainConfig(epochs=2, batch_size=16, stop_at_accuracy=None)
     grid = [(1e-3, 0.0), (1e-2, 0.0)]
-    results = train_grid(spec, s, cfg, grid, device="cpu")
+    results = train_grid(spec, s, [cfg.model_copy(update={"lr": lr, "weight_decay": wd}) for lr, wd in grid],
+                         device="cpu")
     for (lr, wd), r in zip(grid, results):
         alone = train(spec, s, cfg.model_copy(update={"lr": lr, "weight_decay": wd}), device="cpu")
         assert set(r.extra) == {SEGMENT_COLUMN + seg.name for seg in s.test_segments}

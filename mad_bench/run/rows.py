@@ -1,41 +1,20 @@
-"""One run: its request (spec x suite setting x training config), its training through the
-plain trainer, and its result row.
-
-Below the runner, the executors and the engine alike (all of them build rows here), so a row
-has one shape whoever trained it.
-"""
+"""A run's result row: every engine and executor builds rows here, so a row has one shape
+(the same columns, the same run key) whoever trained it."""
 from __future__ import annotations
 
 import platform
 import traceback
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import __version__
-from .results.store import run_key
-from .spec import ArchitectureSpec
-from .suite import Setting
-from .train.config import TrainConfig
-from .train.trainer import RunResult, resolve_device, train
+from .. import __version__
+from ..spec import ArchitectureSpec
+from ..train.core import RunResult
 
-
-@dataclass(frozen=True)
-class RunRequest:
-    spec: ArchitectureSpec
-    setting: Setting
-    training: TrainConfig
-
-    @property
-    def key(self) -> str:
-        return run_key(self.spec.spec_hash(), self.setting.task, self.setting.variables(),
-                       self.training.model_dump(mode="json"))
-
-    def describe(self) -> str:
-        return (f"{self.spec.name} | {self.setting.task} [{self.setting.setting_id}] "
-                f"lr={self.training.lr:g} wd={self.training.weight_decay:g} seed={self.training.seed}")
+if TYPE_CHECKING:
+    from .plan import RunRequest
 
 
 def device_name(device: torch.device) -> str:
@@ -75,7 +54,7 @@ def make_row(req: RunRequest, result: RunResult | None, device: torch.device,
 def recurrent_state_bytes(spec: ArchitectureSpec, setting) -> int | None:
     """Bytes of the model's recurrent state for one sequence at the setting's length (fp32, all
     layers: ``madbench info``'s figure; None where the backbone has no token-by-token form)."""
-    from .info import summarize
+    from ..info import summarize
 
     ts = setting.task_setting
     try:
@@ -88,14 +67,3 @@ def error_line(exc: BaseException) -> str:
     """An exception as the one line a row's ``error`` keeps."""
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
-
-def run_one(req: RunRequest, device: str | None = None, progress=None,
-            on_eval=None) -> dict[str, Any]:
-    """Train one run; its row. Exceptions inside training become a ``failed`` row."""
-    dev = resolve_device(device)
-    try:
-        result = train(req.spec, req.setting.task_setting, req.training, device=str(dev),
-                       progress=progress, on_eval=on_eval)
-        return make_row(req, result, dev)
-    except Exception as exc:  # noqa: BLE001 - a benchmark must survive one bad run
-        return make_row(req, None, dev, error=error_line(exc))

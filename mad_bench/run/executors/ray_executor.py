@@ -4,7 +4,7 @@ driver keeps the state (the Optuna study, the results store).
 With no address an embedded local Ray instance sized to the machine is started; with
 ``auto`` or ``HOST:PORT`` the driver joins an existing cluster (probed with a socket first, so
 an unreachable address fails in seconds). Intermediate accuracies go through a small actor
-(:class:`~mad_bench.execute.base.Broker`) that the driver drains for pruning decisions.
+(:class:`~mad_bench.run.executors.base.Broker`) that the driver drains for pruning decisions.
 A task lost with its worker or node comes back as a ``died`` event for the driver to retry;
 tasks end with their driver (Ray cancels a dead driver's tasks).
 """
@@ -96,10 +96,6 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, parallel: int | None = None,
                  cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, device: str | None = None,
                  jobs: int | None = None):
-        if cpus_per_trial <= 0:
-            raise ValueError(f"--cpus-per-trial {cpus_per_trial:g}: not valid (valid: > 0)")
-        if gpus_per_trial < 0:
-            raise ValueError(f"--gpus-per-trial {gpus_per_trial:g}: not valid (valid: 0 or more)")
         for k, v in RAY_ENV.items():
             os.environ.setdefault(k, v)
         target = probe_address(address) if address else None  # before importing/initialising Ray

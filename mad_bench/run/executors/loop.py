@@ -1,6 +1,6 @@
 """The driver's loop over an executor: keep it full, hand events to the caller, retry jobs
-whose worker died. ``runner.execute`` (bench / run) and ``tune.study.drive`` (tune / search)
-both run their jobs through :func:`drive_jobs`."""
+whose worker died. ``run.driver.execute`` (bench / run) and ``tune.study.drive`` (tune /
+search) both run their jobs through :func:`drive_jobs`."""
 from __future__ import annotations
 
 from typing import Any, Callable
