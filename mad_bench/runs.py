@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from . import __version__
+from .configs.architecture import ArchitectureSpec
 from .results.store import run_key
-from .spec import ArchitectureSpec
 from .suite import Setting
 from .train.config import TrainConfig
 from .train.trainer import RunResult, resolve_device, train

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..compiler import build_model
-from ..spec import ArchitectureSpec, load_spec
+from ..configs.architecture import ArchitectureSpec
+from ..spec import load_spec
 from ..train.config import TrainConfig
 from ..train.core import autocast, cosine_lr, resolve_device
 from . import distributed as D

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..shipped import shipped_file
-from .architecture import ArchitectureSpec
+from ..configs.architecture import ArchitectureSpec
 from .errors import SpecError, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..spec import ArchitectureSpec
+from ..configs.architecture import ArchitectureSpec
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
 from .config import TrainConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..spec import ArchitectureSpec
+from ..configs.architecture import ArchitectureSpec
 from .config import TrainConfig
 from .core import EvalCallback, RunResult, cosine_lr, resolve_device
 from .ensemble import EngineOptions, train_grid

@@ -8,13 +8,19 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from mad_bench.primitives.channel.moe import MoE, MoEConfig
-from mad_bench.primitives.sequence.gru import GRU, GRUConfig
-from mad_bench.primitives.sequence.hyena import Hyena, HyenaConfig, fft_causal_conv
-from mad_bench.primitives.sequence.lstm import LSTM, LSTMConfig
+from mad_bench.configs.primitives.gru import GRUConfig
+from mad_bench.configs.primitives.hyena import HyenaConfig
+from mad_bench.configs.primitives.lstm import LSTMConfig
+from mad_bench.configs.primitives.moe import MoEConfig
+from mad_bench.configs.primitives.rwkv6 import RWKV6Config
+from mad_bench.configs.primitives.short_conv import ShortConvConfig
 from mad_bench.ops.rwkv6 import wkv6_chunked
-from mad_bench.primitives.sequence.rwkv6 import RWKV6, RWKV6Config
-from mad_bench.primitives.sequence.short_conv import ShortConv, ShortConvConfig
+from mad_bench.primitives.channel.moe import MoE
+from mad_bench.primitives.sequence.gru import GRU
+from mad_bench.primitives.sequence.hyena import Hyena, fft_causal_conv
+from mad_bench.primitives.sequence.lstm import LSTM
+from mad_bench.primitives.sequence.rwkv6 import RWKV6
+from mad_bench.primitives.sequence.short_conv import ShortConv
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,16 +8,20 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from mad_bench.primitives.registry import REGISTRY
-from mad_bench.primitives.sequence import mamba, mamba2, mlstm, slstm
+from mad_bench.configs.primitives.mamba import MambaConfig
+from mad_bench.configs.primitives.mamba2 import Mamba2Config
+from mad_bench.configs.primitives.mlstm import MLSTMConfig
+from mad_bench.configs.primitives.slstm import SLSTMConfig
 from mad_bench.ops.mlstm import mlstm_chunked
 from mad_bench.ops.selective_scan.reference import selective_scan
 from mad_bench.ops.slstm import slstm_cell
 from mad_bench.ops.ssd.reference import ssd_chunked
-from mad_bench.primitives.sequence.mamba import Mamba, MambaConfig
-from mad_bench.primitives.sequence.mamba2 import Mamba2, Mamba2Config
-from mad_bench.primitives.sequence.mlstm import MLSTM, MLSTMConfig
-from mad_bench.primitives.sequence.slstm import SLSTM, SLSTMConfig
+from mad_bench.primitives.registry import REGISTRY
+from mad_bench.primitives.sequence import mamba, mamba2, mlstm, slstm
+from mad_bench.primitives.sequence.mamba import Mamba
+from mad_bench.primitives.sequence.mamba2 import Mamba2
+from mad_bench.primitives.sequence.mlstm import MLSTM
+from mad_bench.primitives.sequence.slstm import SLSTM
 
 D_MODEL, L = 32, 17
 

@@ -8,17 +8,22 @@ import pytest
 import torch
 
 from mad_bench import load_spec
+from mad_bench.configs.primitives.attention import AttentionConfig
+from mad_bench.configs.primitives.base_conv import BaseConvConfig
+from mad_bench.configs.primitives.based import BasedConfig
+from mad_bench.configs.primitives.gated_deltanet import GatedDeltaNetConfig
+from mad_bench.configs.primitives.h3 import H3Config
+from mad_bench.configs.primitives.hyena import HyenaConfig
+from mad_bench.configs.primitives.sliding_window_attention import SlidingWindowAttentionConfig
 from mad_bench.ops.causal_conv import causal_conv1d
 from mad_bench.primitives import REGISTRY
-from mad_bench.primitives.sequence.attention import Attention, AttentionConfig
-from mad_bench.primitives.sequence.base_conv import BaseConv, BaseConvConfig
-from mad_bench.primitives.sequence.based import Based, BasedConfig, taylor_features
-from mad_bench.primitives.sequence.gated_deltanet import GatedDeltaNet, GatedDeltaNetConfig
-from mad_bench.primitives.sequence.h3 import H3, H3Config
-from mad_bench.primitives.sequence.hyena import Hyena, HyenaConfig
-from mad_bench.primitives.sequence.sliding_window_attention import (
-    SlidingWindowAttention, SlidingWindowAttentionConfig,
-)
+from mad_bench.primitives.sequence.attention import Attention
+from mad_bench.primitives.sequence.base_conv import BaseConv
+from mad_bench.primitives.sequence.based import Based, taylor_features
+from mad_bench.primitives.sequence.gated_deltanet import GatedDeltaNet
+from mad_bench.primitives.sequence.h3 import H3
+from mad_bench.primitives.sequence.hyena import Hyena
+from mad_bench.primitives.sequence.sliding_window_attention import SlidingWindowAttention
 
 D, L, B, MAX = 32, 17, 2, 24
 NEW = ["based", "sliding-window-attention", "base-conv", "h3", "gated-deltanet"]
