@@ -13,7 +13,13 @@ from rich.table import Table
 
 from .argtypes import positive_int
 from .interrupts import EXIT_CODE, Interrupted
-from .spec import SpecError
+from .lm.commands import register as register_lm
+from .results.commands import load_store
+from .results.commands import register as register_results
+from .configs.errors import SpecError
+from .spec import load_spec, spec_json_schema
+from .suite import default_suite, expand, load_suite, parse_overrides, sweep_widths
+from .tune.commands import register as register_tune
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -95,8 +101,6 @@ def spec_files(paths: list[str]) -> list[str]:
 # -- spec commands -----------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .spec import load_spec
-
     failed = 0
     for path in spec_files(args.specs):
         if Path(path).is_dir():
@@ -128,8 +132,7 @@ def _bytes(n: int) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .info import summarize
-    from .spec import load_spec
+    from .info import summarize  # builds the model: torch
 
     spec = load_spec(args.spec)
     rows, total = summarize(spec, args.vocab_size, args.seq_len, backbone=args.backbone)
@@ -146,7 +149,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_primitives(args: argparse.Namespace) -> int:
-    from .primitives import REGISTRY
+    from .primitives import REGISTRY  # the modules' docstrings: torch
 
     table = Table(title="registered primitives")
     for col in ("name", "kind", "parameters (defaults)", "what"):
@@ -163,8 +166,6 @@ def cmd_primitives(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import spec_json_schema
-
     print(json.dumps(spec_json_schema(), indent=2))
     return 0
 
@@ -172,8 +173,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- training commands -------------------------------------------------------------------
 
 def _settings_from_args(args, baseline_only: bool):
-    from .suite import default_suite, expand, load_suite, parse_overrides
-
     suite = load_suite(args.suite or default_suite(args.device))
     train_overrides = {}
     for field in ("epochs", "batch_size", "seed"):
@@ -281,7 +280,6 @@ def _execute_on(requests, args, title, store, metric, engine, todo, jobs, landed
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import plan
-    from .spec import load_spec
 
     _executor_kind(args)
     spec = load_spec(args.spec)
@@ -324,12 +322,11 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .runner import plan
-    from .spec import load_spec
 
     _executor_kind(args)
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
-    specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
+    specs = sweep_widths(suite.grid, specs)  # the suite's width sweep, if it has one
     grid = _resolve_grid(_grid_from_args(args, suite, use_suite_grid=True), settings)
     requests = plan(specs, settings, grid=grid, seeds=args.seeds)
     print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {len(grid)} grid point(s)"
@@ -347,8 +344,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results.commands import load_store
-
     frame = load_store(args.results)
     if args.suite:
         frame = frame[frame["suite"] == args.suite]
@@ -462,13 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default=None, help="only runs of this suite (default: all)")
     p.set_defaults(func=cmd_results)
 
-    from .results.commands import register as register_results
     register_results(sub)
-
-    from .tune.commands import register as register_tune
     register_tune(sub)
-
-    from .lm.commands import register as register_lm
     register_lm(sub)
     for action in sub._choices_actions:  # every --help starts with what the command does
         command = sub.choices[action.dest]

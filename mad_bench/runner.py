@@ -13,14 +13,14 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .configs.architecture import ArchitectureSpec
+from .configs.errors import from_validation_error
+from .configs.train import TrainConfig
 from .execute import Executor, make_executor
 from .execute.jobs import RunsJob, job_groups
 from .execute.loop import drive_jobs
 from .results.store import ResultsStore
 from .runs import RunRequest, make_row
-from .spec.errors import from_validation_error
 from .suite import Setting
-from .train.config import TrainConfig
 from .train.trainer import resolve_device
 
 

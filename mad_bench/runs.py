@@ -16,9 +16,9 @@ import torch
 
 from . import __version__
 from .configs.architecture import ArchitectureSpec
+from .configs.train import TrainConfig
 from .results.store import run_key
 from .suite import Setting
-from .train.config import TrainConfig
 from .train.trainer import RunResult, resolve_device, train
 
 

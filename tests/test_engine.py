@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from mad_bench import load_spec
+from mad_bench.configs.tasks import get_task
+from mad_bench.configs.train import TrainConfig
 from mad_bench.engine import EngineInfo, EngineOptions, group_requests, run_grid_rows, train_grid
 from mad_bench.train.ensemble import build_ensemble
 from mad_bench.train.member_metrics import batched_counts
 from mad_bench.results import ResultsStore
 from mad_bench.runner import execute, plan
 from mad_bench.suite import expand, load_suite
-from mad_bench.tasks import get_task
+from mad_bench.tasks import generate
 from mad_bench.tasks.metrics import accuracy_counts
-from mad_bench.train.config import TrainConfig
 from mad_bench.train.trainer import cosine_lr, train
 from reference_trainer import reference_train
 
@@ -73,7 +74,7 @@ def test_one_member_follows_torch_adamw_and_clipping_step_by_step():
     with torch.random.fork_rng():
         ens = build_ensemble(ATTENTION, RECALL, cfgs, torch.device("cpu"))
     assert ens.mode == "vmap"
-    data = RECALL.generate("train", CFG.seed)
+    data = generate(RECALL, "train", CFG.seed)
     order = torch.randperm(128, generator=torch.Generator().manual_seed(CFG.seed + 1))
     ens.order.copy_(order)
     models, opts = [], []

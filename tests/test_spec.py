@@ -5,7 +5,8 @@ import pytest
 
 from mad_bench import dump_spec, load_spec
 from mad_bench.configs.architecture import ArchitectureSpec
-from mad_bench.spec import SpecError, spec_json_schema
+from mad_bench.configs.errors import SpecError
+from mad_bench.spec import spec_json_schema
 
 BASE = {"name": "t", "d_model": 32, "layers": [{"type": "attention", "n_heads": 4}, "swiglu"]}
 

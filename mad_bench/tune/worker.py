@@ -149,8 +149,8 @@ def _inner_tune(job: TrialJob, requests: list, do_run) -> None:
 
     from ..results.aggregate import row_score
     from ..runs import RunRequest
-    from ..train.config import TrainConfig
-    from .space import Dist
+    from ..configs.train import TrainConfig
+    from ..configs.space import Dist
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: Dist.model_validate(v) for k, v in job.inner_space.items()}
