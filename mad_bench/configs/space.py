@@ -45,7 +45,7 @@ def _as_dist(value: Any) -> Any:
 
 class Dist(BaseModel):
     """One sampled value: categorical ``choices`` or a numeric range ``low..high``."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     choices: list[Any] | None = Field(None, min_length=1)
     low: float | None = None
     high: float | None = None
@@ -114,7 +114,7 @@ def _check_params(prim: str, params: dict[str, Any]) -> None:
 
 class Slot(BaseModel):
     """A primitive per layer index, chosen from a set; its parameters are conditional."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     index: int | list[int] = Field(description="layer index (or indices) in the base layer list")
     choices: list[Annotated[str, AfterValidator(_check_primitive)]] = Field(
         min_length=1, description="primitive names")
@@ -135,13 +135,13 @@ class Slot(BaseModel):
 
 
 class Constraints(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     max_params: int | None = Field(None, ge=1, description="largest model (over the suite's settings)")
     max_state_bytes: int | None = Field(None, ge=1, description="largest state / KV cache per sequence")
 
 
 class Scoring(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     mode: Literal["grid", "fixed", "tune"] = Field(
         "grid", description="grid: the suite's lr x wd grid; fixed: sampled training values; "
                             "tune: an inner study per setting over `training`")
@@ -151,7 +151,7 @@ class Scoring(BaseModel):
 
 
 class SearchSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     description: str | None = None
     base: dict[str, Any] | None = Field(None, description="the base spec (mapping or a spec file path)")
@@ -161,9 +161,9 @@ class SearchSpace(BaseModel):
     slots: list[Slot] = Field(default_factory=list)
     params: dict[str, dict[str, DistField]] = Field(
         default_factory=dict, description="primitive -> parameter -> distribution (shared by layers)")
-    constraints: Constraints = Constraints()
+    constraints: Constraints = Field(default_factory=Constraints)
     training: dict[str, DistField] = Field(default_factory=dict, description="TrainConfig field -> distribution")
-    scoring: Scoring = Scoring()
+    scoring: Scoring = Field(default_factory=Scoring)
 
     @field_validator("base")
     @classmethod

@@ -11,7 +11,7 @@ from .tasks import get_task
 
 
 class Grid(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     lr: list[float] = Field([1e-4, 5e-4, 1e-3], min_length=1)
     weight_decay: list[float] = Field([0.0, 0.1], min_length=1)
     d_model: list[int] | None = Field(
@@ -22,7 +22,7 @@ class Grid(BaseModel):
 
 
 class TaskEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     baseline: dict[str, Any] = Field(default_factory=dict)
     changes: dict[str, list[Any]] = Field(default_factory=dict)
     settings: list[dict[str, Any]] = Field(
@@ -32,11 +32,11 @@ class TaskEntry(BaseModel):
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     name: str
     description: str | None = None
     training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
-    grid: Grid = Grid()
+    grid: Grid = Field(default_factory=Grid)
     tasks: dict[str, TaskEntry] = Field(min_length=1)
 
     @field_validator("tasks")

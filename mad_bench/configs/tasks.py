@@ -24,7 +24,7 @@ class TaskSetting(pydantic.BaseModel):
     always name the offending field.
     """
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     task: str
     vocab_size: int = pydantic.Field(ge=2, le=1 << 20)
@@ -241,7 +241,7 @@ class MQARSegment(pydantic.BaseModel):
     Written as a mapping or as the compact ``"SEQ_LENxKV:N"`` (``"64x4:100000"``), which is also
     how it is dumped, so result rows hold one short string per mixture side."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, defer_build=True)
     seq_len: int = pydantic.Field(ge=4, le=1 << 20)
     num_kv_pairs: int = pydantic.Field(ge=1)
     num_examples: int = pydantic.Field(ge=1)
@@ -346,7 +346,7 @@ AnyTaskSetting = Annotated[
     Union[tuple(TASKS.values())],  # type: ignore[valid-type]
     pydantic.Field(discriminator="task"),
 ]
-_ADAPTER = pydantic.TypeAdapter(AnyTaskSetting)
+_ADAPTER = pydantic.TypeAdapter(AnyTaskSetting, config=pydantic.ConfigDict(defer_build=True))
 
 
 def get_task(name: str) -> type[TaskSetting]:
