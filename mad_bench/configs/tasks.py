@@ -17,6 +17,7 @@ Split = Literal["train", "test"]
 def field_error(field: str, msg: str) -> ValueError:
     return ValueError(f"{field}: {msg}")
 
+
 class TaskSetting(pydantic.BaseModel):
     """One task setting: the task name (discriminator) and its typed, bounded variables.
 
@@ -50,6 +51,7 @@ class TaskSetting(pydantic.BaseModel):
 
 
 # recall (generator: mad_bench/tasks/recall.py) ---------------------------------------------------
+
 
 class InContextRecallSetting(TaskSetting):
     task: Literal["in-context-recall"] = "in-context-recall"
@@ -143,6 +145,7 @@ class FuzzyInContextRecallSetting(TaskSetting):
 
 # copying (generator: mad_bench/tasks/copying.py) -------------------------------------------------
 
+
 class SelectiveCopyingSetting(TaskSetting):
     task: Literal["selective-copying"] = "selective-copying"
     vocab_size: int = pydantic.Field(default=16, ge=3, le=1 << 20)
@@ -167,6 +170,7 @@ class SelectiveCopyingSetting(TaskSetting):
 
 # compression (generator: mad_bench/tasks/compression.py) -----------------------------------------
 
+
 class CompressionSetting(TaskSetting):
     task: Literal["compression"] = "compression"
     vocab_size: int = pydantic.Field(default=16, ge=2, le=1 << 20)
@@ -179,6 +183,7 @@ class CompressionSetting(TaskSetting):
 
 
 # memorization (generator: mad_bench/tasks/memorization.py) ---------------------------------------
+
 
 class MemorizationSetting(TaskSetting):
     task: Literal["memorization"] = "memorization"
@@ -203,6 +208,7 @@ class MemorizationSetting(TaskSetting):
 
 
 # mqar (generator: mad_bench/tasks/mqar.py) -------------------------------------------------------
+
 
 class MQARSetting(TaskSetting):
     task: Literal["mqar"] = "mqar"
@@ -269,8 +275,6 @@ class MQARSegment(pydantic.BaseModel):
 
 # Zoology's mixture (its arxiv24_based_figure2 configs): 100k + 4 x 20k train, 7 x 1000 test
 ZOOLOGY_TRAIN = ("64x4:100000", "128x8:20000", "256x16:20000", "256x32:20000", "256x64:20000")
-
-
 ZOOLOGY_TEST = ("64x4:1000", "64x8:1000", "64x16:1000", "128x32:1000", "256x64:1000",
                 "512x128:1000", "1024x256:1000")
 
@@ -279,7 +283,7 @@ class MQARMixtureSetting(TaskSetting):
     """MQAR the way Zoology trains it: one model on a mixture of (seq_len, kv pairs) segments,
     tested on several segments, with the accuracy of each test segment as a result column.
 
-    Each segment is generated as :func:`generate_mqar` makes one ``mqar`` setting (its own
+    Each segment is generated as :func:`mad_bench.tasks.mqar.generate_mqar` makes one ``mqar`` setting (its own
     shapes, keys from the lower and values from the upper half of the vocabulary, power-law
     query gaps), segments one after another from the split's generator. Shorter segments are
     right-padded to the longest (inputs 0, targets -100): every mixer is causal, so padding
