@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .argtypes import positive_int
+from .configs.errors import SpecError
 from .interrupts import EXIT_CODE, Interrupted
 from .lm.commands import register as register_lm
 from .results.commands import load_store
 from .results.commands import register as register_results
-from .configs.errors import SpecError
 from .spec import load_spec, spec_json_schema
 from .suite import default_suite, expand, load_suite, parse_overrides, sweep_widths
 from .tune.commands import register as register_tune
