@@ -2,7 +2,7 @@
 
     python benchmarks/datagen.py [--repeats 3] [--threads N] [--out benchmarks/results/datagen.json]
 
-Each row: median wall time of ``setting.generate("train", seed)`` with 12,800 examples
+Each row: median wall time of ``generate(setting, "train", seed)`` with 12,800 examples
 (memorization's baseline uses its own 256 training examples, as in MAD) plus the test
 split's 1,280, and the throughput in tokens per second.
 """
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mad_bench.tasks import get_task  # noqa: E402
+from mad_bench.configs.tasks import get_task  # noqa: E402
+from mad_bench.tasks import generate  # noqa: E402
 
 CASES = [
     # (label, task, kwargs)
@@ -58,11 +59,11 @@ def main(argv=None) -> int:
     print("-" * len(hdr))
     for label, task, kw in CASES:
         s = get_task(task)(**kw)
-        s.generate("train", 0)  # warm-up
+        generate(s, "train", 0)  # warm-up
         tr, te = [], []
         for r in range(args.repeats):
-            t0 = time.perf_counter(); d = s.generate("train", r); tr.append(time.perf_counter() - t0)
-            t0 = time.perf_counter(); s.generate("test", r); te.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); d = generate(s, "train", r); tr.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); generate(s, "test", r); te.append(time.perf_counter() - t0)
         t_tr, t_te = statistics.median(tr), statistics.median(te)
         n, L = d.inputs.shape
         row = dict(case=label, **s.model_dump(), num_examples=n, length=L,

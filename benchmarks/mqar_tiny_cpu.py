@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from mad_bench.configs.tasks import MQARSetting  # noqa: E402
+from mad_bench.configs.train import TrainConfig  # noqa: E402
 from mad_bench.spec import load_spec  # noqa: E402
-from mad_bench.tasks.mqar import MQARSetting  # noqa: E402
-from mad_bench.train.config import TrainConfig  # noqa: E402
 from mad_bench.train.trainer import train  # noqa: E402
 
 

@@ -12,9 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from .argtypes import positive_int
+from .configs.errors import SpecError
 from .interrupts import EXIT_CODE, Interrupted
-from .run.options import DEVICE_FORMS
-from .spec import SpecError
+from .lm.commands import register as register_lm
+from .results.commands import register as register_results
+from .run.options import DEVICE_FORMS, from_args, settings_from_args
+from .run.options import add_arguments as add_exec_arguments
+from .spec import load_spec, spec_json_schema
+from .suite import default_suite, expand, load_suite, parse_overrides, sweep_widths
+from .tune.commands import register as register_tune
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -95,8 +101,6 @@ def spec_files(paths: list[str]) -> list[str]:
 # -- spec commands -----------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .spec import load_spec
-
     failed = 0
     for path in spec_files(args.specs):
         if Path(path).is_dir():
@@ -128,8 +132,7 @@ def _bytes(n: int) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .info import summarize
-    from .spec import load_spec
+    from .info import summarize  # builds the model: torch
 
     spec = load_spec(args.spec)
     rows, total = summarize(spec, args.vocab_size, args.seq_len, backbone=args.backbone)
@@ -146,7 +149,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_primitives(args: argparse.Namespace) -> int:
-    from .primitives import REGISTRY
+    from .primitives import REGISTRY  # the modules' docstrings: torch
 
     table = Table(title="registered primitives")
     for col in ("name", "kind", "parameters (defaults)", "what"):
@@ -163,8 +166,6 @@ def cmd_primitives(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import spec_json_schema
-
     print(json.dumps(spec_json_schema(), indent=2))
     return 0
 
@@ -172,9 +173,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- training commands -------------------------------------------------------------------
 
 def _settings_from_args(args, baseline_only: bool):
-    from .run.options import settings_from_args
-    from .suite import default_suite, load_suite
-
     suite = load_suite(args.suite or default_suite(args.device))
     tasks = [args.task] if getattr(args, "task", None) else (getattr(args, "tasks", None) or None)
     return suite, settings_from_args(args, suite, tasks, baseline_only)
@@ -257,9 +255,7 @@ def _execute_on(work, args, options, title, store, landed) -> list[dict]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .run.options import from_args
     from .run.plan import plan
-    from .spec import load_spec
 
     options = from_args(args)  # checked before anything is planned
     spec = load_spec(args.spec)
@@ -300,14 +296,12 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .run.options import from_args
     from .run.plan import plan
-    from .spec import load_spec
 
     options = from_args(args)  # checked before anything is planned
     specs = [load_spec(s) for s in args.specs]
     suite, settings = _settings_from_args(args, baseline_only=args.baseline_only)
-    specs = suite.grid.widths(specs)  # the suite's width sweep, if it has one
+    specs = sweep_widths(suite.grid, specs)  # the suite's width sweep, if it has one
     grids = plan(specs, settings, *_grid_from_args(args, suite, use_suite_grid=True), seeds=args.seeds)
     points = len(grids[0]) if grids else 0
     print(f"{len(specs)} spec(s) x {len(settings)} setting(s) x {points} grid point(s)"
@@ -325,8 +319,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    from .run.options import add_arguments as add_exec_arguments
-
     p.add_argument("--suite", default=None,
                    help="suite name (mad, mad-quick, mqar, smoke) or YAML path (default: mad when "
                         "training on a GPU, mad-quick otherwise: mad is 396 GPU-sized runs per spec)")
@@ -397,13 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_args(p)
     p.set_defaults(func=cmd_bench)
 
-    from .results.commands import register as register_results
     register_results(sub)
-
-    from .tune.commands import register as register_tune
     register_tune(sub)
-
-    from .lm.commands import register as register_lm
     register_lm(sub)
     for action in sub._choices_actions:  # every --help starts with what the command does
         command = sub.choices[action.dest]

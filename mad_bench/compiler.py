@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .configs.architecture import ArchitectureSpec
+from .configs.primitives.base import PrimitiveConfig
 from .primitives import REGISTRY
-from .primitives.base import Primitive, PrimitiveConfig
+from .primitives.base import Primitive
 from .primitives.norms import make_norm
-from .spec import ArchitectureSpec, load_spec
+from .spec import load_spec
 
 
 INIT_STD = 0.02  # MAD-Lab's ``initializer_range``

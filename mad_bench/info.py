@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from .compiler import _Model, build_model
+from .configs.architecture import ArchitectureSpec
 from .primitives.base import state_bytes
-from .spec import ArchitectureSpec
 
 
 @dataclass

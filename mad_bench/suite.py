@@ -6,72 +6,26 @@ the grid (MAD: lr {1e-4, 5e-4, 1e-3} x weight decay {0, 0.1}); the best grid poi
 """
 from __future__ import annotations
 
-import itertools
+import difflib
+import hashlib
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from .configs.architecture import ArchitectureSpec
+from .configs.errors import SpecError, from_validation_error
+from .configs.suite import Grid, Suite
+from .configs.tasks import TASKS, TaskSetting, get_task
+from .configs.train import TrainConfig
 from .shipped import shipped_dir, shipped_file
-from .spec.errors import SpecError, from_validation_error
-from .spec.io import read_document, validate_document
-from .tasks import TASKS, get_task
-from .train.config import TrainConfig
+from .spec.io import load_spec, read_document, validate_document
 
 SUITES_DIR = shipped_dir("tasks")
-
-
-class Grid(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lr: list[float] = Field([1e-4, 5e-4, 1e-3], min_length=1)
-    weight_decay: list[float] = Field([0.0, 0.1], min_length=1)
-    d_model: list[int] | None = Field(
-        None, min_length=1, description="widths every spec is run at (None: each spec's own)")
-
-    def points(self) -> list[tuple[float, float]]:
-        return list(itertools.product(self.lr, self.weight_decay))
-
-    def widths(self, specs: list) -> list:
-        """Each spec at every ``d_model`` of the grid (the specs unchanged without one): a width
-        sweep, as Zoology's figure (same name, the width in ``d_model`` and the spec hash)."""
-        if not self.d_model:
-            return list(specs)
-        from .spec import load_spec
-
-        out = []
-        for spec in specs:
-            for width in self.d_model:
-                data = spec.model_dump(mode="json")
-                out.append(load_spec({**data, "d_model": width}))
-        return out
-
-
-class TaskEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    baseline: dict[str, Any] = Field(default_factory=dict)
-    changes: dict[str, list[Any]] = Field(default_factory=dict)
-    settings: list[dict[str, Any]] = Field(
-        default_factory=list, description="extra settings, each a set of variables over the baseline "
-                                          "(a 'training' key overrides training for that setting)")
-    training: dict[str, Any] = Field(default_factory=dict, description="overrides of the suite's training")
-
-
-class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    description: str | None = None
-    training: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields")
-    grid: Grid = Grid()
-    tasks: dict[str, TaskEntry] = Field(min_length=1)
-
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, tasks: dict[str, TaskEntry]) -> dict[str, TaskEntry]:
-        for name in tasks:
-            get_task(name)  # KeyError with a did-you-mean
-        return tasks
 
 
 @dataclass(frozen=True)
@@ -80,7 +34,7 @@ class Setting:
     suite: str
     task: str
     setting_id: str           # "baseline" or "seq_len=256"
-    task_setting: Any          # a TaskSetting (pydantic) instance
+    task_setting: TaskSetting
     training: TrainConfig      # lr / wd are filled per grid point
 
     def variables(self) -> dict[str, Any]:
@@ -89,11 +43,17 @@ class Setting:
     def setting_hash(self) -> str:
         """Identity of the task setting (task and every variable): rows carry it, so rows of a
         setting that has since changed are told apart from today's (``results.settings``)."""
-        import hashlib
-        import json
-
         blob = json.dumps({"task": self.task, "setting": self.variables()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def sweep_widths(grid: Grid, specs: list[ArchitectureSpec]) -> list[ArchitectureSpec]:
+    """Each spec at every ``d_model`` of the grid (the specs unchanged without one): a width
+    sweep, as Zoology's figure (same name, the width in ``d_model`` and the spec hash)."""
+    if not grid.d_model:
+        return list(specs)
+    return [load_spec({**spec.model_dump(mode="json"), "d_model": width})
+            for spec in specs for width in grid.d_model]
 
 
 def _check_keys(task: str, keys, where: str) -> list[tuple[str, str]]:
@@ -101,7 +61,6 @@ def _check_keys(task: str, keys, where: str) -> list[tuple[str, str]]:
     problems = []
     for key in keys:
         if key not in fields:
-            import difflib
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(sorted(fields))})"
             problems.append((f"{where}.{key}", f"unknown setting for task {task!r}{hint}"))
@@ -138,9 +97,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 def default_suite(device: str | None) -> str:
     """The suite a command uses when none is named: ``mad`` (396 GPU-sized runs per spec) when
     training on a GPU, ``mad-quick`` otherwise; says so on stderr."""
-    import sys
-
-    import torch
+    import torch  # the run commands' path only: validate and schema never import torch
 
     on_gpu = (device or "auto").startswith("cuda") or (device in (None, "auto") and torch.cuda.is_available())
     if on_gpu:
@@ -158,7 +115,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
-            import difflib
             close = difflib.get_close_matches(str(name_or_path), known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
             raise SpecError([("--suite", f"unknown suite {str(name_or_path)!r} ({hint})")])

@@ -9,8 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mad_bench.configs.train import TrainConfig
+from mad_bench.tasks import generate
 from mad_bench.tasks.metrics import AccuracyCounts, accuracy_counts
-from mad_bench.train.config import TrainConfig
 from mad_bench.train.core import RunResult, RunRules, autocast, cosine_lr, decays, prepare_run
 
 
@@ -51,7 +52,7 @@ def evaluate(model, inputs, targets, cfg: TrainConfig, num_classes: int, device)
 def reference_train(spec, setting, cfg: TrainConfig, device="cpu", on_eval=None) -> RunResult:
     dev = torch.device(device)
     with torch.random.fork_rng():
-        data = (setting.generate("train", cfg.seed), setting.generate("test", cfg.seed))
+        data = (generate(setting, "train", cfg.seed), generate(setting, "test", cfg.seed))
         model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, cfg.seed, dev, data)
         flags = decays(model, cfg)
         params = list(model.parameters())

@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from mad_bench import load_spec
+from mad_bench.configs.tasks import get_task
+from mad_bench.configs.train import TrainConfig
+from mad_bench.train.ensemble import build_ensemble
+from mad_bench.train.member_metrics import batched_counts
 from mad_bench.results import ResultsStore
 from mad_bench.run.driver import run_plan
 from mad_bench.run.engines import EnsembleEngine
@@ -15,9 +19,8 @@ from mad_bench.run.plan import plan, requests_of
 from mad_bench.train.ensemble import EngineInfo, EngineOptions, build_ensemble, train_grid
 from mad_bench.train.member_metrics import batched_counts
 from mad_bench.suite import expand, load_suite
-from mad_bench.tasks import get_task
+from mad_bench.tasks import generate
 from mad_bench.tasks.metrics import accuracy_counts
-from mad_bench.train.config import TrainConfig
 from mad_bench.train.trainer import cosine_lr, train
 from reference_trainer import members, reference_train
 
@@ -75,7 +78,7 @@ def test_one_member_follows_torch_adamw_and_clipping_step_by_step():
     with torch.random.fork_rng():
         ens = build_ensemble(ATTENTION, RECALL, cfgs, torch.device("cpu"))
     assert ens.mode == "vmap"
-    data = RECALL.generate("train", CFG.seed)
+    data = generate(RECALL, "train", CFG.seed)
     order = torch.randperm(128, generator=torch.Generator().manual_seed(CFG.seed + 1))
     ens.order.copy_(order)
     models, opts = [], []

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mad_bench import build_model, load_spec
-from mad_bench.spec import architecture
+from mad_bench.configs import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = ROOT / "architectures"
@@ -159,7 +159,8 @@ def test_hyena_positional_features_train_with_weight_decay(layer):
 # -- row 9: BaseConv's long filter ---------------------------------------------------------
 
 def test_base_conv_long_filter_is_zoologys_current():
-    from mad_bench.primitives.sequence.base_conv import BaseConv, BaseConvConfig
+    from mad_bench.configs.primitives.base_conv import BaseConvConfig
+    from mad_bench.primitives.sequence.base_conv import BaseConv
 
     torch.manual_seed(0)
     T, D = 10, 6

@@ -1,4 +1,6 @@
 """Compiled models: recurrent form equals parallel form, gradients reach every parameter."""
+from typing import Literal
+
 import pytest
 import torch
 
@@ -120,6 +122,28 @@ def test_registry_kinds_and_docs():
     for name, entry in REGISTRY.items():
         assert entry.module.__doc__, f"{name} has no docstring"
         assert entry.config.model_fields["type"].default == name
+
+
+def test_config_and_module_registries_agree():
+    """The torch-free config registry and the module registry name the same primitives, in the
+    same order, with the same kind; a config's has_triton is its module's (checked at import)."""
+    from mad_bench.configs.registry import CONFIGS
+
+    assert list(CONFIGS) == list(REGISTRY)
+    for name, entry in REGISTRY.items():
+        assert CONFIGS[name] is entry.config and entry.kind == entry.config.kind == entry.module.kind
+        assert getattr(entry.config, "has_triton", False) == getattr(entry.module, "has_triton", False)
+
+
+def test_register_refuses_a_config_the_config_registry_lacks():
+    from mad_bench.configs.primitives.base import ChannelMixerConfig
+    from mad_bench.primitives import register
+
+    class StrayConfig(ChannelMixerConfig):
+        type: Literal["stray"] = "stray"
+
+    with pytest.raises(TypeError, match="not the config of 'stray' in mad_bench.configs.registry"):
+        register(StrayConfig)
 
 
 # -- width-dependent defaults ---------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from mad_bench.results.store import ResultsStore
-from mad_bench.spec import SpecError
-from mad_bench.tune import load_space
+from mad_bench.configs.errors import SpecError
+from mad_bench.tune.space import load_space
 from mad_bench.cli import main
 
 TINY = {"name": "tiny", "d_model": 16, "layers": [{"type": "attention", "n_heads": 2, "rotary_dim": 2},

@@ -286,7 +286,7 @@ def test_spec_files_say_what_they_are():
     from pathlib import Path
 
     from mad_bench.spec import load_spec
-    from mad_bench.spec.architecture import ArchitectureSpec
+    from mad_bench.configs.architecture import ArchitectureSpec
 
     root = Path(__file__).resolve().parents[1]
     swa = load_spec(root / "architectures" / "sliding-window-attention.yaml")

@@ -4,7 +4,9 @@ import json
 import pytest
 
 from mad_bench import dump_spec, load_spec
-from mad_bench.spec import ArchitectureSpec, SpecError, spec_json_schema
+from mad_bench.configs.architecture import ArchitectureSpec
+from mad_bench.configs.errors import SpecError
+from mad_bench.spec import spec_json_schema
 
 BASE = {"name": "t", "d_model": 32, "layers": [{"type": "attention", "n_heads": 4}, "swiglu"]}
 
@@ -117,3 +119,21 @@ def test_impl_triton_only_where_a_kernel_exists():
         pytest.skip("every sequence mixer has a Triton kernel")
     (path, msg), = problems({"name": "t", "layers": [{"type": without[0], "impl": "triton"}]})
     assert path == "layers[0].impl" and "valid: auto, torch" in msg
+
+
+def test_configs_import_neither_torch_nor_pandas():
+    """Every module of mad_bench.configs, and the loaders of specs, suites and search spaces,
+    import without torch or pandas (what keeps `madbench validate` / `schema` fast)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import importlib, pkgutil, sys\nimport mad_bench.configs as c\n"
+            "for m in pkgutil.walk_packages(c.__path__, 'mad_bench.configs.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "import mad_bench.spec, mad_bench.suite, mad_bench.tune.space\n"
+            "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from mad_bench.results.plots import mqar_points
 from mad_bench.run.plan import RunRequest
 from mad_bench.run.rows import make_row
 from mad_bench.spec import load_spec
-from mad_bench.suite import expand, load_suite
+from mad_bench.suite import expand, load_suite, sweep_widths
 
 ATTN = {"name": "zoo-attention", "d_model": 128, "position_embedding": "learned",
         "layers": [{"type": "attention", "n_heads": 1, "rotary_dim": 0}], "repeat": 2}
@@ -40,7 +40,8 @@ def test_rows_keep_the_hashed_config():
 
 
 def test_width_variants_are_named_by_width_in_the_leaderboard():
-    widths = load_suite("mqar-figure2-quick").grid.widths([_spec(), load_spec("architectures/zoology/based.yaml")])
+    widths = sweep_widths(load_suite("mqar-figure2-quick").grid,
+                          [_spec(), load_spec("architectures/zoology/based.yaml")])
     frame = pd.DataFrame([_row(s, 0.1 * i) for i, s in enumerate(widths)])
     names = set(build_leaderboard(frame).info["spec"])
     assert names == {f"{n} d={d}" for n in ("zoo-attention", "zoo-based") for d in (64, 128, 256)}

@@ -1,7 +1,7 @@
 """Task suites: expansion into settings, overrides, errors."""
 import pytest
 
-from mad_bench.spec import SpecError
+from mad_bench.configs.errors import SpecError
 from mad_bench.suite import expand, load_suite, parse_overrides
 
 

@@ -6,8 +6,8 @@ import torch
 
 import mad_bench.train.core as core_mod
 from mad_bench import load_spec
-from mad_bench.tasks import get_task
-from mad_bench.train.config import TrainConfig
+from mad_bench.configs.tasks import get_task
+from mad_bench.configs.train import TrainConfig
 from mad_bench.train.trainer import cosine_lr, train
 
 RECALL = get_task("in-context-recall")(vocab_size=8, seq_len=16, num_train_examples=1024,

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ..compiler import build_model
-from ..spec import ArchitectureSpec, load_spec
-from ..train.config import TrainConfig
+from ..configs.architecture import ArchitectureSpec
+from ..spec import load_spec
+from ..configs.train import TrainConfig
 from ..train.core import autocast, cosine_lr, resolve_device
 from . import distributed as D
 from .data import VOCAB_SIZE, Corpus, check_lengths, load_corpus, train_batch, val_starts, windows

@@ -1,5 +1,6 @@
-"""The primitive library. One file per primitive; its import below is its registry line."""
-from .registry import REGISTRY, Entry, get, list_primitives, register  # noqa: F401
+"""The primitive modules. One file per primitive; its import below is its registry line (its
+config, in ``mad_bench/configs/primitives``, has its own in ``mad_bench/configs/registry.py``)."""
+from .registry import REGISTRY, Entry, check_complete, get, register  # noqa: F401
 
 # sequence mixers
 from .sequence import attention  # noqa: F401,E402
@@ -10,3 +11,5 @@ from .sequence import base_conv, based, gated_deltanet, h3, sliding_window_atten
 
 # channel mixers
 from .channel import mlp, moe, swiglu  # noqa: F401,E402
+
+check_complete()

@@ -1,14 +1,16 @@
-"""The primitive registry: name -> (config class, module class, kind).
+"""The module registry: primitive name -> (config class, module class, kind).
 
-Adding a primitive is one file that defines a config and a module decorated with
-``@register(Config)``, plus its import line in ``mad_bench/primitives/__init__.py``.
+The names and configs are :data:`mad_bench.configs.registry.CONFIGS` (no torch); a module
+joins its config with ``@register(Config)``. :func:`check_complete` (run when
+``mad_bench.primitives`` is imported) fails when a config has no module or a module no config.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
-from .base import ChannelMixer, Kind, Primitive, PrimitiveConfig, SequenceMixer
+from ..configs.primitives.base import Kind, PrimitiveConfig
+from ..configs.registry import CONFIGS, primitive_name, suggest
+from .base import ChannelMixer, Primitive, SequenceMixer
 
 
 @dataclass(frozen=True)
@@ -27,42 +29,40 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def register(config: type[PrimitiveConfig]):
-    """Class decorator: registers a module under its config's ``type`` literal."""
-    name = config.model_fields["type"].default
-    if not isinstance(name, str):
-        raise TypeError(f"{config.__name__}.type needs a string default (the primitive name)")
+    """Class decorator: the module of ``config``'s primitive (a name of the config registry)."""
+    name = primitive_name(config)
+    if CONFIGS.get(name) is not config:
+        raise TypeError(f"{config.__name__} is not the config of {name!r} in "
+                        f"mad_bench.configs.registry (add it there)")
 
     def decorate(module: type[Primitive]) -> type[Primitive]:
         if name in REGISTRY:
             raise ValueError(f"primitive {name!r} registered twice")
-        if issubclass(module, SequenceMixer):
-            kind: Kind = "sequence"
-        elif issubclass(module, ChannelMixer):
-            kind = "channel"
-        else:
-            raise TypeError(f"{module.__name__} must subclass SequenceMixer or ChannelMixer")
-        REGISTRY[name] = Entry(name, kind, config, module)
+        base = SequenceMixer if config.kind == "sequence" else ChannelMixer
+        if not issubclass(module, base):
+            raise TypeError(f"{module.__name__} must subclass {base.__name__} "
+                            f"({config.__name__} is a {config.kind} mixer config)")
+        if getattr(config, "has_triton", False) != getattr(module, "has_triton", False):
+            raise TypeError(f"{config.__name__}.has_triton is {config.has_triton} but "
+                            f"{module.__name__}'s ops say {module.has_triton}: set it to match")
+        REGISTRY[name] = Entry(name, config.kind, config, module)
         return module
 
     return decorate
 
 
-def suggest(name: str) -> str:
-    """' (did you mean 'mamba'?)' for a near miss, else the list of valid names."""
-    close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (valid: {', '.join(sorted(REGISTRY))})"
+def check_complete() -> None:
+    """Every config has a module and every module a config, in the config registry's order."""
+    missing = [n for n in CONFIGS if n not in REGISTRY]
+    extra = [n for n in REGISTRY if n not in CONFIGS]
+    if missing or extra:
+        raise ImportError(f"primitive registries disagree: configs without a module {missing}, "
+                          f"modules without a config {extra}")
+    for name in CONFIGS:  # registry order = config order (the spec's union, the listings)
+        REGISTRY[name] = REGISTRY.pop(name)
 
 
 def get(name: str) -> Entry:
     if name not in REGISTRY:
         raise KeyError(f"unknown primitive {name!r}{suggest(name)}")
     return REGISTRY[name]
-
-
-def list_primitives() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {"sequence": [], "channel": []}
-    for name, entry in REGISTRY.items():
-        out[entry.kind].append(name)
-    return out

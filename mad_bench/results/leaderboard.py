@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..configs.errors import SpecError
+from ..suite import load_suite
 from .aggregate import (METRICS, failed_runs, mad_scores, run_scores, scored_runs, setting_scores,
                         task_scores)
 
@@ -321,14 +323,9 @@ def suite_task_order(frame: pd.DataFrame) -> list[str]:
     stored = list(dict.fromkeys(frame["task"]))
     suites = frame["suite"].dropna().unique()
     if len(suites) == 1:
-        try:  # the suite file's task order (read, not validated: no torch for a table)
-            import yaml
-
-            from ..shipped import shipped_dir
-
-            text = (shipped_dir("tasks") / f"{suites[0]}.yaml").read_text(encoding="utf-8")
-            listed = list(yaml.safe_load(text)["tasks"])
-        except Exception:  # noqa: BLE001 - a custom suite that is not on disk: keep stored order
+        try:
+            listed = list(load_suite(suites[0]).tasks)
+        except SpecError:  # a suite that is not shipped under that name: keep stored order
             return stored
         return [t for t in listed if t in stored] + [t for t in stored if t not in listed]
     return stored
@@ -478,15 +475,15 @@ def spec_labels(frame: pd.DataFrame, ignore: tuple[str, ...] = ()) -> pd.Series:
     return labels
 
 
-def spec_info(frame: pd.DataFrame, derive_mixer: bool = False) -> pd.DataFrame:
+def spec_info(frame: pd.DataFrame) -> pd.DataFrame:
     """Per spec_hash: spec name (disambiguated), params, primitives summary and sequence mixer
     (the rows' ``mixer`` column, written from the spec; rows without it: derived from their
-    primitives with ``derive_mixer`` (imports the registry), else ``(unknown)``)."""
+    primitives, else ``(unknown)``)."""
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     params = pd.to_numeric((ok if not ok.empty else frame).get("params", pd.Series(dtype=float)),
                            errors="coerce")
     src = (ok if not ok.empty else frame).assign(_params=params)
-    frame = frame.assign(mixer=derive_mixers(frame) if derive_mixer else frame.get("mixer"))
+    frame = frame.assign(mixer=derive_mixers(frame))
     info = (frame.groupby("spec_hash", dropna=False)
                  .agg(spec=("spec", "first"),
                       primitives=("primitives", "first") if "primitives" in frame else ("spec", lambda s: ""),
@@ -506,7 +503,7 @@ def build_leaderboard(frame: pd.DataFrame, suite: str | None = None, by: str = "
     _check_metric(metric)
     frame, suite = select_suite(frame, suite)
     notes = list(frame.attrs.get("notes", []))
-    info = spec_info(frame, derive_mixer=by == "primitive")
+    info = spec_info(frame)
     if by == "primitive" and (info["mixer"] == UNKNOWN_MIXER).any():
         notes.append(f"{UNKNOWN_MIXER}: rows without a mixer column whose primitives are not all "
                      "registered (re-run them to record it)")

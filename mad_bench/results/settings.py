@@ -6,8 +6,8 @@ Each row carries its setting's task variables as columns and, since rows had it,
 (suite, task, setting) is one of a suite that still loads and its variables differ from the
 suite's today; for a suite that does not load (a YAML file elsewhere), when newer rows of the
 same (suite, task, setting) carry another ``setting_hash``. Against a shipped suite, the
-variables its YAML writes are compared (read as text: no torch for a reader of the store). Stale rows are left out of
-leaderboards, plots and reports, with a note saying what changed.
+variables its file writes are compared. Stale rows are left out of leaderboards, plots and
+reports, with a note saying what changed.
 """
 from __future__ import annotations
 
@@ -15,34 +15,29 @@ import re
 
 import pandas as pd
 
+from ..configs.errors import SpecError
+from ..configs.registry import CONFIGS
+from ..suite import load_suite
+
 
 def _current_settings(suite: str) -> dict[tuple[str, str], dict] | None:
     """(task, setting id) -> the variables a shipped suite writes today for that setting
-    (baseline plus the change), read from its YAML without building tasks (a reader of the
-    store does not import torch); None for a suite that is not shipped under that name."""
-    import yaml
-
-    from ..shipped import shipped_file
-
-    path = shipped_file(suite, "tasks")
-    if not path.is_file():
-        return None
+    (baseline plus the change: what the suite file says, not the defaults filled in); None for
+    a suite that does not load under that name."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        model = load_suite(suite)
+    except SpecError:
         return None
-    if not isinstance(doc, dict) or doc.get("name") != suite or not isinstance(doc.get("tasks"), dict):
+    if model.name != suite:
         return None
     out: dict[tuple[str, str], dict] = {}
-    for task, entry in doc["tasks"].items():
-        if not isinstance(entry, dict):
-            continue
-        base = dict(entry.get("baseline") or {})
+    for task, entry in model.tasks.items():
+        base = dict(entry.baseline)
         out[(task, "baseline")] = base
-        for key, values in (entry.get("changes") or {}).items():
-            for v in values or []:
+        for key, values in entry.changes.items():
+            for v in values:
                 out[(task, f"{key}={v}")] = {**base, key: v}
-        for extra in entry.get("settings") or []:
+        for extra in entry.settings:
             change = {k: v for k, v in extra.items() if k != "training"}
             out[(task, ",".join(f"{k}={v}" for k, v in change.items()))] = {**base, **change}
     return out
@@ -125,17 +120,15 @@ def derive_mixers(frame: pd.DataFrame) -> pd.Series:
     missing = have.isna()
     if not missing.any() or "primitives" not in frame:
         return have
-    from ..primitives import REGISTRY
-
     def from_summary(text) -> str | None:
         if not isinstance(text, str) or not text:
             return None
         types = re.sub(r"\s+x\d+$", "", text.strip()).split("+")
-        if any(t not in REGISTRY for t in types):
+        if any(t not in CONFIGS for t in types):
             return None
         seq = []
         for t in types:
-            if REGISTRY[t].kind == "sequence" and t not in seq:
+            if CONFIGS[t].kind == "sequence" and t not in seq:
                 seq.append(t)
         return "+".join(seq) or "(none)"
 

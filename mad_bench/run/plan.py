@@ -14,10 +14,10 @@ from typing import Iterator, Sequence
 from pydantic import ValidationError
 
 from ..results.store import run_key
-from ..spec import ArchitectureSpec
-from ..spec.errors import from_validation_error
+from ..configs.architecture import ArchitectureSpec
+from ..configs.errors import from_validation_error
 from ..suite import Setting
-from ..train.config import TrainConfig
+from ..configs.train import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import __version__
-from ..spec import ArchitectureSpec
+from ..configs.architecture import ArchitectureSpec
 from ..train.core import RunResult
 
 if TYPE_CHECKING:

@@ -1,9 +1,6 @@
-"""Architecture specs: Pydantic models, YAML/JSON I/O, JSON Schema."""
-from ..lazy import exports
-from .errors import SpecError  # noqa: F401  (light: pydantic only)
+"""Architecture spec files: YAML/JSON I/O and the JSON Schema. The spec model is
+:class:`mad_bench.configs.architecture.ArchitectureSpec`; a bad file raises
+:class:`mad_bench.configs.errors.SpecError`."""
+from .io import dump_spec, load_spec, read_document, spec_json_schema, validate_document
 
-__all__ = ["ArchitectureSpec", "SpecError", "dump_spec", "load_spec", "read_document",
-           "spec_json_schema", "validate_document"]
-__getattr__ = exports(__name__, {"ArchitectureSpec": ".architecture",
-                                 **{n: ".io" for n in ("dump_spec", "load_spec", "read_document",
-                                                       "spec_json_schema", "validate_document")}})
+__all__ = ["dump_spec", "load_spec", "read_document", "spec_json_schema", "validate_document"]

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..configs.architecture import ArchitectureSpec
+from ..configs.errors import SpecError, from_validation_error
 from ..shipped import shipped_file
-from .architecture import ArchitectureSpec
-from .errors import SpecError, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 UNION_FIELDS = frozenset({"layers"})

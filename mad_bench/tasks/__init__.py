@@ -1,64 +1,47 @@
-"""Task generators (MAD-Lab tasks + Zoology MQAR).
+"""Task generators (MAD-Lab tasks + Zoology MQAR): the examples of a task setting.
 
-``TASKS`` maps task names to their ``TaskSetting`` subclass; ``get_task(name)`` looks one up
-with a did-you-mean error; ``parse_setting(dict)`` validates a setting through the
-discriminated union on ``task``.  See ``base.py`` for the target conventions and seeding.
+The settings (typed, bounded variables; ``TASKS``, ``get_task``, ``parse_setting``) are in
+:mod:`mad_bench.configs.tasks`; ``generate(setting, split, seed)`` makes a split's examples with
+the task's generator from ``GENERATORS``. See ``base.py`` for the target conventions and
+seeding, each task's module for its layout.
 """
 from __future__ import annotations
 
-import difflib
-from typing import Annotated, Union
+from typing import Callable
 
-import pydantic
+from ..configs.tasks import TASKS, Split, TaskSetting
+from . import compression, copying, memorization, mqar, recall
+from .base import IGNORE_INDEX, TaskData, chunked, make_generator, split_seed
 
-from .base import IGNORE_INDEX, TaskData, TaskSetting, make_generator, split_seed
-from .compression import CompressionSetting
-from .copying import SelectiveCopyingSetting
-from .memorization import MemorizationSetting
-from .mqar import MQARMixtureSetting, MQARSetting
-from .recall import FuzzyInContextRecallSetting, InContextRecallSetting, NoisyInContextRecallSetting
-
-TASKS: dict[str, type[TaskSetting]] = {
-    "in-context-recall": InContextRecallSetting,
-    "fuzzy-in-context-recall": FuzzyInContextRecallSetting,
-    "noisy-in-context-recall": NoisyInContextRecallSetting,
-    "selective-copying": SelectiveCopyingSetting,
-    "compression": CompressionSetting,
-    "memorization": MemorizationSetting,
-    "mqar": MQARSetting,
-    "mqar-mixture": MQARMixtureSetting,
+GENERATORS: dict[str, Callable[[TaskSetting, Split, int], TaskData]] = {
+    "in-context-recall": chunked(recall.recall_examples),
+    "fuzzy-in-context-recall": chunked(recall.fuzzy_examples),
+    "noisy-in-context-recall": chunked(recall.recall_examples),
+    "selective-copying": chunked(copying.copying_examples),
+    "compression": chunked(compression.compression_examples),
+    "memorization": chunked(memorization.memorization_examples),
+    "mqar": chunked(mqar.mqar_examples),
+    "mqar-mixture": mqar.generate_mixture,
 }
+if set(GENERATORS) != set(TASKS):
+    raise ImportError(f"task settings without a generator: {sorted(set(TASKS) - set(GENERATORS))}; "
+                      f"generators without a setting: {sorted(set(GENERATORS) - set(TASKS))}")
 
-AnyTaskSetting = Annotated[
-    Union[tuple(TASKS.values())],  # type: ignore[valid-type]
-    pydantic.Field(discriminator="task"),
-]
-_ADAPTER = pydantic.TypeAdapter(AnyTaskSetting)
-
-
-def get_task(name: str) -> type[TaskSetting]:
-    """The setting class of a task, or a ``KeyError`` that suggests the closest names."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), list(TASKS), n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(TASKS)}") from None
+EXTRA_COLUMNS = {"mqar-mixture": mqar.mixture_columns}
+"""Tasks with extra result columns: ``hook(setting, model, inputs, test_data, batch_size)``."""
 
 
-def parse_setting(data: dict | TaskSetting) -> TaskSetting:
-    """Validate a task setting given as a dict with a ``task`` key."""
-    if isinstance(data, TaskSetting):
-        return data
-    if isinstance(data, dict) and "task" in data:
-        get_task(data["task"])  # did-you-mean error before pydantic's union error
-    return _ADAPTER.validate_python(data)
+def generate(setting: TaskSetting, split: Split, seed: int) -> TaskData:
+    """``num_{split}_examples`` examples of ``setting``, deterministic in (setting, split, seed)."""
+    return GENERATORS[setting.task](setting, split, seed)
 
 
-__all__ = [
-    "TASKS", "get_task", "parse_setting", "AnyTaskSetting", "TaskData", "TaskSetting",
-    "IGNORE_INDEX", "split_seed", "make_generator",
-    "InContextRecallSetting", "FuzzyInContextRecallSetting", "NoisyInContextRecallSetting",
-    "SelectiveCopyingSetting", "CompressionSetting", "MemorizationSetting", "MQARSetting",
-    "MQARMixtureSetting",
-]
+def extra_columns(setting: TaskSetting) -> Callable | None:
+    """The setting's extra-columns hook bound to it (``hook(model, inputs, data, batch_size)``),
+    or None for a task without one."""
+    hook = EXTRA_COLUMNS.get(setting.task)
+    return None if hook is None else (lambda *args: hook(setting, *args))
+
+
+__all__ = ["GENERATORS", "IGNORE_INDEX", "TaskData", "generate", "make_generator", "split_seed",
+           "extra_columns"]

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Callable
 
-import pydantic
 import torch
 
+from ..configs.tasks import Split, TaskSetting
+
 IGNORE_INDEX = -100
-Split = Literal["train", "test"]
 _SPLIT_BIT = {"train": 0, "test": 1}
 
 
@@ -92,48 +92,29 @@ class TaskData:
                         self.eval_targets.to(device), self.split)
 
 
-class TaskSetting(pydantic.BaseModel):
-    """One task setting: the task name (discriminator) and its typed, bounded variables.
+Examples = Callable[[TaskSetting, int, Split, torch.Generator, int], TaskData]
+"""``examples(setting, n, split, g, seed)``: ``n`` examples of a setting drawn from ``g``."""
 
-    Validation errors are ``pydantic.ValidationError`` (a subclass of ``ValueError``) and
-    always name the offending field.
+
+def chunked(examples: Examples) -> Callable[[TaskSetting, Split, int], TaskData]:
+    """A task's generator from its ``examples`` function: ``num_{split}_examples`` examples,
+    deterministic in (setting, split, seed).
+
+    Examples are produced in fixed-size chunks (``setting.chunk_examples()``, about 2**20 tokens,
+    a function of ``seq_len`` only) drawn one after another from one generator: this keeps the
+    working set cache-sized, and a smaller ``num_train_examples`` yields a prefix of a larger one
+    (up to the last, partial chunk).
     """
-
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-
-    task: str
-    vocab_size: int = pydantic.Field(ge=2, le=1 << 20)
-    seq_len: int = pydantic.Field(ge=2, le=1 << 20)
-    num_train_examples: int = pydantic.Field(default=12_800, ge=1)
-    num_test_examples: int = pydantic.Field(default=1_280, ge=1)
-
-    backbone: ClassVar[str] = "lm"
-
-    # -- public API -----------------------------------------------------------------------
-    def model_vocab_size(self) -> int:
-        """Size of the embedding / output head (MAD-Lab's vocab_size includes special tokens)."""
-        return self.vocab_size
-
-    def num_examples(self, split: Split) -> int:
-        return self.num_train_examples if split == "train" else self.num_test_examples
-
-    def generate(self, split: Split, seed: int) -> TaskData:
-        """``num_{split}_examples`` examples of this setting, deterministic in (setting, split, seed).
-
-        Examples are produced in fixed-size chunks (about 2**20 tokens, a function of
-        ``seq_len`` only) drawn one after another from one generator: this keeps the working
-        set cache-sized, and a smaller ``num_train_examples`` yields a prefix of a larger one
-        (up to the last, partial chunk).
-        """
+    def generate(setting: TaskSetting, split: Split, seed: int) -> TaskData:
         g = make_generator(seed, split)
-        n = self.num_examples(split)
-        chunk = self.chunk_examples()
+        n = setting.num_examples(split)
+        chunk = setting.chunk_examples()
         if n <= chunk:
-            data = self._generate(n, split, g, seed)
+            data = examples(setting, n, split, g, seed)
         else:
             out = None
             for lo in range(0, n, chunk):
-                part = self._generate(min(chunk, n - lo), split, g, seed)
+                part = examples(setting, min(chunk, n - lo), split, g, seed)
                 if out is None:
                     L = part.inputs.shape[1]
                     same = part.eval_targets is part.targets
@@ -144,20 +125,7 @@ class TaskSetting(pydantic.BaseModel):
         data.split = split
         return data
 
-    def chunk_examples(self) -> int:
-        return max(64, (1 << 20) // self.seq_len)
-
-    def variables(self) -> dict:
-        """The setting's variables (for result rows)."""
-        return self.model_dump()
-
-    # -- to implement ---------------------------------------------------------------------
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        raise NotImplementedError
-
-
-def field_error(field: str, msg: str) -> ValueError:
-    return ValueError(f"{field}: {msg}")
+    return generate
 
 
 def sample_distinct(n_rows: int, s: int, n: int, g: torch.Generator) -> torch.LongTensor:

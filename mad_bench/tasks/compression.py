@@ -7,27 +7,18 @@ token included (MAD-Lab returns ``inputs, inputs``); the same on both splits.  T
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-import pydantic
 import torch
 
-from .base import Split, TaskData, TaskSetting
+from ..configs.tasks import CompressionSetting, Split
+from .base import TaskData
 
 
-class CompressionSetting(TaskSetting):
-    task: Literal["compression"] = "compression"
-    vocab_size: int = pydantic.Field(default=16, ge=2, le=1 << 20)
-    seq_len: int = pydantic.Field(default=32, ge=2, le=1 << 20)
+def compression_examples(setting: CompressionSetting, n: int, split: Split, g: torch.Generator,
+                         seed: int) -> TaskData:
+    x = torch.empty(n, setting.seq_len, dtype=torch.long)
+    x[:, :-1] = torch.randint(setting.vocab_size - 1, (n, setting.seq_len - 1), generator=g)
+    x[:, -1] = setting.compression_token()
+    y = x.clone()
+    return TaskData(x, y, y)
 
-    backbone: ClassVar[str] = "autoencoder"
 
-    def compression_token(self) -> int:
-        return self.vocab_size - 1
-
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        x = torch.empty(n, self.seq_len, dtype=torch.long)
-        x[:, :-1] = torch.randint(self.vocab_size - 1, (n, self.seq_len - 1), generator=g)
-        x[:, -1] = self.vocab_size - 1
-        y = x.clone()
-        return TaskData(x, y, y)

@@ -16,12 +16,10 @@ Data tokens are drawn with replacement.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-import pydantic
 import torch
 
-from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, field_error
+from ..configs.tasks import SelectiveCopyingSetting, Split
+from .base import IGNORE_INDEX, TaskData
 
 
 def generate_selective_copying(n_ex: int, seq_len: int, vocab_size: int, n: int, g: torch.Generator):
@@ -39,27 +37,8 @@ def generate_selective_copying(n_ex: int, seq_len: int, vocab_size: int, n: int,
     return inputs, targets
 
 
-class SelectiveCopyingSetting(TaskSetting):
-    task: Literal["selective-copying"] = "selective-copying"
-    vocab_size: int = pydantic.Field(default=16, ge=3, le=1 << 20)
-    seq_len: int = pydantic.Field(default=256, ge=4, le=1 << 20)
-    num_tokens_to_copy: int = pydantic.Field(default=16, ge=1)
-
-    backbone: ClassVar[str] = "lm"
-
-    @pydantic.model_validator(mode="after")
-    def _check(self):
-        if self.seq_len <= 2 * self.num_tokens_to_copy + 1:
-            raise field_error("seq_len", f"must be > 2*num_tokens_to_copy+1="
-                               f"{2 * self.num_tokens_to_copy + 1}, got {self.seq_len}")
-        return self
-
-    def blank_token(self) -> int:
-        return self.vocab_size - 2
-
-    def copy_token(self) -> int:
-        return self.vocab_size - 1
-
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        inp, tg = generate_selective_copying(n, self.seq_len, self.vocab_size, self.num_tokens_to_copy, g)
-        return TaskData(inp, tg, tg)
+def copying_examples(setting: SelectiveCopyingSetting, n: int, split: Split, g: torch.Generator,
+                     seed: int) -> TaskData:
+    inp, tg = generate_selective_copying(n, setting.seq_len, setting.vocab_size,
+                                         setting.num_tokens_to_copy, g)
+    return TaskData(inp, tg, tg)

@@ -16,49 +16,28 @@ test set is just other random key sequences over the same map); with 256 train e
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
-
-import pydantic
 import torch
 
-from .base import Split, TaskData, TaskSetting, field_error, shared_generator, IGNORE_INDEX
+from ..configs.tasks import MemorizationSetting, Split
+from .base import IGNORE_INDEX, TaskData, shared_generator
 
 
-class MemorizationSetting(TaskSetting):
-    task: Literal["memorization"] = "memorization"
-    vocab_size: int = pydantic.Field(default=256, ge=4, le=1 << 20)
-    seq_len: int = pydantic.Field(default=32, ge=2, le=1 << 20)
-    num_train_examples: int = pydantic.Field(default=256, ge=1)
-    map_seed: Optional[int] = None  # None -> the run seed (MAD-Lab)
+def kv_map(setting: MemorizationSetting, seed: int) -> torch.LongTensor:
+    """``values[k]`` for every key k (``[num_keys]``), same for both splits."""
+    g = shared_generator(seed if setting.map_seed is None else setting.map_seed, "memorization-map")
+    nk = setting.num_keys()
+    nv = setting.vocab_size - 1 - nk
+    return torch.randperm(nv, generator=g)[:nk] + nk
 
-    backbone: ClassVar[str] = "lm"
 
-    @pydantic.model_validator(mode="after")
-    def _check(self):
-        if self.seq_len % 2:
-            raise field_error("seq_len", f"must be even ([key, insert] slots), got {self.seq_len}")
-        return self
-
-    def insert_token(self) -> int:
-        return self.vocab_size - 1
-
-    def num_keys(self) -> int:
-        return (self.vocab_size - 1) // 2
-
-    def kv_map(self, seed: int) -> torch.LongTensor:
-        """``values[k]`` for every key k (``[num_keys]``), same for both splits."""
-        g = shared_generator(seed if self.map_seed is None else self.map_seed, "memorization-map")
-        nk = self.num_keys()
-        nv = self.vocab_size - 1 - nk
-        return torch.randperm(nv, generator=g)[:nk] + nk
-
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        values = self.kv_map(seed)
-        P = self.seq_len // 2
-        keys = torch.randint(self.num_keys(), (n, P), generator=g)
-        x = torch.empty(n, self.seq_len, dtype=torch.long)
-        x[:, 0::2] = keys
-        x[:, 1::2] = self.insert_token()
-        y = torch.full_like(x, IGNORE_INDEX)
-        y[:, 1::2] = values[keys]
-        return TaskData(x, y, y)
+def memorization_examples(setting: MemorizationSetting, n: int, split: Split, g: torch.Generator,
+                          seed: int) -> TaskData:
+    values = kv_map(setting, seed)
+    P = setting.seq_len // 2
+    keys = torch.randint(setting.num_keys(), (n, P), generator=g)
+    x = torch.empty(n, setting.seq_len, dtype=torch.long)
+    x[:, 0::2] = keys
+    x[:, 1::2] = setting.insert_token()
+    y = torch.full_like(x, IGNORE_INDEX)
+    y[:, 1::2] = values[keys]
+    return TaskData(x, y, y)

@@ -48,12 +48,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import ClassVar, Literal
 
-import pydantic
 import torch
 
-from .base import IGNORE_INDEX, Split, TaskData, TaskSetting, field_error, sample_distinct
+from ..configs.tasks import FuzzyInContextRecallSetting, InContextRecallSetting, Split
+from .base import IGNORE_INDEX, TaskData, sample_distinct
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,63 +104,12 @@ def generate_recall(n: int, seq_len: int, vocab_size: int, noise_vocab_size: int
     return raw[:, :-1].contiguous(), raw[:, 1:].contiguous(), ev[:, 1:].contiguous()
 
 
-class InContextRecallSetting(TaskSetting):
-    task: Literal["in-context-recall"] = "in-context-recall"
-    vocab_size: int = pydantic.Field(default=16, ge=2, le=1 << 20)
-    seq_len: int = pydantic.Field(default=128, ge=4, le=1 << 20)
-
-    backbone: ClassVar[str] = "lm"
-
-    @pydantic.model_validator(mode="after")
-    def _check(self):
-        if self.seq_len % 2:
-            raise field_error("seq_len", f"must be even (key/value slots of 2 tokens), got {self.seq_len}")
-        nsv = self.vocab_size - self._noise_vocab()
-        if nsv < 2:
-            raise field_error("vocab_size", f"needs >= 2 non-noise tokens (1 key, 1 value), got {nsv}")
-        return self
-
-    def _noise_vocab(self) -> int:
-        return 0
-
-    def _frac_noise(self) -> float:
-        return 0.0
-
-    def key_vocab(self) -> range:
-        return range(0, (self.vocab_size - self._noise_vocab()) // 2)
-
-    def value_vocab(self) -> range:
-        nsv = self.vocab_size - self._noise_vocab()
-        return range(nsv // 2, nsv)
-
-    def noise_vocab(self) -> range:
-        nsv = self.vocab_size - self._noise_vocab()
-        return range(nsv, self.vocab_size)
-
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        inp, tr, ev = generate_recall(n, self.seq_len, self.vocab_size, self._noise_vocab(),
-                                      self._frac_noise(), g)
-        return TaskData(inp, tr if split == "train" else ev, ev)
-
-
-class NoisyInContextRecallSetting(InContextRecallSetting):
-    task: Literal["noisy-in-context-recall"] = "noisy-in-context-recall"  # type: ignore[assignment]
-    vocab_size: int = pydantic.Field(default=32, ge=3, le=1 << 20)
-    noise_vocab_size: int = pydantic.Field(default=16, ge=1)
-    frac_noise: float = pydantic.Field(default=0.2, ge=0.0, lt=1.0)
-
-    @pydantic.model_validator(mode="after")
-    def _check_noise(self):
-        if self.noise_vocab_size >= self.vocab_size - 1:
-            raise field_error("noise_vocab_size", f"must leave >= 2 key/value tokens in vocab_size="
-                               f"{self.vocab_size}, got {self.noise_vocab_size}")
-        return self
-
-    def _noise_vocab(self) -> int:
-        return self.noise_vocab_size
-
-    def _frac_noise(self) -> float:
-        return self.frac_noise
+def recall_examples(setting: InContextRecallSetting, n: int, split: Split, g: torch.Generator,
+                    seed: int) -> TaskData:
+    """In-context recall, noisy or not (``NoisyInContextRecallSetting`` is a subclass)."""
+    inp, tr, ev = generate_recall(n, setting.seq_len, setting.vocab_size, setting._noise_vocab(),
+                                  setting._frac_noise(), g)
+    return TaskData(inp, tr if split == "train" else ev, ev)
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,42 +252,8 @@ def generate_fuzzy(n: int, seq_len: int, vocab_size: int, kmax: int, vmax: int,
     return raw[:, :-1].contiguous(), raw[:, 1:].contiguous(), ev[:, 1:].contiguous()
 
 
-class FuzzyInContextRecallSetting(TaskSetting):
-    task: Literal["fuzzy-in-context-recall"] = "fuzzy-in-context-recall"
-    vocab_size: int = pydantic.Field(default=16, ge=3, le=1 << 16)
-    seq_len: int = pydantic.Field(default=128, ge=4, le=1 << 20)
-    k_motif_size: int = pydantic.Field(default=3, ge=1, le=8)
-    v_motif_size: int = pydantic.Field(default=3, ge=1, le=8)
-
-    backbone: ClassVar[str] = "lm"
-
-    @pydantic.model_validator(mode="after")
-    def _check(self):
-        nk = (self.vocab_size - 1) // 2
-        nv = self.vocab_size - 1 - nk
-        if nk < self.k_motif_size:
-            raise field_error("vocab_size", f"{self.vocab_size} gives {nk} key tokens, fewer than "
-                               f"k_motif_size={self.k_motif_size} (motifs use distinct tokens)")
-        if nv < self.v_motif_size:
-            raise field_error("vocab_size", f"{self.vocab_size} gives {nv} value tokens, fewer than "
-                               f"v_motif_size={self.v_motif_size} (motifs use distinct tokens)")
-        if (nk + 1) ** self.k_motif_size >= 1 << 62:
-            raise field_error("k_motif_size", "too large for this vocab_size (key ids overflow int64)")
-        if self.seq_len <= 2 * (self.k_motif_size + self.v_motif_size):
-            raise field_error("seq_len", f"must be > 2*(k_motif_size+v_motif_size)="
-                               f"{2 * (self.k_motif_size + self.v_motif_size)}, got {self.seq_len}")
-        return self
-
-    def pad_token(self) -> int:
-        return self.vocab_size - 1
-
-    def key_vocab(self) -> range:
-        return range(0, (self.vocab_size - 1) // 2)
-
-    def value_vocab(self) -> range:
-        return range((self.vocab_size - 1) // 2, self.vocab_size - 1)
-
-    def _generate(self, n: int, split: Split, g: torch.Generator, seed: int) -> TaskData:
-        inp, tr, ev = generate_fuzzy(n, self.seq_len, self.vocab_size, self.k_motif_size,
-                                     self.v_motif_size, split, g)
-        return TaskData(inp, tr if split == "train" else ev, ev)
+def fuzzy_examples(setting: FuzzyInContextRecallSetting, n: int, split: Split, g: torch.Generator,
+                   seed: int) -> TaskData:
+    inp, tr, ev = generate_fuzzy(n, setting.seq_len, setting.vocab_size, setting.k_motif_size,
+                                 setting.v_motif_size, split, g)
+    return TaskData(inp, tr if split == "train" else ev, ev)

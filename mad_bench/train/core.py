@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 
 from ..compiler import build_model
-from .config import TrainConfig
+from ..configs.train import TrainConfig
+from ..tasks import generate
 
 
 @dataclass
@@ -118,7 +119,7 @@ def prepare_run(spec, setting, seed: int, device: torch.device, data=None):
 
     Seeds the global RNG: call inside ``torch.random.fork_rng`` to leave the caller's alone.
     Returns ``(model, x_train, y_train, x_test, y_test, vocab)``."""
-    train_data, test_data = data or (setting.generate("train", seed), setting.generate("test", seed))
+    train_data, test_data = data or (generate(setting, "train", seed), generate(setting, "test", seed))
     x_train, y_train = train_data.inputs.to(device), train_data.targets.to(device)
     x_test, y_test = test_data.inputs.to(device), test_data.targets.to(device)
     vocab = setting.model_vocab_size()

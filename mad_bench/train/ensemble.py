@@ -57,10 +57,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..spec import ArchitectureSpec
+from ..configs.architecture import ArchitectureSpec
+from ..configs.train import TrainConfig
+from ..tasks import extra_columns, generate
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
-from .config import TrainConfig
 from .core import (RunResult, RunRules, autocast, cosine_lr, decays, prepare_run, resolve_device,
                           uses_bf16)
 from .graphs import Program
@@ -743,7 +744,7 @@ def train_grid(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
     if len(cfgs) > chunk:
         out: list[RunResult] = []
         seed = cfgs[0].seed
-        data = data or (setting.generate("train", seed), setting.generate("test", seed))
+        data = data or (generate(setting, "train", seed), generate(setting, "test", seed))
         for lo in range(0, len(cfgs), chunk):
             cb = on_eval[lo:lo + chunk] if on_eval is not None else None
             out += train_grid(spec, setting, cfgs[lo:lo + chunk], device, progress, data, opts, cb, info)
@@ -782,10 +783,10 @@ def build_ensemble(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
     with its step programs captured: ready to ``run``."""
     opts = options or EngineOptions()
     seed = cfgs[0].seed
-    data = data or (setting.generate("train", seed), setting.generate("test", seed))
+    data = data or (generate(setting, "train", seed), generate(setting, "test", seed))
     model, x_train, y_train, x_test, y_test, vocab = prepare_run(spec, setting, seed, device, data)
     columns = None
-    test_columns = getattr(setting, "test_columns", None)  # task hook (mqar-mixture segments)
+    test_columns = extra_columns(setting)  # task hook (mqar-mixture segments)
     if test_columns is not None:
         bs = cfgs[0].batch_size
         columns = lambda member: test_columns(member, x_test, data[1], bs)  # noqa: E731

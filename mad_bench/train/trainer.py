@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from ..spec import ArchitectureSpec
-from .config import TrainConfig
+from ..configs.architecture import ArchitectureSpec
+from ..configs.train import TrainConfig
 from .core import EvalCallback, RunResult, cosine_lr, resolve_device
 from .ensemble import EngineOptions, train_grid
 

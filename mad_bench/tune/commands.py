@@ -9,6 +9,16 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+import yaml
+
+from ..configs.errors import SpecError
+from ..configs.train import TrainConfig
+from ..interrupts import Interrupted
+from ..spec import load_spec
+from ..suite import default_suite, expand, load_suite, parse_overrides
+from .objectives import OBJECTIVES, parse_objectives, spec_costs
+from .space import load_space
+
 DEFAULT_TRIALS = 20
 SEARCH_SAMPLERS = ("tpe", "nsga2", "random")
 TUNE_SAMPLERS = ("tpe", "grid", "random", "cmaes")
@@ -29,7 +39,6 @@ def _exec_options(args):
 def _interrupts(study, n_trials: int, args):
     """Ctrl-C while trials run: one line (trials finished, where, how to resume), exit 130.
     Trials left running are re-queued by ``--resume``."""
-    from ..interrupts import Interrupted
     from .study import count_done
 
     try:
@@ -84,11 +93,6 @@ def cmd_tune(args) -> int:
     from ..run.executors import make_executor
     from ..run.options import settings_from_args
     from ..run.plan import Grid, check_backbone
-    from ..spec import load_spec
-    from ..suite import load_suite
-    from ..train.config import TrainConfig
-    from .objectives import parse_objectives
-    from .space import load_space
     from .study import InvalidTrial, drive, make_sampler, open_storage, open_study, target_trials
     from .worker import TrialJob
 
@@ -146,7 +150,6 @@ def cmd_tune(args) -> int:
     _summary(study, objectives, out_dir, counts)
     best = [t for t in study.trials if t.state.name == "COMPLETE"]
     if best:
-        import yaml
         top = max(best, key=lambda t: t.value)
         (out_dir / "best-training.yaml").write_text(yaml.safe_dump(
             {"spec": spec.name, "task": setting.task, "setting": setting.setting_id,
@@ -164,10 +167,6 @@ def cmd_search(args) -> int:
     from ..run.executors import make_executor
     from ..run.options import settings_from_args
     from ..run.plan import check_backbone, plan, requests_of
-    from ..spec import SpecError, load_spec
-    from ..suite import load_suite
-    from .objectives import OBJECTIVES, parse_objectives, spec_costs
-    from .space import load_space
     from .study import InvalidTrial, drive, make_sampler, open_storage, open_study, target_trials
     from .worker import TrialJob
 
@@ -315,7 +314,6 @@ def _with_defaults(fn, **defaults):
         if args.trials is not None and args.trials < 1:
             raise ValueError("--trials must be >= 1")
         if args.suite is None:
-            from ..suite import default_suite
             args.suite = default_suite(args.device)
         return fn(args)
     run.__name__ = fn.__name__

@@ -156,9 +156,9 @@ def _inner_tune(job: TrialJob, do_runs) -> None:
     import optuna
 
     from ..results.aggregate import row_score
+    from ..configs.space import Dist
+    from ..configs.train import TrainConfig
     from ..run.plan import Grid
-    from ..train.config import TrainConfig
-    from .space import Dist
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: Dist.model_validate(v) for k, v in job.inner_space.items()}

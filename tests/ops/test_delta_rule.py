@@ -78,7 +78,8 @@ def test_torch_impl_is_the_chunked_reference():
 
 
 def test_deltanet_layer_triton_equals_torch(device):
-    from mad_bench.primitives.sequence.deltanet import DeltaNet, DeltaNetConfig
+    from mad_bench.configs.primitives.deltanet import DeltaNetConfig
+    from mad_bench.primitives.sequence.deltanet import DeltaNet
 
     torch.manual_seed(0)
     ref = DeltaNet(DeltaNetConfig(impl="torch", n_heads=2), 24, 64).to(device)

@@ -103,7 +103,8 @@ def test_hand_checked_two_steps():
 
 
 def test_gated_deltanet_layer_triton_equals_torch(device):
-    from mad_bench.primitives.sequence.gated_deltanet import GatedDeltaNet, GatedDeltaNetConfig
+    from mad_bench.configs.primitives.gated_deltanet import GatedDeltaNetConfig
+    from mad_bench.primitives.sequence.gated_deltanet import GatedDeltaNet
 
     torch.manual_seed(0)
     ref = GatedDeltaNet(GatedDeltaNetConfig(impl="torch", chunk_size=8), 32, 64).to(device)

@@ -186,7 +186,7 @@ def test_chunk_size_means_the_same_on_both_paths(device):
     for chunk in (16, 64):
         got = _call(mlstm, ins, st, True, impl="triton", chunk_size=chunk)
         check((got[0], *got[1][:2]), (ref[0], *ref[1][:2]), TOL, ["h", "C", "n"])
-    from mad_bench.primitives.sequence.mlstm import MLSTMConfig
+    from mad_bench.configs.primitives.mlstm import MLSTMConfig
 
     with pytest.raises(ValueError, match="chunk_size=8: impl 'triton' needs a power of two"):
         MLSTMConfig(impl="triton", chunk_size=8).check(32)

@@ -88,7 +88,8 @@ def test_torch_impl_is_the_chunked_reference():
 
 
 def test_rwkv6_layer_triton_equals_torch(device):
-    from mad_bench.primitives.sequence.rwkv6 import RWKV6, RWKV6Config
+    from mad_bench.configs.primitives.rwkv6 import RWKV6Config
+    from mad_bench.primitives.sequence.rwkv6 import RWKV6
 
     assert RWKV6.has_triton
     torch.manual_seed(0)

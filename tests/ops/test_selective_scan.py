@@ -92,7 +92,8 @@ def test_references_agree():
 
 
 def test_mamba_layer_triton_equals_torch(device):
-    from mad_bench.primitives.sequence.mamba import Mamba, MambaConfig
+    from mad_bench.configs.primitives.mamba import MambaConfig
+    from mad_bench.primitives.sequence.mamba import Mamba
 
     torch.manual_seed(0)
     ref = Mamba(MambaConfig(impl="torch"), 12, 64).to(device)

@@ -87,7 +87,8 @@ def test_slstm_scan_fp16(device):
 
 
 def test_slstm_layer_triton_equals_torch(device):
-    from mad_bench.primitives.sequence.slstm import SLSTM, SLSTMConfig
+    from mad_bench.configs.primitives.slstm import SLSTMConfig
+    from mad_bench.primitives.sequence.slstm import SLSTM
 
     assert SLSTM.has_triton
     torch.manual_seed(0)

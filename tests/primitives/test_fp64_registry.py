@@ -12,7 +12,8 @@ Tiny widths and lengths; every primitive runs on the CPU with the torch path (``
 import pytest
 import torch
 
-from mad_bench.primitives import REGISTRY, list_primitives
+from mad_bench.configs.registry import list_primitives
+from mad_bench.primitives import REGISTRY
 
 D, L, B = 8, 5, 1
 

@@ -8,8 +8,10 @@ import pydantic
 import pytest
 import torch
 
-from mad_bench.tasks import TASKS, get_task, parse_setting, split_seed
+from mad_bench.configs.tasks import TASKS, get_task, parse_setting
+from mad_bench.tasks import generate, split_seed
 from mad_bench.tasks.base import sample_distinct
+from mad_bench.tasks.memorization import kv_map
 from mad_bench.tasks.metrics import (AccuracyCounts, accuracy, accuracy_counts, finalize,
                                      macro_accuracy)
 
@@ -77,13 +79,13 @@ def test_mad_baseline_defaults():
 def test_determinism_seeds_and_ranges(name):
     s = tiny(name)
     state = torch.get_rng_state()
-    a, b = s.generate("train", 7), s.generate("train", 7)
+    a, b = generate(s, "train", 7), generate(s, "train", 7)
     assert torch.equal(torch.get_rng_state(), state), "global RNG must not be used"
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
     assert torch.equal(a.eval_targets, b.eval_targets)
-    c = s.generate("train", 8)
+    c = generate(s, "train", 8)
     assert not torch.equal(a.inputs, c.inputs)
-    t = s.generate("test", 7)
+    t = generate(s, "test", 7)
     assert a.inputs.shape[0] == 64 and t.inputs.shape[0] == 32
     assert a.inputs.dtype == torch.long and a.targets.dtype == torch.long
     for d in (a, t):
@@ -102,8 +104,8 @@ def test_chunked_generation_prefix(name):
         kw["num_tokens_to_copy"] = 16
     s = get_task(name)(num_train_examples=1100, **kw)
     assert s.chunk_examples() == 1024
-    big = s.generate("train", 0)
-    small = get_task(name)(num_train_examples=1024, **kw).generate("train", 0)
+    big = generate(s, "train", 0)
+    small = generate(get_task(name)(num_train_examples=1024, **kw), "train", 0)
     assert big.inputs.shape[0] == 1100
     assert torch.equal(big.inputs[:1024], small.inputs) and torch.equal(big.targets[:1024], small.targets)
     assert not torch.equal(big.inputs[1024:1100], big.inputs[:76])
@@ -125,7 +127,7 @@ def test_train_test_share_no_example(name):
         s = get_task(name)(train_segments=["32x2:200", "64x4:100"], test_segments=["32x2:50", "64x4:50"])
     else:
         s = get_task(name)(num_train_examples=300, num_test_examples=100)
-    tr, te = s.generate("train", 0), s.generate("test", 0)
+    tr, te = generate(s, "train", 0), generate(s, "test", 0)
     train_rows = {tuple(r) for r in rows(tr.inputs)}
     assert not any(tuple(r) in train_rows for r in rows(te.inputs))
 
@@ -144,7 +146,7 @@ def check_recall(s, d, split, noise_lo=None):
     keys, vals = range(0, nsv // 2), range(nsv // 2, nsv)
     L = s.seq_len - 1
     assert d.inputs.shape[1] == L
-    full_train = s.generate("train", 3) if split == "test" else d
+    full_train = generate(s, "train", 3) if split == "test" else d
     for x, y_tr, y_ev in zip(rows(d.inputs), rows(full_train.targets if split == "train" else d.targets),
                              rows(d.eval_targets)):
         if split == "train":
@@ -181,12 +183,12 @@ def check_recall(s, d, split, noise_lo=None):
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_in_context_recall_structure(split):
     s = tiny("in-context-recall")
-    check_recall(s, s.generate(split, 3), split)
+    check_recall(s, generate(s, split, 3), split)
 
 
 def test_in_context_recall_hand_example():
     s = get_task("in-context-recall")(vocab_size=8, seq_len=12, num_train_examples=1)
-    d = s.generate("train", 0)
+    d = generate(s, "train", 0)
     x, y, e = d.inputs[0].tolist(), d.targets[0].tolist(), d.eval_targets[0].tolist()
     # keys 0..3 at even positions, values 4..7 at odd positions; 11 inputs, targets shifted
     assert all(t < 4 for t in x[0::2]) and all(4 <= t < 8 for t in x[1::2])
@@ -197,7 +199,7 @@ def test_in_context_recall_hand_example():
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_noisy_recall_structure(split):
     s = tiny("noisy-in-context-recall")
-    d = s.generate(split, 3)
+    d = generate(s, split, 3)
     check_recall(s, d, split, noise_lo=8)
     assert (d.inputs >= 8).any(), "noise present at frac_noise=0.5"
     # noise targets are trained on (train split) but never scored
@@ -208,7 +210,7 @@ def test_noisy_recall_structure(split):
 
 def test_noisy_recall_noise_rate():
     s = get_task("noisy-in-context-recall")(frac_noise=0.6, num_train_examples=400)
-    d = s.generate("train", 0)
+    d = generate(s, "train", 0)
     frac = (d.inputs >= 16).float().mean().item()
     assert 0.5 < frac < 0.65  # ~0.6 of the 63 body slots, final slot never noise
 
@@ -237,8 +239,8 @@ def test_fuzzy_recall_structure(split):
     s = tiny("fuzzy-in-context-recall")
     pad, nk = 15, 7  # vocab 16: keys 0..6, values 7..14, pad 15
     assert s.pad_token() == pad and s.key_vocab() == range(0, 7) and s.value_vocab() == range(7, 15)
-    d = s.generate(split, 5)
-    tr = s.generate("train", 5)
+    d = generate(s, split, 5)
+    tr = generate(s, "train", 5)
     assert d.inputs.shape[1] == s.seq_len
     key_sizes = set()
     for x, y_tr, y_ev in zip(rows(d.inputs), rows(tr.targets if split == "train" else d.targets),
@@ -274,7 +276,7 @@ def test_fuzzy_recall_final_query_key_size_uniform():
     """MAD-Lab draws the final query's key size uniformly in 1..k (not a key uniformly among
     those present, which favours long keys): each size ~1/3 of 1500 training rows."""
     s = get_task("fuzzy-in-context-recall")(vocab_size=16, seq_len=128, num_train_examples=1500)
-    d = s.generate("train", 3)
+    d = generate(s, "train", 3)
     raw = torch.cat([d.inputs, d.targets[:, -1:]], 1)
     sizes = [len(parse_fuzzy(r, 15, 7)[1][-1][0]) for r in rows(raw)]
     freq = [sizes.count(k) / len(sizes) for k in (1, 2, 3)]
@@ -283,7 +285,7 @@ def test_fuzzy_recall_final_query_key_size_uniform():
 
 def test_fuzzy_recall_train_targets_include_pad():
     s = tiny("fuzzy-in-context-recall")
-    d = s.generate("train", 0)
+    d = generate(s, "train", 0)
     assert (d.targets == 15).any() and not (d.eval_targets == 15).any()
 
 
@@ -291,7 +293,7 @@ def test_fuzzy_recall_train_targets_include_pad():
 def test_selective_copying_structure():
     s = tiny("selective-copying")  # vocab 6: data 0..3, blank 4, copy 5; n=3, seq 16 -> 9 blanks
     assert (s.blank_token(), s.copy_token()) == (4, 5)
-    d = s.generate("train", 1)
+    d = generate(s, "train", 1)
     n, L = 3, 16
     for x, y in zip(rows(d.inputs), rows(d.targets)):
         head, copy_pos = x[:L - n - 1], L - n - 1
@@ -304,7 +306,7 @@ def test_selective_copying_structure():
     # blanks are actually scattered (not all in one place)
     first_data = [next(i for i, t in enumerate(r) if t != 4) for r in rows(d.inputs)]
     assert len(set(first_data)) > 3
-    t = s.generate("test", 1)
+    t = generate(s, "test", 1)
     assert torch.equal(t.targets, t.eval_targets)
 
 
@@ -313,7 +315,7 @@ def test_compression_structure():
     s = tiny("compression")
     assert s.backbone == "autoencoder" and s.compression_token() == 4
     for split in ("train", "test"):
-        d = s.generate(split, 2)
+        d = generate(s, split, 2)
         assert (d.inputs[:, -1] == 4).all() and (d.inputs[:, :-1] < 4).all()
         assert torch.equal(d.targets, d.inputs) and torch.equal(d.eval_targets, d.inputs)
 
@@ -322,9 +324,9 @@ def test_compression_structure():
 def test_memorization_structure():
     s = tiny("memorization")  # vocab 12: keys 0..4, values 5..10, insert 11
     assert s.insert_token() == 11 and s.num_keys() == 5
-    m = s.kv_map(9).tolist()
+    m = kv_map(s, 9).tolist()
     assert len(m) == 5 and len(set(m)) == 5 and all(5 <= v <= 10 for v in m)
-    tr, te = s.generate("train", 9), s.generate("test", 9)
+    tr, te = generate(s, "train", 9), generate(s, "test", 9)
     table = {}
     for d in (tr, te):
         for x, y in zip(rows(d.inputs), rows(d.targets)):
@@ -338,11 +340,11 @@ def test_memorization_structure():
 
 def test_memorization_map_seed():
     s = get_task("memorization")()
-    assert torch.equal(s.kv_map(1), s.kv_map(1))
-    assert not torch.equal(s.kv_map(1), s.kv_map(2)), "map follows the run seed by default (MAD-Lab)"
+    assert torch.equal(kv_map(s, 1), kv_map(s, 1))
+    assert not torch.equal(kv_map(s, 1), kv_map(s, 2)), "map follows the run seed by default (MAD-Lab)"
     f = get_task("memorization")(map_seed=5)
-    assert torch.equal(f.kv_map(1), f.kv_map(2))
-    a, b = f.generate("train", 1), f.generate("train", 2)
+    assert torch.equal(kv_map(f, 1), kv_map(f, 2))
+    a, b = generate(f, "train", 1), generate(f, "train", 2)
     assert not torch.equal(a.inputs, b.inputs)
 
 
@@ -350,7 +352,7 @@ def test_memorization_map_seed():
 def test_mqar_structure():
     s = tiny("mqar")  # keys 1..31, values 32..63, 4 pairs, 32 tokens
     assert s.key_vocab() == range(1, 32) and s.value_vocab() == range(32, 64)
-    d = s.generate("train", 4)
+    d = generate(s, "train", 4)
     for x, y in zip(rows(d.inputs), rows(d.targets)):
         ks, vs = x[0:8:2], x[1:8:2]
         assert len(set(ks)) == 4 and len(set(vs)) == 4
@@ -361,17 +363,17 @@ def test_mqar_structure():
         assert sorted(x[i] for i in scored) == sorted(ks), "each key queried once"
         for i in scored:
             assert y[i] == kv[x[i]], "answer = value paired with the query key"
-    t = s.generate("test", 4)
+    t = generate(s, "test", 4)
     assert torch.equal(t.targets, t.eval_targets)
 
 
 def test_mqar_power_law_vs_uniform():
     kw = dict(vocab_size=256, seq_len=256, num_kv_pairs=8, num_train_examples=500)
-    near = get_task("mqar")(power_a=0.01, **kw).generate("train", 0)
-    unif = get_task("mqar")(power_a=1.0, **kw).generate("train", 0)
+    near = generate(get_task("mqar")(power_a=0.01, **kw), "train", 0)
+    unif = generate(get_task("mqar")(power_a=1.0, **kw), "train", 0)
     pos = lambda d: (d.targets != IGN).nonzero()[:, 1].float().mean().item()  # noqa: E731
     assert pos(near) < pos(unif) - 20
-    fill = get_task("mqar")(random_non_queries=False, **kw).generate("train", 0)
+    fill = generate(get_task("mqar")(random_non_queries=False, **kw), "train", 0)
     scored = fill.targets != IGN
     assert (fill.inputs[:, 16:][~scored[:, 16:]] == 0).all()
 

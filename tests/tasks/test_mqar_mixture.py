@@ -6,11 +6,13 @@ import torch
 from pydantic import ValidationError
 
 from mad_bench.cli import main
+from mad_bench.configs.errors import SpecError
+from mad_bench.configs.tasks import MQARMixtureSetting, MQARSegment, parse_setting
 from mad_bench.results import ResultsStore
-from mad_bench.spec import SpecError, load_spec
-from mad_bench.suite import expand, load_suite
-from mad_bench.tasks import IGNORE_INDEX, MQARMixtureSetting, parse_setting
-from mad_bench.tasks.mqar import SEGMENT_COLUMN, MQARSegment, segment_counts
+from mad_bench.spec import load_spec
+from mad_bench.suite import expand, load_suite, sweep_widths
+from mad_bench.tasks import IGNORE_INDEX, generate
+from mad_bench.tasks.mqar import SEGMENT_COLUMN, segment_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 V = 64
@@ -24,7 +26,7 @@ def mixture(**kw):
 def test_each_segment_has_zoology_semantics():
     s = mixture()
     assert (s.seq_len, s.num_train_examples, s.num_test_examples) == (48, 70, 22)
-    data = s.generate("test", seed=3)
+    data = generate(s, "test", seed=3)
     assert data.inputs.shape == (22, 48) and data.segments.tolist() == [0] * 10 + [1] * 12
     for seg_id, seg in enumerate(s.test_segments):
         rows = data.segments == seg_id
@@ -46,15 +48,15 @@ def test_each_segment_has_zoology_semantics():
 def test_power_law_puts_queries_early():
     near = MQARMixtureSetting(vocab_size=V, train_segments=["64x4:300"], test_segments=["64x4:1"])
     flat = near.model_copy(update={"power_a": 1.0})
-    first = lambda s: (s.generate("train", 0).targets != IGNORE_INDEX).float().argmax(1)  # noqa: E731
+    first = lambda s: (generate(s, "train", 0).targets != IGNORE_INDEX).float().argmax(1)  # noqa: E731
     assert first(near).float().mean() < 0.6 * first(flat).float().mean()
 
 
 def test_generation_is_seeded_and_splits_differ():
     s = mixture()
-    a, b = s.generate("train", 1), s.generate("train", 1)
+    a, b = generate(s, "train", 1), generate(s, "train", 1)
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
-    assert not torch.equal(s.generate("train", 2).inputs, a.inputs)
+    assert not torch.equal(generate(s, "train", 2).inputs, a.inputs)
     assert a.inputs.shape == (70, 32)  # train pads to its own longest segment only
 
 
@@ -97,7 +99,7 @@ def test_zoology_suites_load_with_their_numbers():
 
 def test_suite_width_grid_and_bad_per_setting_training(tmp_path):
     spec = load_spec(str(ROOT / "architectures/zoology/attention.yaml"))
-    wide = load_suite("mqar-figure2").grid.widths([spec])
+    wide = sweep_widths(load_suite("mqar-figure2").grid, [spec])
     assert [s.d_model for s in wide] == [64, 128, 256, 512] and {s.name for s in wide} == {spec.name}
     assert len({s.spec_hash() for s in wide}) == 4
     bad = tmp_path / "bad.yaml"
@@ -136,7 +138,7 @@ def test_every_ensemble_member_reports_its_segment_columns():
     """The engine scores each member's final parameters per segment (before compaction drops
     a stopped member): the same columns as that grid point trained alone."""
     from mad_bench import load_spec
-    from mad_bench.train.config import TrainConfig
+    from mad_bench.configs.train import TrainConfig
     from mad_bench.train.ensemble import train_grid
     from mad_bench.train.trainer import train
 

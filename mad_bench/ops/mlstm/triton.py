@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import torch
 
+from ...configs.primitives.mlstm import valid_block  # the rule lives with the config that checks specs
 from ..vmap_rules import is_vmapped, vmap_apply
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
 
@@ -460,11 +461,6 @@ class MLSTMFunction(torch.autograd.Function):
         if need_ds0:
             dC0, dn0 = dC0.to(C0.dtype), dn0.to(n0.dtype)
         return (dq, dk, dv, di.to(ig.dtype), df.to(lf.dtype), dC0, dn0, None, None, None, None)
-
-
-def valid_block(chunk_size: int) -> bool:
-    """The kernel's chunk length must be a power of two >= 16."""
-    return chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
 
 
 def mlstm_triton(q, k, v, i_gate, log_f, initial_state, output_final_state, chunk_size):

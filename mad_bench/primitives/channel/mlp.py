@@ -1,24 +1,15 @@
 """Position-wise feed-forward network (Vaswani et al., 2017): y = W_2 act(W_1 x + b_1) + b_2."""
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..base import ChannelMixer, ChannelMixerConfig
+from ...configs.primitives.mlp import MLPConfig
+from ..base import ChannelMixer
 from ..registry import register
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
-
-
-class MLPConfig(ChannelMixerConfig):
-    type: Literal["mlp"] = "mlp"
-    d_inner: int | None = Field(None, ge=1, description="hidden width (None: 4 x d_model)")
-    activation: Literal["gelu", "relu", "silu"] = "gelu"
-    bias: bool = True
 
 
 @register(MLPConfig)

@@ -26,14 +26,13 @@ replaced by the standard softmax over the top-k logits).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..base import ChannelMixer, ChannelMixerConfig
+from ...configs.primitives.moe import MoEConfig
+from ..base import ChannelMixer
 from ..registry import register
 
 ACTIVATIONS = {
@@ -41,24 +40,6 @@ ACTIVATIONS = {
     "silu": F.silu,
     "relu": F.relu,
 }
-
-
-class MoEConfig(ChannelMixerConfig):
-    type: Literal["moe"] = "moe"
-    n_experts: int = Field(8, ge=1, description="number of experts")
-    top_k: int = Field(2, ge=1, description="active experts per token; <= n_experts")
-    d_inner: int = Field(16, ge=1, description="hidden width of each expert (MAD-Lab: 16)")
-    expert: Literal["glu", "mlp"] = "glu"
-    activation: Literal["gelu", "silu", "relu"] = "gelu"
-    bias: bool = False
-    aux_loss_weight: float = Field(0.01, ge=0.0, description="load-balancing loss coefficient")
-    dispatch: Literal["dense", "sparse"] = "dense"
-
-    def check(self, d_model: int) -> None:
-        if self.top_k > self.n_experts:
-            raise ValueError(
-                f"top_k={self.top_k} must be <= n_experts={self.n_experts}"
-            )
 
 
 @register(MoEConfig)

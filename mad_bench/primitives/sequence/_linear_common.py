@@ -4,15 +4,14 @@ causal conv module and the FLOP estimate. The recurrences themselves are ops:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...configs.primitives._linear import head_width
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 
-__all__ = ["chunked_flops_per_token", "HeadNorm", "CausalShortConv", "head_width", "add_qkv_projections",
+__all__ = ["chunked_flops_per_token", "HeadNorm", "CausalShortConv", "add_qkv_projections",
            "add_delta_rule_io", "conv_qkv", "conv_qkv_step", "delta_state"]
 
 # ----------------------------------------------------------------------------- modules / misc
@@ -70,26 +69,6 @@ class CausalShortConv(nn.Module):
 
     def step(self, x_t: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_conv1d_step(x_t, cache, self.conv.weight)
-
-
-def key_value_gcd(d_model: int, expand_k: float, expand_v: float) -> float:
-    """The largest width that divides both the key and the value width (what heads must divide);
-    a non-integer width is returned as is (``check`` names it)."""
-    dk, dv = d_model * expand_k, d_model * expand_v
-    if dk != int(dk) or dv != int(dv):
-        return dk if dk != int(dk) else dv
-    return math.gcd(int(dk), int(dv))
-
-
-def head_width(d_model: int, expand: float, field: str, n_heads: int) -> int:
-    """``d_model * expand``, checked to be an integer that ``n_heads`` divides."""
-    dim = d_model * expand
-    if dim != int(dim) or int(dim) % n_heads:
-        raise ValueError(
-            f"{field}={expand} gives width {dim} at d_model={d_model}, "
-            f"which must be an integer divisible by n_heads={n_heads}"
-        )
-    return int(dim)
 
 
 def add_qkv_projections(layer: nn.Module, cfg, d_model: int) -> None:

@@ -8,22 +8,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from ..base import SequenceMixer, SequenceMixerConfig
-
-
-class TorchRNNConfig(SequenceMixerConfig):
-    d_hidden: int | None = Field(None, ge=1, description="hidden width (None: d_model)")
-    out_proj: bool = Field(True, description="linear output projection d_hidden -> d_model")
-    bias: bool = True
-
-    def check(self, d_model: int) -> None:
-        if not self.out_proj and self.d_hidden not in (None, d_model):
-            raise ValueError(
-                f"d_hidden={self.d_hidden} must equal d_model={d_model} when out_proj is False"
-            )
+from ...configs.primitives._rnn import TorchRNNConfig
+from ..base import SequenceMixer
 
 
 class TorchRNN(SequenceMixer):

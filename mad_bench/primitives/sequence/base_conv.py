@@ -23,25 +23,15 @@ Zoology commit had a Hyena-style filter: a sine FFN times an exponential decay.)
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..base import SequenceMixer, SequenceMixerConfig
+from ...configs.primitives.base_conv import BaseConvConfig
+from ..base import SequenceMixer
 from ..registry import register
 from .hyena import fft_causal_conv, positional_features
-
-
-class BaseConvConfig(SequenceMixerConfig):
-    type: Literal["base-conv"] = "base-conv"
-    conv: Literal["short", "long"] = Field("short", description="short depthwise or implicit long conv")
-    kernel_size: int = Field(3, ge=1, description="short conv length (Zoology: 3)")
-    filter_order: int = Field(16, ge=1, description="hidden width of the long filter's MLP "
-                                                    "(Zoology's d_hidden: 16)")
-    use_act: bool = Field(False, description="silu on both branches (Zoology: off)")
 
 
 class ImplicitFilter(nn.Module):

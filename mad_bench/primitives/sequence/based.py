@@ -23,29 +23,16 @@ default of 12 heads does not divide the MAD widths).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.based import BasedConfig
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 from ...ops.gla.reference import chunk_simple_gla
 from ._linear_common import chunked_flops_per_token
-
-
-class BasedConfig(SequenceMixerConfig):
-    type: Literal["based"] = "based"
-    feature_dim: int = Field(16, ge=1, description="q / k width per head before the Taylor map")
-    n_heads: int = Field(1, ge=1, description="heads; must divide d_model (value head width)")
-    eps: float = Field(1e-12, gt=0.0, description="added to the normaliser")
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form")
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
 
 
 def taylor_features(x: torch.Tensor) -> torch.Tensor:

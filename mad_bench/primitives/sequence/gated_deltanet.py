@@ -20,41 +20,19 @@ gate and short conv 4 on, no conv bias), with the head count derived from the wi
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.gated_deltanet import GatedDeltaNetConfig
 from ...ops import causal_conv, gated_delta_rule
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 from ._linear_common import (
     add_delta_rule_io, chunked_flops_per_token, conv_qkv, conv_qkv_step, delta_state,
 )
-
-
-class GatedDeltaNetConfig(SequenceMixerConfig):
-    type: Literal["gated-deltanet"] = "gated-deltanet"
-    head_dim: int = Field(32, ge=1, description="key width per head (MAD-Lab: 32)")
-    n_heads: int | None = Field(None, ge=1, description="heads (None: max(1, d_model // head_dim))")
-    expand_v: float = Field(2.0, gt=0.0, description="value width per head = expand_v * head_dim")
-    short_conv: bool = Field(True, description="silu(short causal conv) on q, k, v")
-    conv_size: int = Field(4, ge=2, description="short conv kernel length")
-    output_gate: bool = Field(True, description="silu output gate after the head norm")
-    norm_eps: float = Field(1e-5, gt=0.0)
-    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form")
-
-    def heads(self, d_model: int) -> int:
-        return self.n_heads or max(1, d_model // self.head_dim)
-
-    def check(self, d_model: int) -> None:
-        dv = self.expand_v * self.head_dim
-        if dv != int(dv):
-            raise ValueError(f"expand_v={self.expand_v} gives value head width {dv} at "
-                             f"head_dim={self.head_dim}, which must be an integer")
 
 
 @register(GatedDeltaNetConfig)

@@ -12,16 +12,11 @@ same module on one token with the state h.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import nn
 
+from ...configs.primitives.gru import GRUConfig
 from ..registry import register
-from ._rnn_common import TorchRNN, TorchRNNConfig
-
-
-class GRUConfig(TorchRNNConfig):
-    type: Literal["gru"] = "gru"
+from ._rnn_common import TorchRNN
 
 
 @register(GRUConfig)

@@ -23,33 +23,15 @@ order is head-major (Zoology's is j-major): a permutation of W_o's columns, the 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.h3 import H3Config
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 from .hyena import fft_causal_conv, outer_product_conv
-
-
-class H3Config(SequenceMixerConfig):
-    type: Literal["h3"] = "h3"
-    d_state: int | None = Field(64, ge=2, description="N: shift taps and diagonal-SSM state (even); "
-                                                      "None: the sequence length (Zoology's figure 2)")
-    head_dim: int = Field(1, ge=1, description="channels per head (the k v^T outer product size)")
-    dt_min: float = Field(1e-3, gt=0.0)
-    dt_max: float = Field(1e-1, gt=0.0)
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.head_dim:
-            raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
-        if self.d_state is not None and self.d_state % 2:
-            raise ValueError(f"d_state={self.d_state} must be even (N/2 complex modes)")
-        if self.dt_min > self.dt_max:
-            raise ValueError(f"dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
 
 
 @register(H3Config)

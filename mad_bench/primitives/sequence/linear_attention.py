@@ -13,38 +13,16 @@ The parallel form is the op :func:`mad_bench.ops.gla.chunk_simple_gla` with no d
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.linear_attention import LinearAttentionConfig
 from ...ops import gla
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 from ._linear_common import chunked_flops_per_token
-
-
-class LinearAttentionConfig(SequenceMixerConfig):
-    type: Literal["linear-attention"] = "linear-attention"
-    n_heads: int = Field(16, ge=1, description="heads; must divide d_model (MAD-Lab mh: 16)")
-    feature_map: Literal["elu", "relu", "identity", "hadamard"] = Field(
-        "elu", description="phi applied to q and k (elu: elu+1 of the paper)"
-    )
-    normalize: bool = Field(True, description="divide by phi(q_t) . sum_s phi(k_s)")
-    eps: float = Field(1e-6, gt=0.0, description="added to the normaliser")
-    chunk_size: int = Field(64, ge=1, description="chunk length of the torch parallel form (the Triton "
-                            "kernel picks its own; only speed and rounding depend on it)")
-    bias: bool = False
-
-    def width_defaults(self, d_model: int) -> dict:
-        return {"n_heads": self.fitted_heads("n_heads", d_model)}
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
 
 
 class _Hadamard(nn.Module):

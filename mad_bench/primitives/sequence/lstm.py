@@ -11,16 +11,11 @@ Inherently sequential: the parallel form is cuDNN's / ATen's fused LSTM over the
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import nn
 
+from ...configs.primitives.lstm import LSTMConfig
 from ..registry import register
-from ._rnn_common import TorchRNN, TorchRNNConfig
-
-
-class LSTMConfig(TorchRNNConfig):
-    type: Literal["lstm"] = "lstm"
+from ._rnn_common import TorchRNN
 
 
 @register(LSTMConfig)

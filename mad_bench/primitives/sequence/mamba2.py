@@ -16,57 +16,17 @@ d_conv 4. The parallel form calls :func:`mad_bench.ops.causal_conv.causal_conv1d
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.mamba2 import Mamba2Config
 from ...ops import causal_conv, ssd
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 from .mamba import init_dt_bias
-
-
-class Mamba2Config(SequenceMixerConfig):
-    type: Literal["mamba2"] = "mamba2"
-    d_state: int = Field(16, ge=1, description="state size N per head")
-    d_conv: int = Field(4, ge=1, description="causal depthwise conv kernel on x, B, C")
-    expand: int = Field(2, ge=1, description="inner width E = expand * d_model")
-    headdim: int = Field(32, ge=1, description="head dim P; must divide expand * d_model")
-    n_groups: int = Field(1, ge=1, description="B/C groups; must divide the number of heads")
-    A_init_min: float = Field(1.0, gt=0.0, description="A init: -U(A_init_min, A_init_max)")
-    A_init_max: float = Field(16.0, gt=0.0)
-    dt_min: float = Field(0.001, gt=0.0, description="dt init range, lower end")
-    dt_max: float = Field(0.1, gt=0.0, description="dt init range, upper end")
-    dt_init_floor: float = Field(1e-4, gt=0.0)
-    norm_eps: float = Field(1e-5, gt=0.0)
-    conv_bias: bool = True
-    bias: bool = Field(False, description="bias in the in/out projections")
-    chunk_size: int = Field(64, ge=1, description="chunk length of the torch SSD (the Triton "
-                            "kernel picks its own; only speed and rounding depend on it)")
-
-    def width_defaults(self, d_model: int) -> dict:
-        return {"headdim": self.fitted_heads("headdim", self.expand * d_model)}
-
-    def check(self, d_model: int) -> None:
-        inner = self.expand * d_model
-        if inner % self.headdim:
-            raise ValueError(
-                f"headdim={self.headdim} must divide expand * d_model = {inner}"
-            )
-        heads = inner // self.headdim
-        if heads % self.n_groups:
-            raise ValueError(f"n_groups={self.n_groups} must divide the number of heads {heads}")
-        if self.dt_min > self.dt_max:
-            raise ValueError(f"dt_min={self.dt_min} must be <= dt_max={self.dt_max}")
-        if self.A_init_min > self.A_init_max:
-            raise ValueError(
-                f"A_init_min={self.A_init_min} must be <= A_init_max={self.A_init_max}"
-            )
 
 
 @register(Mamba2Config)

@@ -21,42 +21,17 @@ between them, on both its torch and Triton paths.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.mlstm import MLSTMConfig
 from ...ops import causal_conv, mlstm
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
-
-
-class MLSTMConfig(SequenceMixerConfig):
-    type: Literal["mlstm"] = "mlstm"
-    n_heads: int = Field(4, ge=1, description="heads; must divide d_model")
-    d_conv: int = Field(4, ge=0, description="causal conv kernel before q, k (0: no conv)")
-    chunk_size: int = Field(64, ge=1, description="chunk length of the parallel form, torch and "
-                            "Triton alike (Triton needs a power of two >= 16; 'auto' runs torch "
-                            "for other values)")
-    forget_bias_init: tuple[float, float] = Field(
-        (3.0, 6.0), description="forget-gate biases, linspace over heads (xLSTM: 3..6)"
-    )
-    norm_eps: float = Field(1e-6, gt=0.0)
-    bias: bool = Field(False, description="bias in the q/k/v/out projections")
-
-    def width_defaults(self, d_model: int) -> dict:
-        return {"n_heads": self.fitted_heads("n_heads", d_model)}
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
-        if self.impl == "triton" and not mlstm.valid_block(self.chunk_size):
-            raise ValueError(f"chunk_size={self.chunk_size}: impl 'triton' needs a power of two "
-                             f">= 16 (valid: 16, 32, 64, 128, ...)")
 
 
 @register(MLSTMConfig)

@@ -25,33 +25,14 @@ terms, 64 for the decay); initialisation is RWKV-6's for a single layer (layer 0
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
+from ...configs.primitives.rwkv6 import RWKV6Config
 from ...ops import rwkv6
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
-
-
-class RWKV6Config(SequenceMixerConfig):
-    type: Literal["rwkv6"] = "rwkv6"
-    head_dim: int = Field(16, ge=1, description="head size; must divide d_model")
-    mix_rank: int = Field(32, ge=1, description="low-rank width of the data-dependent shift")
-    decay_rank: int = Field(64, ge=1, description="low-rank width of the data-dependent decay")
-    head_size_divisor: float = Field(8.0, gt=0.0, description="GroupNorm eps = 1e-5 x this^2")
-    chunk_size: int = Field(16, ge=1, description="chunk length of the torch parallel form (the "
-                            "Triton kernel is a sequential scan; only speed and rounding depend on it)")
-
-    def width_defaults(self, d_model: int) -> dict:
-        return {"head_dim": self.fitted_heads("head_dim", d_model)}
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.head_dim:
-            raise ValueError(f"head_dim={self.head_dim} must divide d_model={d_model}")
 
 
 @register(RWKV6Config)

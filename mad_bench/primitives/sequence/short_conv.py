@@ -10,28 +10,17 @@ path); ``step`` keeps the last K - 1 projected inputs in a shift buffer.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.short_conv import ShortConvConfig
 from ...ops import causal_conv
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
 
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "none": lambda x: x}
-
-
-class ShortConvConfig(SequenceMixerConfig):
-    type: Literal["short-conv"] = "short-conv"
-    kernel_size: int = Field(4, ge=1, description="causal depthwise filter length")
-    activation: Literal["silu", "gelu", "none"] = "silu"
-    projections: bool = Field(True, description="linear in/out projections around the conv")
-    conv_bias: bool = True
-    bias: bool = Field(False, description="bias of the in/out projections")
 
 
 @register(ShortConvConfig)

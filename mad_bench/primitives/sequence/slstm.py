@@ -23,34 +23,16 @@ the input projections ``W x_t`` precomputed for all t and one batched matmul per
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from ...configs.primitives.slstm import SLSTMConfig
 from ...ops import slstm
 from ...ops.slstm import slstm_cell
 from ...ops.utils import upcast
-from ..base import SequenceMixer, SequenceMixerConfig
+from ..base import SequenceMixer
 from ..registry import register
-
-
-class SLSTMConfig(SequenceMixerConfig):
-    type: Literal["slstm"] = "slstm"
-    n_heads: int = Field(4, ge=1, description="heads (recurrent blocks); must divide d_model")
-    forget_bias_init: tuple[float, float] = Field(
-        (3.0, 6.0), description="forget-gate biases, linspace over heads"
-    )
-    norm_eps: float = Field(1e-6, gt=0.0)
-    bias: bool = Field(False, description="bias in the output projection")
-
-    def width_defaults(self, d_model: int) -> dict:
-        return {"n_heads": self.fitted_heads("n_heads", d_model)}
-
-    def check(self, d_model: int) -> None:
-        if d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={d_model}")
 
 
 @register(SLSTMConfig)

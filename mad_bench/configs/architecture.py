@@ -12,9 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..primitives import REGISTRY
-from ..primitives.base import PrimitiveConfig
-from ..primitives.registry import suggest
+from .primitives.base import PrimitiveConfig
+from .registry import CONFIGS, suggest
 
 
 # The version of the model-building code (compiler and primitives), part of every spec hash:
@@ -29,8 +28,7 @@ MODEL_VERSION = 2
 
 
 def _layer_type() -> Any:
-    configs = tuple(entry.config for entry in REGISTRY.values())
-    return Annotated[Union[configs], Field(discriminator="type")]  # type: ignore[valid-type]
+    return Annotated[Union[tuple(CONFIGS.values())], Field(discriminator="type")]  # type: ignore[valid-type]
 
 
 LayerConfig = _layer_type()
@@ -68,13 +66,13 @@ class ArchitectureSpec(BaseModel):
             if isinstance(layer, str):
                 layer = {"type": layer}
             if isinstance(layer, dict) and isinstance(layer.get("type"), str):
-                if layer["type"] not in REGISTRY:
+                if layer["type"] not in CONFIGS:
                     raise ValueError(
                         f"layers[{i}].type: unknown primitive {layer['type']!r}{suggest(layer['type'])}"
                     )
             elif isinstance(layer, dict) and "type" not in layer:
                 raise ValueError(f"layers[{i}]: a layer needs a 'type' (one of: "
-                                 f"{', '.join(sorted(REGISTRY))})")
+                                 f"{', '.join(sorted(CONFIGS))})")
             elif not isinstance(layer, (dict, PrimitiveConfig)):
                 raise ValueError(f"layers[{i}]: {layer!r} is not a primitive name or a mapping")
             out.append(layer)
@@ -91,8 +89,7 @@ class ArchitectureSpec(BaseModel):
                 layer.check(self.d_model)
             except ValueError as exc:
                 raise ValueError(f"layers[{i}] ({layer.type}): {exc}") from None
-            module = REGISTRY[layer.type].module
-            if getattr(layer, "impl", None) == "triton" and not getattr(module, "has_triton", False):
+            if getattr(layer, "impl", None) == "triton" and not getattr(layer, "has_triton", False):
                 raise ValueError(f"layers[{i}].impl: 'triton' is not available for {layer.type!r} "
                                  f"yet (valid: auto, torch)")
         return self
@@ -104,7 +101,7 @@ class ArchitectureSpec(BaseModel):
         return list(self.layers) * self.repeat
 
     def kind_of(self, layer: PrimitiveConfig) -> str:
-        return REGISTRY[layer.type].kind
+        return layer.kind
 
     def primitives_summary(self) -> str:
         """'attention+swiglu x2' style summary of the stack."""
