@@ -209,7 +209,8 @@ def test_leaderboard_ignores_lm_rows_and_proxy_ranks():
     assert build_leaderboard(mixed).render("md") == build_leaderboard(synthetic).render("md")
 
     pts = proxy_points(mixed)
-    assert sorted(pts["spec"]) == ["hyena", "mamba", "short-conv", "transformer"]  # in both kinds
+    both = sorted({"transformer", "hyena", "mamba", "short-conv"} & set(synthetic["spec"]))  # in both kinds
+    assert len(both) >= 3 and sorted(pts["spec"]) == both
     lb = build_leaderboard(synthetic)
     mad = {lb.info.loc[k, "spec"]: lb.cell(k, "MAD score")["score"] for k in lb.info.index}
     for row in pts.itertuples():
@@ -218,7 +219,8 @@ def test_leaderboard_ignores_lm_rows_and_proxy_ranks():
     # Spearman by hand: 1 - 6 sum d^2 / (n (n^2 - 1)) over ranks (no ties here)
     r1 = pts["mad_score"].rank().to_numpy()
     r2 = pts["val_loss"].rank().to_numpy()
-    assert rho == pytest.approx(1 - 6 * ((r1 - r2) ** 2).sum() / (4 * 15))
+    n = len(pts)
+    assert rho == pytest.approx(1 - 6 * ((r1 - r2) ** 2).sum() / (n * (n * n - 1)))
     assert proxy(mixed).axes[0].get_title().startswith("MAD score vs language modelling")
     with pytest.raises(ValueError, match="no language-model rows"):
         proxy_points(synthetic)
