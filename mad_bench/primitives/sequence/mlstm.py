@@ -86,7 +86,7 @@ class MLSTM(SequenceMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # fp32: see the module docstring
-            return self._forward(x.float()).to(x.dtype)
+            return self._forward(upcast(x)).to(x.dtype)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         xc = x
@@ -112,7 +112,7 @@ class MLSTM(SequenceMixer):
 
     def step(self, x_t: torch.Tensor, state):
         with torch.autocast(x_t.device.type, enabled=False):  # fp32, as forward
-            y, new = self._step(x_t.float(), state)
+            y, new = self._step(upcast(x_t), state)
         return y.to(x_t.dtype), new
 
     def _step(self, x_t: torch.Tensor, state):
