@@ -175,6 +175,25 @@ def test_stopped_member_is_frozen_and_reported_at_its_stop_epoch():
     assert info.recaptures >= 1 and info.member_steps < 3 * info.steps
     for r, c in zip(results, compacted):
         assert_same(c, r)
+    # a compiled step (dynamo's eager backend here) pays a compilation for every new member
+    # count: "auto" keeps the stopped member frozen when the rebuild costs more than it saves
+    info = EngineInfo()
+    kept = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu", info=info,
+                      options=EngineOptions(compile="eager"))
+    assert info.compiled and info.compactions_skipped >= 1 and info.recaptures == 0
+    for r, k in zip(results, kept):
+        assert_same(k, r)
+
+
+def test_compaction_pays_only_when_the_saved_steps_outweigh_the_rebuild():
+    from mad_bench.train.ensemble import compaction_pays
+
+    # 1 of 6 members dropped, 0.6 s per epoch: 0.1 s saved per epoch left
+    assert compaction_pays(1, 6, epochs_left=100, epoch_s=0.6, rebuild_s=5.0)       # 10 s > 5 s
+    assert not compaction_pays(1, 6, epochs_left=40, epoch_s=0.6, rebuild_s=5.0)    # 4 s < 5 s
+    assert compaction_pays(3, 6, epochs_left=40, epoch_s=0.6, rebuild_s=5.0)        # 12 s > 5 s
+    assert not compaction_pays(0, 6, epochs_left=100, epoch_s=0.6, rebuild_s=0.0)   # nothing dropped
+    assert not compaction_pays(2, 6, epochs_left=0, epoch_s=0.6, rebuild_s=0.0)     # last epoch
 
 
 def test_non_vmappable_spec_falls_back_to_a_member_loop_equal_to_plain():

@@ -28,9 +28,11 @@ them together and computes the same function:
   captured once and replayed; capture failures fall back to eager execution (logged).
 * **stopping per member**: the host applies the trainer's rules per member after every
   epoch (diverged, eval_select best/last, stop-at-accuracy, early stop, pruning callback). A
-  stopped member is frozen (its step size is masked to 0, weight decay to 1) and, with
-  ``compact`` (default), dropped from the ensemble at the epoch boundary (the buffers shrink
-  and the graphs are re-captured). When every member has stopped the ensemble stops.
+  stopped member is frozen (its step size is masked to 0, weight decay to 1) and dropped from
+  the ensemble at the epoch boundary (the buffers shrink and the graphs are re-captured) when
+  that pays: a compiled step compiles again for every new member count, so ``compact="auto"``
+  weighs the measured rebuild against the step time the dropped members would still cost
+  (:func:`compaction_pays`). When every member has stopped the ensemble stops.
 
 Fallback: some primitives have no vmap batching rule (``torch.nn.LSTM`` / ``GRU``), or batch
 incorrectly. Before training, a vmapped forward + backward on a 2-example batch is tried and
@@ -83,8 +85,11 @@ class EngineOptions:
     """Capture steps in CUDA graphs (None: on CUDA). Ignored on CPU."""
     capture_eval: bool = True
     """Also capture the evaluation forward."""
-    compact: bool = True
-    """Drop stopped members from the ensemble at epoch boundaries (re-captures the graphs)."""
+    compact: bool | str = "auto"
+    """Drop stopped members from the ensemble at epoch boundaries (re-captures the graphs and,
+    with ``compile``, compiles the step again for the new member count). ``auto``: always where
+    the step is neither compiled nor captured (rebuilding costs nothing); else only when
+    :func:`compaction_pays` (the measured rebuild time against the step time it saves)."""
     capture_warmup: int = 3
     compile: str | None = "auto"
     """torch.compile the step's two halves (forward + loss, clipping + AdamW + metrics) with
@@ -117,6 +122,7 @@ class EngineInfo:
     steps: int = 0            # ensemble steps run (each trains every active member)
     member_steps: int = 0     # sum over steps of active members
     recaptures: int = 0
+    compactions_skipped: int = 0  # stopped members kept (frozen) because rebuilding cost more
     setup_s: float = 0.0
     wall_s: float = 0.0
 
@@ -568,6 +574,18 @@ class Ensemble:
             _PROBED[key] = (self.mode, self.info.fallback_reason)
 
     def build_programs(self) -> None:
+        self.rebuild_s = self._timed(self._build_programs)  # capture (and compile, when captured)
+        self.first_step_pending = True
+
+    def _timed(self, fn) -> float:
+        """Wall seconds of ``fn()``, the device's work included."""
+        t0 = time.perf_counter()
+        fn()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        return time.perf_counter() - t0
+
+    def _build_programs(self) -> None:
         capture = self.capture
         self.replay_rng = self.mode == "loop" and self.dropout > 0 and self.G > 1
         if self.replay_rng:
@@ -658,10 +676,15 @@ class Ensemble:
             for c in self.tr_counts:
                 c.zero_()
             self.model.train()
-            for _ in range(self.n_full):
-                self.train_prog()
+            for i in range(self.n_full):
+                if i == 0 and self.first_step_pending:  # a lazy compile happens here: a rebuild cost
+                    self.rebuild_s += self._timed(self.train_prog)
+                    self.first_step_pending = False
+                else:
+                    self.train_prog()
             if self.n_full * self.bs < self.n:
                 self._train_tail()
+            train_s = time.perf_counter() - t0  # (the host waits for the step at the epoch's read)
             self.info.steps += self.steps_per_epoch
             self.info.member_steps += self.steps_per_epoch * n_active
             evaluated = self.members[0].rules.evaluates(epoch)
@@ -691,7 +714,8 @@ class Ensemble:
                     if not self.members[mi].done:
                         self._final_columns(self.members[mi], slot)
                 break  # (no compaction after the last epoch: nothing is left to train)
-            if self.opts.compact and any(self.members[s].done for s in self.slots):
+            dropped = sum(self.members[s].done for s in self.slots)
+            if dropped and self._should_compact(dropped, cfg.epochs - epoch, train_s):
                 t1 = time.perf_counter()
                 self._compact()
                 dt = time.perf_counter() - t1
@@ -699,6 +723,23 @@ class Ensemble:
                 for m in alive:
                     m.wall_s += dt / len(alive)
         return [m.result for m in self.members]
+
+    def _should_compact(self, dropped: int, epochs_left: int, epoch_s: float) -> bool:
+        mode = self.opts.compact
+        if mode not in (True, False, "auto"):
+            raise ValueError(f"compact must be true, false or 'auto', got {mode!r}")
+        if mode != "auto":
+            return bool(mode)
+        if self.compiled is None and not (self.train_prog and self.train_prog.captured):
+            return True
+        if compaction_pays(dropped, self.G_now, epochs_left, epoch_s, self.rebuild_s):
+            return True
+        self.info.compactions_skipped += 1
+        return False
+
+    @property
+    def G_now(self) -> int:
+        return len(self.slots)
 
     def _apply_rules(self, epoch: int, stats: list[dict], evaluated: bool, progress) -> None:
         """The trainer's per-epoch rules (:class:`RunRules`), for each member still running."""
@@ -773,6 +814,17 @@ def train_grid(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
         r.setup_s = setup / len(results)  # data, model, probe, capture and compile: a member's share
         r.wall_s = m.wall_s + r.setup_s
     return results
+
+
+def compaction_pays(dropped: int, members: int, epochs_left: int, epoch_s: float, rebuild_s: float) -> bool:
+    """Whether dropping ``dropped`` stopped members of ``members`` saves more step time over the
+    ``epochs_left`` epochs still to train (at most: members may stop earlier) than rebuilding the
+    step costs (``rebuild_s``, the last build measured: capture, and compilation for the new
+    member count, which a compiled step pays again for every new count). The saving is taken as
+    proportional to the member count, an upper bound where small models are launch-bound."""
+    if dropped <= 0 or epochs_left <= 0:
+        return False
+    return epochs_left * epoch_s * dropped / members > rebuild_s
 
 
 def build_ensemble(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig], device: torch.device,
