@@ -765,14 +765,16 @@ def impl_fn(op: OpBench, name: str) -> Callable:
     return baselines[name]
 
 
-def share_caches(cache_dir: str, use_compile: bool) -> None:
+def share_caches(cache_dir: str, use_compile: bool, warm: bool) -> None:
     """Point Triton and inductor at one cache folder and set what the warm-up's cache hits need;
     called in the main process before the workers start (they inherit the environment) and in
-    every worker (the config objects are per process)."""
+    every worker (the config objects are per process). ``warm``: workers compile, one per core,
+    so none needs inductor's pool of compile processes (``compile_threads`` is not in its cache
+    key) and the main process only loads what they compiled."""
     os.environ["TRITON_CACHE_DIR"] = str(Path(cache_dir) / "triton")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
-    # one process compiling per core already: no inductor compile pool per worker (not in the cache key)
-    os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
+    if warm:
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     if use_compile:
         import torch._dynamo as dynamo
         import torch._functorch.config as functorch_config
@@ -781,7 +783,8 @@ def share_caches(cache_dir: str, use_compile: bool) -> None:
         dynamo.config.cache_size_limit = 256
         inductor_config.fx_graph_cache = True  # compiled graphs on disk ...
         functorch_config.enable_autograd_cache = True  # ... forward and backward together
-        inductor_config.compile_threads = 1
+        if warm:
+            inductor_config.compile_threads = 1
 
 
 def _input_bytes(op: OpBench, shape, dtype) -> int:
@@ -821,9 +824,10 @@ def warm_items(plan, budget: Budget) -> list[dict]:
 def _warm_worker(conn, cfg: dict) -> None:
     """A warm-up worker: runs the first forward+backward of each item it is sent, answers with
     its wall time, error and the autotuning configs it chose; None ends it."""
-    share_caches(cfg["cache_dir"], cfg["use_compile"])
-    torch.set_num_threads(1)
+    share_caches(cfg["cache_dir"], cfg["use_compile"], warm=True)
     device = torch.device(cfg["device"])
+    if device.type == "cpu":  # the interpreter: one thread per worker
+        torch.set_num_threads(1)
     tuner = None
     if device.type == "cuda":
         tuner = AutotuneBound(cfg["autotune_configs"], cfg["pins"])
@@ -866,13 +870,15 @@ def _warm_worker(conn, cfg: dict) -> None:
 
 
 def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget: float,
-            on_chosen: Callable[[dict], None] = lambda chosen: None, log=print) -> tuple[dict, dict]:
+            on_chosen: Callable[[dict], None] = lambda chosen: None, log=print,
+            target: Callable | None = None) -> tuple[dict, dict]:
     """Runs ``items`` on ``workers`` spawned processes for at most ``limit`` seconds. Returns
     (key -> dict(status, warm_s, error), stats). Status: ok; error (the impl raised: recorded as
     the row's error); died (its worker died: same); cut (still running at ``limit``: abandoned);
     not run (never started before ``limit``). At most ``mem_budget`` estimated GPU bytes run at
     once (an item alone always may); an item that ran out of memory is tried once more alone.
-    ``on_chosen`` gets the autotuning configs each item chose (the timed loop's pins)."""
+    ``on_chosen`` gets the autotuning configs each item chose (the timed loop's pins); ``target``:
+    the worker function (default :func:`_warm_worker`; tests give others)."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
@@ -889,7 +895,7 @@ def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget
 
     def start(slot):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_warm_worker, args=(child, cfg), daemon=True, name=f"kernels-warm-{slot}")
+        p = ctx.Process(target=target or _warm_worker, args=(child, cfg), daemon=True, name=f"kernels-warm-{slot}")
         p.start()
         child.close()
         procs[slot] = (p, parent)
@@ -1102,7 +1108,7 @@ def _run(a, cache_dir: str):
     elif a.shapes == "all":
         sets = ["mad", "long"]
     use_compile = a.compile == "on" or (a.compile == "auto" and device.type == "cuda")
-    share_caches(cache_dir, use_compile)
+    share_caches(cache_dir, use_compile, warm=a.warm_workers > 0)
     names = None if a.ops == "all" else set(a.ops.split(","))
     unknown = sorted(names - {op.name for op in OPS}) if names else []
     if unknown:

@@ -76,6 +76,41 @@ def test_cpu_warm_up_workers(device, tmp_path):
         assert la["warm_s_fla"] > 0 and la["ms_fla"] > 0
 
 
+def _fake_worker(conn, cfg):
+    """A warm-up worker whose item's op says what happens: ok, raise, die, hang."""
+    import os
+    import time
+
+    conn.send(dict(ready=os.getpid()))
+    while (item := conn.recv()) is not None:
+        if item["op"] == "die":
+            os._exit(3)
+        if item["op"] == "hang":
+            time.sleep(60)
+        err = "RuntimeError: boom" if item["op"] == "raise" else None
+        conn.send(dict(key=item["key"], error=err, oom=False, broken=False, warm_s=0.01, chosen={"k": item["op"]}))
+
+
+def test_warm_up_records_errors_deaths_and_cuts(tmp_path):
+    # a raising item, a worker that dies (replaced), one that hangs past the limit (cut) and an
+    # item that waits on it (never started): every item gets a status, the pool keeps going
+    kb = _load()
+
+    def item(op, after=None):
+        return dict(key=(op, "tiny", 37, "triton"), op=op, impl="triton", mem=1, after=after)
+
+    items = [item("ok"), item("raise"), item("die"), item("hang"), item("ok2"), item("after_hang", item("hang")["key"])]
+    chosen = {}
+    res, stats = kb.warm_up(items, 2, {}, limit=8.0, mem_budget=float("inf"), on_chosen=chosen.update,
+                            log=lambda *a, **k: None, target=_fake_worker)
+    status = {k[0]: r["status"] for k, r in res.items()}
+    assert status == {"ok": "ok", "raise": "error", "die": "died", "hang": "cut", "ok2": "ok", "after_hang": "not run"}
+    assert res[("raise", "tiny", 37, "triton")]["error"] == "RuntimeError: boom"
+    assert "exit code 3" in res[("die", "tiny", 37, "triton")]["error"]
+    assert stats["replaced"] == 1 and stats["died"] == 1 and stats["cut"] == 1 and stats["not_run"] == 1
+    assert chosen["k"] in {"ok", "raise", "ok2"} and 8.0 <= stats["wall_s"] < 25
+
+
 def test_check_slices_batch_and_keeps_shared_gradients(device):
     # B 3, one checked row: a per-row output and a weight whose gradient sums over the batch. Right
     # only if the other rows' output gradients are zero (else w.grad holds 3 rows, the fp64 slice 1)
