@@ -6,10 +6,26 @@ memory of one forward+backward (CUDA), ``vs_best`` = Triton ms / best baseline m
 wins), the HBM floor (``floor_ms``: every input read and every output written once in the
 forward, every input and output gradient read and every input gradient written once in the
 backward, at ``--hbm-tbs`` TB/s; H200: 4.8) and ``x_floor`` = Triton ms / floor ms. Set-up
-is timed in its own columns and never in ``ms_*``: ``setup_s_<impl>`` is the first call at the
-row's shape (Triton JIT, fla's autotuning, torch.compile), ``check_s`` the fp64 error check
+is timed in its own columns and never in ``ms_*``: ``warm_s_<impl>`` is the warm-up's first call
+at the row's shape (Triton JIT, fla's autotuning, torch.compile; below), ``setup_s_<impl>`` the
+timed loop's own first call (after a warm-up: cache hits), ``check_s`` the fp64 error check
 (relative error of outputs and input gradients vs the fp64 torch reference, max |a-b| / max |b|,
-worst tensor, on ``--err-batch`` rows, at the first shape of each (op, set) by default).
+worst tensor, over the first ``--err-batch`` batch rows, at the first shape of each (op, set) by
+default). The check runs each impl at the row's own shape, with output gradients zero outside
+those rows: nothing compiles or tunes again for it (on a batch slice it did: 68 s for
+selective_scan's torch.compile baseline on the H200).
+
+Warm-up (``--warm-workers``, default 12 on CUDA): before the timed loop, spawned worker processes
+make the first forward+backward of every compiling impl (ours, fla, torch.compile) at every row's
+shape, dtype and layout, in parallel. Triton's and inductor's caches live in one folder
+(``--cache-dir``, default a temporary one) shared with the timed loop, which then finds the
+compiled kernels and graphs on disk; fla's tuned configs come back from the workers and are
+pinned. An impl that raised or killed its worker in the warm-up is not run again: its error is
+the row's. Items run ours and fla's first (an impl's later shapes after its first shape, which
+compiles the kernels they share), then torch.compile's; at most an estimated 85 % of the free
+GPU memory at once; none starts after ``--warm-limit`` s and those still running then are
+abandoned (torch.compile is then skipped at those shapes; ours and fla's first calls are made
+and timed by the loop). ``meta.warm`` sums it up (wall time, items per status).
 
 Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minutes):
 
@@ -20,15 +36,17 @@ Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minut
   pinned config; any other key benchmarks at most ``--autotune-configs`` of its configs
   (evenly spaced over the kernel's list; ``0``: all). The configs chosen are written to
   ``<out>.autotune.json`` after every row: keep it and pass it as ``--autotune-pins`` to make
-  the next run's fla set-up compile-only;
+  the next run's fla set-up compile-only (and its choices independent of the warm-up's
+  concurrent GPU load);
 * torch.compile recompiles per shape (the references' chunk loops unroll into the graph): it is
   not run for ops whose reference is a per-step loop, above ``--compile-max-len``, after its
-  first calls took ``--compile-budget`` seconds in all, nor for an op once it was slower than
-  eager at a smaller shape of either set (it would not be the best baseline);
+  first calls in the timed loop took ``--compile-budget`` seconds in all, nor for an op once it
+  was slower than eager at a smaller shape of either set (it would not be the best baseline);
 * an impl whose timing took more than ``--max-impl-s`` (predicted linearly in L from its
   previous row of the same op and set) is skipped at the larger shapes, with the reason;
-* no new row starts after ``--time-limit`` seconds. Each row is printed when done and the JSON
-  and CSV are rewritten (atomically) after every row.
+* the warm-up stops at ``--warm-limit`` s; no new row starts after ``--time-limit`` seconds from
+  the start (warm-up included). The plan (rows in order, impls) is printed first; each row is
+  printed when done and the JSON and CSV are rewritten (atomically) after every row.
 
 On the H200 (one call, outputs under $OUT)::
 
@@ -36,7 +54,8 @@ On the H200 (one call, outputs under $OUT)::
         [--autotune-pins benchmarks/results/kernels-h200.autotune.json]
     python benchmarks/scan_check.py --device cuda --sweep --out $OUT/scan_check.json
 
-CPU smoke test (interpreter): ``python benchmarks/kernels.py --device cpu --shapes tiny``.
+CPU smoke test (interpreter): ``python benchmarks/kernels.py --device cpu --shapes tiny
+[--warm-workers 2]``.
 
 Add an op by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the positional
 arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
