@@ -911,6 +911,7 @@ def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget
     stats = dict(workers=workers, items=len(items), started=0, replaced=0, max_running=0, max_mem_gib=0.0,
                  ready_s=None)
     retried: set[tuple] = set()
+    stopped: list = []  # processes told to end, joined at the end
 
     def start(slot):
         parent, child = ctx.Pipe()
@@ -946,7 +947,7 @@ def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget
             now = time.perf_counter() - t_start
             if now > limit:
                 for slot, (item, t0) in list(busy.items()):
-                    stop(slot, kill=True).join(5)
+                    stopped.append(stop(slot, kill=True))
                     finish(item, "cut", time.perf_counter() - t0, f"cut at --warm-limit {limit:g} s")
                 busy.clear()
                 for item in pending:
@@ -993,7 +994,7 @@ def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget
                     on_chosen(msg.get("chosen") or {})
                     if not msg["broken"]:
                         continue
-                    stop(slot, kill=True).join(5)
+                    stopped.append(stop(slot, kill=True))
                 elif not p.is_alive() or obj is p.sentinel:
                     p.join(1)
                     procs.pop(slot, None)
@@ -1011,9 +1012,10 @@ def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget
                     finish(item, "not run", None, "no warm-up worker left")
                 pending.clear()
     finally:
-        for slot in list(procs):
-            p = stop(slot, kill=slot in busy)
-            p.join(10)
+        stopped += [stop(slot, kill=slot in busy) for slot in list(procs)]
+        deadline = time.perf_counter() + 10  # idle workers end on None, killed ones on SIGTERM
+        for p in stopped:
+            p.join(max(0.0, deadline - time.perf_counter()))
             if p.is_alive():
                 p.kill()
                 p.join()
