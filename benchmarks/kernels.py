@@ -566,7 +566,8 @@ def check_row(op: OpBench, base_args: list, impls: dict, row: dict, n: int) -> N
                 _head(z, g).copy_(g)
                 full.append(z)
             torch.autograd.backward(outs, full)
-            grads = [None if a[i].grad is None or g64 is None else _head(a[i].grad, g64) for i, g64 in zip(op.grad_args, grads64)]
+            grads = [None if a[i].grad is None or g64 is None else _head(a[i].grad, g64)
+                     for i, g64 in zip(op.grad_args, grads64)]
             row[f"err_{name}"] = _rel_err([_head(o, o64) for o, o64 in zip(outs, outs64)], grads, outs64, grads64)
         except Exception as e:
             row[f"error_check_{name}"] = _err_text(e)
