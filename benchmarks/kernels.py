@@ -785,6 +785,20 @@ def impl_fn(op: OpBench, name: str) -> Callable:
     return baselines[name]
 
 
+def _stable_pickle_lookup() -> None:
+    """Make inductor's cache keys the same in the workers as in the main process. The keys pickle
+    ``torch.contiguous_format`` (an input's memory format) as a global, which pickle names after the
+    first module in ``sys.modules`` that reaches it as ``<module>.torch.contiguous_format``. In the
+    main process that is a torch submodule (``__main__`` is never used); in a spawned worker the
+    script, re-imported as ``__mp_main__`` before torch, came first: every key differed and the
+    timed loop compiled everything again (seen on the CPU: ``fx_miss 2`` after the warm-up; with
+    this, ``aot_hit 1``). Moving the modules outside torch that hold ``torch`` after torch's own
+    makes the first one torch's in every process."""
+    for name in [n for n, m in list(sys.modules.items())
+                 if n.split(".")[0] != "torch" and getattr(m, "torch", None) is torch]:
+        sys.modules[name] = sys.modules.pop(name)
+
+
 def share_caches(cache_dir: str, use_compile: bool, warm: bool) -> None:
     """Point Triton and inductor at one cache folder and set what the warm-up's cache hits need;
     called in the main process before the workers start (they inherit the environment) and in
@@ -796,6 +810,7 @@ def share_caches(cache_dir: str, use_compile: bool, warm: bool) -> None:
     if warm:
         os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     if use_compile:
+        _stable_pickle_lookup()
         import torch._dynamo as dynamo
         import torch._functorch.config as functorch_config
         import torch._inductor.config as inductor_config
@@ -805,6 +820,21 @@ def share_caches(cache_dir: str, use_compile: bool, warm: bool) -> None:
         functorch_config.enable_autograd_cache = True  # ... forward and backward together
         if warm:
             inductor_config.compile_threads = 1
+
+
+COMPILE_CACHE_COUNTERS = (("aot_autograd", "autograd_cache_"), ("inductor", "fxgraph_cache_"))
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """This process's inductor and AOTAutograd cache counters (hit, miss, bypass, ...): whether the
+    timed loop's torch.compile first calls found what the warm-up compiled."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # noqa: BLE001 - a torch without them
+        return {}
+    return {f"{'aot' if group == 'aot_autograd' else 'fx'}_{k[len(prefix):]}": v
+            for group, prefix in COMPILE_CACHE_COUNTERS for k, v in counters[group].items()
+            if k.startswith(prefix) and v}
 
 
 def _input_bytes(op: OpBench, shape, dtype) -> int:
@@ -845,9 +875,7 @@ def _warm_worker(conn, cfg: dict) -> None:
     """A warm-up worker: runs the first forward+backward of each item it is sent, answers with
     its wall time, error and the autotuning configs it chose; None ends it."""
     share_caches(cfg["cache_dir"], cfg["use_compile"], warm=True)
-    device = torch.device(cfg["device"])
-    if device.type == "cpu":  # the interpreter: one thread per worker
-        torch.set_num_threads(1)
+    device = torch.device(cfg["device"])  # torch's thread count stays: it is in inductor's cache key
     tuner = None
     if device.type == "cuda":
         tuner = AutotuneBound(cfg["autotune_configs"], cfg["pins"])
@@ -1198,7 +1226,12 @@ def _run(a, cache_dir: str):
         check = a.check == "all" or (a.check == "first" and (op.name, set_name) not in checked)
         checked.add((op.name, set_name))
         row_impls, skips = budget.impls(op, set_name, shape[1])
+        cache0 = compile_cache_counts()
         row = bench_op(op, set_name, shape, dtype, device, row_impls, skips, a, check)
+        if "compile" in row_impls:  # e.g. "aot_hit 1": the compile baseline loaded the warm-up's graphs
+            cache1 = compile_cache_counts()
+            row["compile_cache"] = " ".join(f"{k} {v - cache0.get(k, 0)}" for k, v in cache1.items()
+                                            if v != cache0.get(k, 0)) or "no compile"
         if budget.warm is not None:  # what the warm-up spent on this row, and where it did not finish
             for name in budget.planned(op, shape[1])[0]:
                 w = budget.warm.get((op.name, set_name, shape[1], name))
@@ -1224,6 +1257,8 @@ def _run(a, cache_dir: str):
     print_table(rows, impls)
     meta["total_s"] = time.perf_counter() - start
     meta["setup_s"] = sum(v for r in rows for key, v in r.items() if key.startswith("setup_s_"))
+    if use_compile:
+        meta["compile_cache"] = compile_cache_counts()
     _write(out, meta, rows)
     print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s: warm-up "
           f"{meta.get('warm_s', 0):.0f} s, set-up in the timed loop {meta['setup_s']:.0f} s)")

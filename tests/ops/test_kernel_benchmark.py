@@ -111,6 +111,32 @@ def test_warm_up_records_errors_deaths_and_cuts(tmp_path):
     assert chosen["k"] in {"ok", "raise", "ok2"} and 8.0 <= stats["wall_s"] < 25
 
 
+def test_stable_pickle_lookup_makes_inductor_keys_process_independent():
+    # a module that holds torch and comes before torch in sys.modules (a spawned worker's
+    # __mp_main__) is where pickle finds torch.contiguous_format, part of inductor's cache keys;
+    # after the fix pickle names a torch module, as in the main process
+    import subprocess
+
+    code = """
+import pickle, pickletools, sys, types
+early = types.ModuleType("early_main")
+sys.modules["early_main"] = early
+import torch
+early.torch = torch
+owner = lambda: next(a for _, a, _ in pickletools.genops(pickle.dumps(torch.contiguous_format, protocol=4))
+                     if isinstance(a, str))
+before = owner()
+sys.path.insert(0, sys.argv[1])
+import benchmarks.kernels as kb
+kb._stable_pickle_lookup()
+print(before, owner())
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.split()[-2:]
+    assert before == "early_main" and after.split(".")[0] == "torch"
+
+
 def test_check_slices_batch_and_keeps_shared_gradients(device):
     # B 3, one checked row: a per-row output and a weight whose gradient sums over the batch. Right
     # only if the other rows' output gradients are zero (else w.grad holds 3 rows, the fp64 slice 1)
