@@ -25,7 +25,9 @@ the row's. Items run ours and fla's first (an impl's later shapes after its firs
 compiles the kernels they share), then torch.compile's; at most an estimated 85 % of the free
 GPU memory at once; none starts after ``--warm-limit`` s and those still running then are
 abandoned (torch.compile is then skipped at those shapes; ours and fla's first calls are made
-and timed by the loop). ``meta.warm`` sums it up (wall time, items per status).
+and timed by the loop). ``meta.warm`` sums it up (wall time, items per status); a row's
+``compile_cache`` says whether its compile baseline found the warm-up's graphs (``fx_hit``,
+``aot_hit``) or compiled again (``fx_miss``).
 
 Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minutes):
 
