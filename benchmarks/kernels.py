@@ -6,10 +6,28 @@ memory of one forward+backward (CUDA), ``vs_best`` = Triton ms / best baseline m
 wins), the HBM floor (``floor_ms``: every input read and every output written once in the
 forward, every input and output gradient read and every input gradient written once in the
 backward, at ``--hbm-tbs`` TB/s; H200: 4.8) and ``x_floor`` = Triton ms / floor ms. Set-up
-is timed in its own columns and never in ``ms_*``: ``setup_s_<impl>`` is the first call at the
-row's shape (Triton JIT, fla's autotuning, torch.compile), ``check_s`` the fp64 error check
+is timed in its own columns and never in ``ms_*``: ``warm_s_<impl>`` is the warm-up's first call
+at the row's shape (Triton JIT, fla's autotuning, torch.compile; below), ``setup_s_<impl>`` the
+timed loop's own first call (after a warm-up: cache hits), ``check_s`` the fp64 error check
 (relative error of outputs and input gradients vs the fp64 torch reference, max |a-b| / max |b|,
-worst tensor, on ``--err-batch`` rows, at the first shape of each (op, set) by default).
+worst tensor, over the first ``--err-batch`` batch rows, at the first shape of each (op, set) by
+default). The check runs each impl at the row's own shape, with output gradients zero outside
+those rows: nothing compiles or tunes again for it (on a batch slice it did: 68 s for
+selective_scan's torch.compile baseline on the H200).
+
+Warm-up (``--warm-workers``, default 12 on CUDA): before the timed loop, spawned worker processes
+make the first forward+backward of every compiling impl (ours, fla, torch.compile) at every row's
+shape, dtype and layout, in parallel. Triton's and inductor's caches live in one folder
+(``--cache-dir``, default a temporary one) shared with the timed loop, which then finds the
+compiled kernels and graphs on disk; fla's tuned configs come back from the workers and are
+pinned. An impl that raised or killed its worker in the warm-up is not run again: its error is
+the row's. Items run ours and fla's first (an impl's later shapes after its first shape, which
+compiles the kernels they share), then torch.compile's; at most an estimated 85 % of the free
+GPU memory at once; none starts after ``--warm-limit`` s and those still running then are
+abandoned (torch.compile is then skipped at those shapes; ours and fla's first calls are made
+and timed by the loop). ``meta.warm`` sums it up (wall time, items per status); a row's
+``compile_cache`` says whether its compile baseline found the warm-up's graphs (``fx_hit``,
+``aot_hit``) or compiled again (``fx_miss``).
 
 Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minutes):
 
@@ -20,15 +38,17 @@ Bounds (the whole ``--shapes mad,long`` table must fit one GPU call of < 9 minut
   pinned config; any other key benchmarks at most ``--autotune-configs`` of its configs
   (evenly spaced over the kernel's list; ``0``: all). The configs chosen are written to
   ``<out>.autotune.json`` after every row: keep it and pass it as ``--autotune-pins`` to make
-  the next run's fla set-up compile-only;
+  the next run's fla set-up compile-only (and its choices independent of the warm-up's
+  concurrent GPU load);
 * torch.compile recompiles per shape (the references' chunk loops unroll into the graph): it is
   not run for ops whose reference is a per-step loop, above ``--compile-max-len``, after its
-  first calls took ``--compile-budget`` seconds in all, nor for an op once it was slower than
-  eager at a smaller shape of either set (it would not be the best baseline);
+  first calls in the timed loop took ``--compile-budget`` seconds in all, nor for an op once it
+  was slower than eager at a smaller shape of either set (it would not be the best baseline);
 * an impl whose timing took more than ``--max-impl-s`` (predicted linearly in L from its
   previous row of the same op and set) is skipped at the larger shapes, with the reason;
-* no new row starts after ``--time-limit`` seconds. Each row is printed when done and the JSON
-  and CSV are rewritten (atomically) after every row.
+* the warm-up stops at ``--warm-limit`` s; no new row starts after ``--time-limit`` seconds from
+  the start (warm-up included). The plan (rows in order, impls) is printed first; each row is
+  printed when done and the JSON and CSV are rewritten (atomically) after every row.
 
 On the H200 (one call, outputs under $OUT)::
 
@@ -36,7 +56,8 @@ On the H200 (one call, outputs under $OUT)::
         [--autotune-pins benchmarks/results/kernels-h200.autotune.json]
     python benchmarks/scan_check.py --device cuda --sweep --out $OUT/scan_check.json
 
-CPU smoke test (interpreter): ``python benchmarks/kernels.py --device cpu --shapes tiny``.
+CPU smoke test (interpreter): ``python benchmarks/kernels.py --device cpu --shapes tiny
+[--warm-workers 2]``.
 
 Add an op by appending an :class:`OpBench` to :data:`OPS` (``make`` builds the positional
 arguments for a ``(B, L, D)`` shape; ``grad_args`` says which get gradients).
@@ -95,8 +116,23 @@ def _parse(argv=None):
     p.add_argument("--rep", type=int, default=100, help="do_bench repetitions (ms)")
     p.add_argument("--cudagraph", action="store_true",
                    help="also time each fwd+bwd replayed from a CUDA graph (GPU time without host overhead)")
+    p.add_argument("--warm-workers", type=int, default=None,
+                   help="worker processes that make every row's first calls before the timed loop "
+                        "(Triton JIT, fla's autotuning, torch.compile) in parallel; default 12 on cuda, 0 on cpu")
+    p.add_argument("--warm-limit", type=float, default=210.0,
+                   help="the warm-up starts no item after this many seconds and abandons those still running")
+    p.add_argument("--cache-dir", default=None,
+                   help="Triton and inductor cache folder shared by the workers and the timed loop "
+                        "(default: a new temporary folder, removed at the end)")
     p.add_argument("--out", default="benchmarks/results/kernels.json")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.warm_workers is None:
+        a.warm_workers = 12 if a.device == "cuda" else 0
+    if a.warm_workers < 0:
+        p.error(f"--warm-workers must be >= 0, got {a.warm_workers}")
+    if a.err_batch < 1:
+        p.error(f"--err-batch must be >= 1, got {a.err_batch}")
+    return a
 
 
 ARGS = _parse() if __name__ == "__main__" else None
@@ -497,6 +533,48 @@ def _err_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
+def _head(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` cut to the reference's leading rows (a batch or batch*length slice), shapes checked."""
+    if t.shape == ref.shape:
+        return t
+    if t.dim() == ref.dim() and t.shape[1:] == ref.shape[1:] and t.shape[0] > ref.shape[0]:
+        return t[: ref.shape[0]]
+    raise ValueError(f"shape {tuple(t.shape)} does not extend the reference's {tuple(ref.shape)} along dim 0")
+
+
+def check_row(op: OpBench, base_args: list, impls: dict, row: dict, n: int) -> None:
+    """Relative error of every output and input gradient vs the fp64 reference on the first ``n``
+    batch rows (``err_<impl>``). Each impl runs at the row's own shape, so its kernels, fla's
+    tuned configs and torch.compile's graph are the ones just timed (a batch slice would compile
+    and tune again: 68 s for selective_scan's compile baseline on the H200); the output
+    gradients are zero outside the first ``n`` rows, so gradients shared across the batch
+    (weights, biases) get exactly the slice's contribution."""
+    B, L = row["B"], row["L"]
+    try:
+        a64 = _prepare(_slice_batch(base_args, n, B, L), op.grad_args, torch.float64)
+        outs64, grads64, gouts = _fwd_bwd(op.ref or op.torch, a64, op.grad_args)
+    except Exception as e:
+        row["error_check"] = _err_text(e)
+        return
+    for name, fn in impls.items():
+        if row.get(f"ms_{name}") is None:
+            continue
+        try:
+            a = _prepare(base_args, op.grad_args)
+            outs = _flat(fn(*a))
+            full = []
+            for o, g in zip(outs, gouts):
+                z = torch.zeros(o.shape, dtype=o.dtype, device=o.device)
+                _head(z, g).copy_(g)
+                full.append(z)
+            torch.autograd.backward(outs, full)
+            grads = [None if a[i].grad is None or g64 is None else _head(a[i].grad, g64)
+                     for i, g64 in zip(op.grad_args, grads64)]
+            row[f"err_{name}"] = _rel_err([_head(o, o64) for o, o64 in zip(outs, outs64)], grads, outs64, grads64)
+        except Exception as e:
+            row[f"error_check_{name}"] = _err_text(e)
+
+
 def bench_op(op: OpBench, set_name: str, shape, dtype, device, impls: dict, skips: dict, args_ns, check: bool):
     """One row: ``impls`` name -> callable (the baselines to run), ``skips`` name -> reason."""
     B, L, D = shape
@@ -543,22 +621,9 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, impls: dict, skip
             row[f"ms_{name}"] = None
             row[f"error_{name}"] = _err_text(e)
         row[f"total_s_{name}"] = time.perf_counter() - t_start - (row.get(f"setup_s_{name}") or 0.0)
-    if check:  # fp64 reference on a batch slice, after the timings (its calls may tune other keys)
+    if check:
         t0 = time.perf_counter()
-        try:
-            small = _slice_batch(base_args, min(B, args_ns.err_batch), B, L)
-            a64 = _prepare(small, op.grad_args, torch.float64)
-            outs64, grads64, gouts = _fwd_bwd(op.ref or op.torch, a64, op.grad_args)
-            for name, fn in impls.items():
-                if row.get(f"ms_{name}") is None:
-                    continue
-                try:
-                    outs, grads, _ = _fwd_bwd(fn, _prepare(small, op.grad_args), op.grad_args, gouts)
-                    row[f"err_{name}"] = _rel_err(outs, grads, outs64, grads64)
-                except Exception as e:
-                    row[f"error_check_{name}"] = _err_text(e)
-        except Exception as e:
-            row["error_check"] = _err_text(e)
+        check_row(op, base_args, impls, row, min(B, args_ns.err_batch))
         row["check_s"] = time.perf_counter() - t0
     baselines = [row.get(f"ms_{n}") for n in impls if n != "triton"]
     baselines = [b for b in baselines if b is not None]
@@ -595,7 +660,7 @@ def print_table(rows, impls):
             print("  ".join("-" * w for w in widths))
     for r in rows:
         for k, v in r.items():
-            if k.startswith("error") and v:
+            if (k.startswith("error") or k.startswith("warm_error")) and v:
                 print(f"! {r['op']} {r['shape_set']} L={r['L']} {k}: {v}")
 
 
@@ -696,10 +761,305 @@ class AutotuneBound:
         return undo
 
 
+# ----------------------------------------------------------------------------- warm-up
+# The first call of a compiling impl at a shape costs seconds to minutes (Triton JIT of our
+# kernels, fla's autotuning, torch.compile); one process doing them serially left the host's
+# cores and most of the GPU idle. Before the timed loop, worker processes make those first calls
+# in parallel at exactly each row's shape, dtype and layout. What they leave behind is found again
+# by the timed loop: Triton's and inductor's on-disk caches (one folder, shared: same source,
+# signature, constexprs and divisibility-by-16 specialisation -> same compiled kernel; same graph
+# and input metadata -> same inductor graph), and fla's tuned configs, sent back and pinned.
+WARM_MEM_FACTOR = {"triton": 8, "compile": 32}  # rough peak GPU bytes of one fwd+bwd / input bytes (else 8)
+WARM_CONTEXT_BYTES = 3 << 29  # a worker's CUDA context, Triton and inductor state: ~1.5 GiB
+
+
+def impl_fn(op: OpBench, name: str) -> Callable:
+    """The callable of impl ``name`` of ``op``; ``compile`` makes a new torch.compile wrapper."""
+    if name == "triton":
+        return op.triton
+    if name == "torch":
+        return op.torch
+    if name == "compile":
+        return torch.compile(op.torch, dynamic=False)
+    baselines = op.extra.get("baselines", {})
+    if name not in baselines:
+        raise KeyError(f"op {op.name!r} has no impl {name!r}; it has triton, torch, compile, {', '.join(baselines)}")
+    return baselines[name]
+
+
+def _stable_pickle_lookup() -> None:
+    """Make inductor's cache keys the same in the workers as in the main process. The keys pickle
+    ``torch.contiguous_format`` (an input's memory format) as a global, which pickle names after the
+    first module in ``sys.modules`` that reaches it as ``<module>.torch.contiguous_format``. In the
+    main process that is a torch submodule (``__main__`` is never used); in a spawned worker the
+    script, re-imported as ``__mp_main__`` before torch, came first: every key differed and the
+    timed loop compiled everything again (seen on the CPU: ``fx_miss 2`` after the warm-up; with
+    this, ``aot_hit 1``). Moving the modules outside torch that hold ``torch`` after torch's own
+    makes the first one torch's in every process."""
+    for name in [n for n, m in list(sys.modules.items())
+                 if n.split(".")[0] != "torch" and getattr(m, "torch", None) is torch]:
+        sys.modules[name] = sys.modules.pop(name)
+
+
+def share_caches(cache_dir: str, use_compile: bool, warm: bool) -> None:
+    """Point Triton and inductor at one cache folder and set what the warm-up's cache hits need;
+    called in the main process before the workers start (they inherit the environment) and in
+    every worker (the config objects are per process). ``warm``: workers compile, one per core,
+    so none needs inductor's pool of compile processes (``compile_threads`` is not in its cache
+    key) and the main process only loads what they compiled."""
+    os.environ["TRITON_CACHE_DIR"] = str(Path(cache_dir) / "triton")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+    if warm:
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
+    if use_compile:
+        _stable_pickle_lookup()
+        import torch._dynamo as dynamo
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        dynamo.config.cache_size_limit = 256
+        inductor_config.fx_graph_cache = True  # compiled graphs on disk ...
+        functorch_config.enable_autograd_cache = True  # ... forward and backward together
+        if warm:
+            inductor_config.compile_threads = 1
+
+
+COMPILE_CACHE_COUNTERS = (("aot_autograd", "autograd_cache_"), ("inductor", "fxgraph_cache_"))
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """This process's inductor and AOTAutograd cache counters (hit, miss, bypass, ...): whether the
+    timed loop's torch.compile first calls found what the warm-up compiled."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # noqa: BLE001 - a torch without them
+        return {}
+    return {f"{'aot' if group == 'aot_autograd' else 'fx'}_{k[len(prefix):]}": v
+            for group, prefix in COMPILE_CACHE_COUNTERS for k, v in counters[group].items()
+            if k.startswith(prefix) and v}
+
+
+def _input_bytes(op: OpBench, shape, dtype) -> int:
+    """Bytes of the row's inputs, from meta tensors (nothing allocated)."""
+    B, L, D = shape
+    try:
+        return _nbytes(op.make(B, L, D, dtype, torch.device("meta")))
+    except Exception:  # noqa: BLE001 - a make the meta device cannot run: assume 8 fp32 [B, L, D]
+        return 8 * 4 * B * L * D
+
+
+def warm_items(plan, budget: Budget) -> list[dict]:
+    """The warm-up's items in dispatch priority: one per (row, compiling impl): our Triton impl and
+    the external baselines first, in plan order, then torch.compile's. ``after``: the item that must
+    finish first (an impl's later shapes reuse the kernels its first shape compiled: running them
+    together would compile the same kernels twice)."""
+    first, items, compiles = {}, [], []
+    for set_name, op, i in plan:
+        shape = SHAPE_SETS[set_name]["shapes"][i]
+        dtype = SHAPE_SETS[set_name]["dtype"]
+        names, _ = budget.planned(op, shape[1])
+        nbytes = _input_bytes(op, shape, getattr(torch, dtype))
+        for name in names:
+            if name == "torch":
+                continue
+            key = (op.name, set_name, shape[1], name)
+            item = dict(key=key, op=op.name, set=set_name, shape=shape, dtype=dtype, impl=name,
+                        mem=WARM_MEM_FACTOR.get(name, 8) * nbytes, after=None)
+            if name == "compile":  # a new graph per shape: nothing to share
+                compiles.append(item)
+            else:
+                item["after"] = first.setdefault((op.name, set_name, name), key)
+                items.append(item if item["after"] != key else {**item, "after": None})
+    return items + compiles
+
+
+def _warm_worker(conn, cfg: dict) -> None:
+    """A warm-up worker: runs the first forward+backward of each item it is sent, answers with
+    its wall time, error and the autotuning configs it chose; None ends it."""
+    share_caches(cfg["cache_dir"], cfg["use_compile"], warm=True)
+    device = torch.device(cfg["device"])  # torch's thread count stays: it is in inductor's cache key
+    tuner = None
+    if device.type == "cuda":
+        tuner = AutotuneBound(cfg["autotune_configs"], cfg["pins"])
+        tuner.install()
+    ops = {op.name: op for op in OPS}
+    compiled: dict[str, Callable] = {}
+    conn.send(dict(ready=os.getpid()))
+    while (item := conn.recv()) is not None:
+        before = dict(tuner.chosen) if tuner else {}
+        res = dict(key=item["key"], error=None, oom=False, broken=False)
+        t0 = time.perf_counter()
+        try:
+            op = ops[item["op"]]
+            if item["impl"] == "compile":
+                fn = compiled[op.name] = compiled.get(op.name) or impl_fn(op, "compile")
+            else:
+                fn = impl_fn(op, item["impl"])
+            B, L, D = item["shape"]
+            torch.manual_seed(0)  # the timed loop's inputs: same values, same layout
+            a = _prepare(op.make(B, L, D, getattr(torch, item["dtype"]), device), op.grad_args)
+            _fwd_bwd(fn, a, op.grad_args)
+            del a
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        except Exception as e:  # noqa: BLE001 - recorded in the row
+            res["error"] = _err_text(e)
+            res["oom"] = isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)
+        res["warm_s"] = time.perf_counter() - t0
+        if device.type == "cuda":
+            try:  # a sticky CUDA error leaves this process useless: say so and end
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()  # give the memory back to the other workers
+            except Exception:  # noqa: BLE001
+                res["broken"] = True
+        if tuner is not None:
+            res["chosen"] = {k: v for k, v in tuner.chosen.items() if before.get(k) != v}
+        conn.send(res)
+        if res["broken"]:
+            break
+
+
+def warm_up(items: list[dict], workers: int, cfg: dict, limit: float, mem_budget: float,
+            on_chosen: Callable[[dict], None] = lambda chosen: None, log=print,
+            target: Callable | None = None) -> tuple[dict, dict]:
+    """Runs ``items`` on ``workers`` spawned processes for at most ``limit`` seconds. Returns
+    (key -> dict(status, warm_s, error), stats). Status: ok; error (the impl raised: recorded as
+    the row's error); died (its worker died: same); cut (still running at ``limit``: abandoned);
+    not run (never started before ``limit``). At most ``mem_budget`` estimated GPU bytes run at
+    once (an item alone always may); an item that ran out of memory is tried once more alone.
+    ``on_chosen`` gets the autotuning configs each item chose (the timed loop's pins); ``target``:
+    the worker function (default :func:`_warm_worker`; tests give others)."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    t_start = time.perf_counter()
+    results: dict[tuple, dict] = {}
+    pending = list(items)
+    procs: dict[int, tuple] = {}  # slot -> (process, connection)
+    busy: dict[int, tuple[dict, float]] = {}  # slot -> (item, start)
+    ready: set[int] = set()
+    stats = dict(workers=workers, items=len(items), started=0, replaced=0, max_running=0, max_mem_gib=0.0,
+                 ready_s=None)
+    retried: set[tuple] = set()
+    stopped: list = []  # processes told to end, joined at the end
+
+    def start(slot):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=target or _warm_worker, args=(child, cfg), daemon=True, name=f"kernels-warm-{slot}")
+        p.start()
+        child.close()
+        procs[slot] = (p, parent)
+        stats["started"] += 1
+
+    def finish(item, status, warm_s, error=None):
+        results[item["key"]] = dict(status=status, warm_s=warm_s, error=error)
+        op, set_name, L, impl = item["key"]
+        log(f"  warm [{len(results)}/{len(items)} {time.perf_counter() - t_start:4.0f} s] {status:7s} "
+            f"{op:18s} {set_name:5s} L={L:<6d} {impl:8s} {warm_s or 0:6.1f} s" + (f"  {error}" if error else ""),
+            flush=True)
+
+    def stop(slot, kill):
+        p, conn = procs.pop(slot)
+        ready.discard(slot)
+        try:
+            if kill:
+                p.terminate()
+            else:
+                conn.send(None)
+        except (OSError, ValueError):
+            pass
+        return p
+
+    for slot in range(min(workers, len(items))):
+        start(slot)
+    try:
+        while pending or busy:
+            now = time.perf_counter() - t_start
+            if now > limit:
+                for slot, (item, t0) in list(busy.items()):
+                    stopped.append(stop(slot, kill=True))
+                    finish(item, "cut", time.perf_counter() - t0, f"cut at --warm-limit {limit:g} s")
+                busy.clear()
+                for item in pending:
+                    finish(item, "not run", None, f"not started before --warm-limit {limit:g} s")
+                pending.clear()
+                break
+            in_use = sum(it["mem"] for it, _ in busy.values())
+            for slot in sorted(ready - set(busy)):
+                pick = next((it for it in pending if (it["after"] is None or it["after"] in results)
+                             and (not busy or (not it.get("alone") and in_use + it["mem"] <= mem_budget))), None)
+                if pick is None:
+                    break
+                pending.remove(pick)
+                procs[slot][1].send(pick)
+                busy[slot] = (pick, time.perf_counter())
+                in_use += pick["mem"]
+                stats["max_running"] = max(stats["max_running"], len(busy))
+                stats["max_mem_gib"] = max(stats["max_mem_gib"], in_use / 2**30)
+            waits = {procs[s][1]: s for s in procs}
+            waits.update({procs[s][0].sentinel: s for s in procs})
+            for obj in wait(list(waits), timeout=max(0.1, min(5.0, limit - now))):
+                slot = waits[obj]
+                if slot not in procs:
+                    continue
+                p, conn = procs[slot]
+                msg = None
+                if obj is conn or conn.poll():
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):
+                        msg = None
+                if msg is not None and "ready" in msg:
+                    ready.add(slot)
+                    if stats["ready_s"] is None:
+                        stats["ready_s"] = time.perf_counter() - t_start
+                    continue
+                if msg is not None:
+                    item, t0 = busy.pop(slot)
+                    if msg["oom"] and item["key"] not in retried and len(busy) > 0:
+                        retried.add(item["key"])  # again when it can run alone
+                        pending.insert(0, {**item, "alone": True})
+                    else:
+                        finish(item, "ok" if msg["error"] is None else "error", msg["warm_s"], msg["error"])
+                    on_chosen(msg.get("chosen") or {})
+                    if not msg["broken"]:
+                        continue
+                    stopped.append(stop(slot, kill=True))
+                elif not p.is_alive() or obj is p.sentinel:
+                    p.join(1)
+                    procs.pop(slot, None)
+                    ready.discard(slot)
+                    if slot in busy:
+                        item, t0 = busy.pop(slot)
+                        finish(item, "died", time.perf_counter() - t0, f"warm-up worker died (exit code {p.exitcode})")
+                else:
+                    continue
+                if pending and stats["replaced"] < workers:  # a fresh worker in the dead one's place
+                    start(slot)
+                    stats["replaced"] += 1
+            if not procs and pending:
+                for item in pending:
+                    finish(item, "not run", None, "no warm-up worker left")
+                pending.clear()
+    finally:
+        stopped += [stop(slot, kill=slot in busy) for slot in list(procs)]
+        deadline = time.perf_counter() + 10  # idle workers end on None, killed ones on SIGTERM
+        for p in stopped:
+            p.join(max(0.0, deadline - time.perf_counter()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+    stats["wall_s"] = time.perf_counter() - t_start
+    for status in ("ok", "error", "died", "cut", "not run"):
+        stats[status.replace(" ", "_")] = sum(r["status"] == status for r in results.values())
+    return results, stats
+
+
 # ----------------------------------------------------------------------------- plan and run
 class Budget:
-    """What to run in each row (see the module doc's bounds): the compile baseline's rules and
-    the per-impl timing prediction."""
+    """What to run in each row (see the module doc's bounds): the compile baseline's rules, the
+    per-impl timing prediction and the warm-up's outcome."""
 
     def __init__(self, a, use_compile: bool):
         self.a, self.use_compile = a, use_compile
@@ -707,23 +1067,40 @@ class Budget:
         self.compiled: dict[str, Callable] = {}  # one torch.compile wrapper per op, reused across shapes
         self.last: dict[tuple, tuple[int, float]] = {}  # (op, set, impl) -> (L, timing seconds)
         self.compile_lost: set[str] = set()  # ops where compile was slower than eager (at a smaller L)
+        self.warm: dict[tuple, dict] | None = None  # (op, set, L, impl) -> warm-up result; None: no warm-up
 
-    def impls(self, op: OpBench, set_name: str, L: int) -> tuple[dict, dict]:
-        a = self.a
-        impls = {"triton": op.triton, "torch": op.torch}
-        skips = {}
+    def planned(self, op: OpBench, L: int) -> tuple[list[str], dict]:
+        """The impls a row runs by the static rules (known before any timing), and why others are not."""
+        names, skips = ["triton", "torch"], {}
         if self.use_compile:
             if not op.compile:
                 skips["compile"] = "skipped: the reference is a per-step loop"
-            elif L > a.compile_max_len:
-                skips["compile"] = f"skipped: L > --compile-max-len {a.compile_max_len}"
-            elif self.compile_s > a.compile_budget:
-                skips["compile"] = f"skipped: --compile-budget {a.compile_budget:g} s spent"
-            elif op.name in self.compile_lost:
-                skips["compile"] = "skipped: slower than eager at a smaller L"
+            elif L > self.a.compile_max_len:
+                skips["compile"] = f"skipped: L > --compile-max-len {self.a.compile_max_len}"
             else:
-                impls["compile"] = self.compiled.setdefault(op.name, torch.compile(op.torch, dynamic=False))
-        impls.update(op.extra.get("baselines", {}))  # e.g. {"fla": fn}: external kernels
+                names.append("compile")
+        return names + list(op.extra.get("baselines", {})), skips
+
+    def impls(self, op: OpBench, set_name: str, L: int) -> tuple[dict, dict]:
+        a = self.a
+        names, skips = self.planned(op, L)
+        impls = {}
+        for name in names:
+            w = None if self.warm is None or name == "torch" else self.warm.get((op.name, set_name, L, name))
+            if w is not None and w["status"] in ("error", "died"):
+                skips[name] = f"warm-up: {w['error']}"  # do not run again what failed or crashed a worker
+            elif name == "compile" and self.warm is not None and (w is None or w["status"] != "ok"):
+                skips[name] = f"skipped: not compiled in the warm-up ({w['error'] if w else 'not planned'})"
+            elif name == "compile" and self.compile_s > a.compile_budget:
+                skips[name] = f"skipped: --compile-budget {a.compile_budget:g} s spent"
+            elif name == "compile" and op.name in self.compile_lost:
+                skips[name] = "skipped: slower than eager at a smaller L"
+            elif name == "compile":
+                if op.name not in self.compiled:
+                    self.compiled[op.name] = impl_fn(op, name)
+                impls[name] = self.compiled[op.name]
+            else:
+                impls[name] = impl_fn(op, name)
         for name in list(impls):
             prev = self.last.get((op.name, set_name, name))
             if name != "triton" and prev is not None and prev[1] * L / prev[0] > a.max_impl_s:
@@ -743,7 +1120,31 @@ class Budget:
                 self.last[(*key, k[8:])] = (row["L"], v)
 
 
+def print_plan(plan, budget: Budget) -> None:
+    print(f"plan: {len(plan)} rows, timed in this order (breadth-first across the sets: a --time-limit "
+          "cut drops the largest shapes)")
+    for k, (set_name, op, i) in enumerate(plan):
+        shape = SHAPE_SETS[set_name]["shapes"][i]
+        names, skips = budget.planned(op, shape[1])
+        print(f"  {k + 1:3d} {op.name:18s} {set_name:5s} {str(shape):18s} {' '.join(names)}"
+              + (f"  (no {', '.join(skips)})" if skips else ""))
+
+
 def main(a):
+    """Runs the table; the cache folder is shared with the warm-up's workers (a temporary one,
+    removed at the end, unless ``--cache-dir``)."""
+    import shutil
+    import tempfile
+
+    cache_dir = a.cache_dir or tempfile.mkdtemp(prefix="kernels-bench-cache-")
+    try:
+        _run(a, cache_dir)
+    finally:
+        if a.cache_dir is None:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _run(a, cache_dir: str):
     start = time.perf_counter()
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -759,10 +1160,7 @@ def main(a):
     elif a.shapes == "all":
         sets = ["mad", "long"]
     use_compile = a.compile == "on" or (a.compile == "auto" and device.type == "cuda")
-    if use_compile:
-        import torch._dynamo as dynamo
-
-        dynamo.config.cache_size_limit = 256
+    share_caches(cache_dir, use_compile, warm=a.warm_workers > 0)
     names = None if a.ops == "all" else set(a.ops.split(","))
     unknown = sorted(names - {op.name for op in OPS}) if names else []
     if unknown:
@@ -792,6 +1190,33 @@ def main(a):
     budget = Budget(a, use_compile)
     checked: set[tuple[str, str]] = set()
     rows, plan = [], _plan(sets, names)
+    print_plan(plan, budget)
+    if a.warm_workers > 0 and plan:
+        items = warm_items(plan, budget)
+        counts = {n: sum(it["impl"] == n for it in items) for n in impls if n != "torch"}
+        limit = min(a.warm_limit, a.time_limit)
+        print(f"warm-up: {len(items)} first calls ({', '.join(f'{n} {c}' for n, c in counts.items())}) on "
+              f"{a.warm_workers} workers, at most {limit:g} s; ours and the external baselines first "
+              "(an impl's later shapes after its first), then torch.compile's", flush=True)
+        mem_budget = float("inf")
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+            mem_budget = 0.85 * free - a.warm_workers * WARM_CONTEXT_BYTES
+        cfg = dict(cache_dir=cache_dir, use_compile=use_compile, device=a.device,
+                   autotune_configs=a.autotune_configs, pins=dict(tuner.pins) if tuner else {})
+
+        def on_chosen(chosen):  # the workers' tuned configs: pinned for the timed loop
+            if tuner is not None:
+                tuner.pins.update(chosen)
+                tuner.chosen.update(chosen)
+
+        budget.warm, meta["warm"] = warm_up(items, a.warm_workers, cfg, limit, mem_budget, on_chosen)
+        meta["warm_s"] = meta["warm"]["wall_s"]
+        print(f"warm-up done in {meta['warm_s']:.0f} s: " + ", ".join(
+            f"{k.replace('_', ' ')} {meta['warm'][k]}" for k in ("ok", "error", "died", "cut", "not_run")), flush=True)
+        _write(out, meta, rows)
+        if tuner is not None:
+            _atomic_write(pins_out, json.dumps(dict(meta=meta, chosen=tuner.chosen), indent=1))
     for k, (set_name, op, i) in enumerate(plan):
         elapsed = time.perf_counter() - start
         if elapsed > a.time_limit:
@@ -803,15 +1228,28 @@ def main(a):
         check = a.check == "all" or (a.check == "first" and (op.name, set_name) not in checked)
         checked.add((op.name, set_name))
         row_impls, skips = budget.impls(op, set_name, shape[1])
+        cache0 = compile_cache_counts()
         row = bench_op(op, set_name, shape, dtype, device, row_impls, skips, a, check)
+        if "compile" in row_impls:  # e.g. "aot_hit 1": the compile baseline loaded the warm-up's graphs
+            cache1 = compile_cache_counts()
+            row["compile_cache"] = " ".join(f"{k} {v - cache0.get(k, 0)}" for k, v in cache1.items()
+                                            if v != cache0.get(k, 0)) or "no compile"
+        if budget.warm is not None:  # what the warm-up spent on this row, and where it did not finish
+            for name in budget.planned(op, shape[1])[0]:
+                w = budget.warm.get((op.name, set_name, shape[1], name))
+                if w is not None:
+                    row[f"warm_s_{name}"] = w["warm_s"]
+                    if w["status"] in ("cut", "not run") and name in row_impls:
+                        row[f"warm_error_{name}"] = w["error"]
         budget.record(row)
         row["elapsed_s"] = time.perf_counter() - start
         rows.append(row)
         setup = sum(v for key, v in row.items() if key.startswith("setup_s_"))
+        warm = sum(v or 0.0 for key, v in row.items() if key.startswith("warm_s_"))
         print(f"  [{k + 1}/{len(plan)} {row['elapsed_s']:5.0f} s] {op.name:18s} {set_name:5s} {shape}  "
               f"triton {_fmt(row.get('ms_triton'), '.3f')} ms  floor {_fmt(row.get('floor_ms'), '.3f')} ms  "
-              f"vs_best {_fmt(row.get('vs_best'), '.2f')}  setup {setup:.1f} s  check {row.get('check_s', 0):.1f} s",
-              flush=True)
+              f"vs_best {_fmt(row.get('vs_best'), '.2f')}  warm {warm:.1f} s  setup {setup:.1f} s  "
+              f"check {row.get('check_s', 0):.1f} s", flush=True)
         _write(out, meta, rows)
         if tuner is not None:
             _atomic_write(pins_out, json.dumps(dict(meta=meta, chosen=tuner.chosen), indent=1))
@@ -821,9 +1259,11 @@ def main(a):
     print_table(rows, impls)
     meta["total_s"] = time.perf_counter() - start
     meta["setup_s"] = sum(v for r in rows for key, v in r.items() if key.startswith("setup_s_"))
+    if use_compile:
+        meta["compile_cache"] = compile_cache_counts()
     _write(out, meta, rows)
-    print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s, "
-          f"{meta['setup_s']:.0f} s of it set-up)")
+    print(f"\nwrote {out} and {out.with_suffix('.csv')} ({meta['total_s']:.0f} s: warm-up "
+          f"{meta.get('warm_s', 0):.0f} s, set-up in the timed loop {meta['setup_s']:.0f} s)")
 
 
 if __name__ == "__main__":
