@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 
 from .argtypes import positive_int
 from .configs.errors import SpecError
@@ -22,7 +21,20 @@ from .spec import load_spec, spec_json_schema
 from .suite import default_suite, expand, load_suite, parse_overrides, sweep_widths
 from .tune.commands import register as register_tune
 
-console = Console() if sys.stdout.isatty() else Console(width=160)
+
+
+@functools.cache
+def _console():
+    """rich, loaded by the commands that print tables only (validate and --help start faster)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _table(**kwargs):
+    from rich.table import Table
+
+    return Table(**kwargs)
 
 
 class UsageError(Exception):
@@ -136,22 +148,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     rows, total = summarize(spec, args.vocab_size, args.seq_len, backbone=args.backbone)
-    table = Table(title=f"{spec.name}  (d_model {spec.d_model}, vocab {args.vocab_size}, "
+    table = _table(title=f"{spec.name}  (d_model {spec.d_model}, vocab {args.vocab_size}, "
                         f"seq_len {args.seq_len})")
     for col in ("layer", "primitive", "kind", "params", "FLOPs/token (fwd)", "state / sequence"):
         table.add_column(col, justify="right" if col not in ("primitive", "kind") else "left")
     for r in rows + [total]:
         table.add_row(r.index, r.primitive, r.kind, f"{r.params:,}", _si(r.flops_per_token),
                       _bytes(r.state_bytes), end_section=r is rows[-1])
-    console.print(table)
-    console.print("state: recurrent state or KV cache per sequence at fp32 for seq_len tokens")
+    _console().print(table)
+    _console().print("state: recurrent state or KV cache per sequence at fp32 for seq_len tokens")
     return 0
 
 
 def cmd_primitives(args: argparse.Namespace) -> int:
     from .primitives import REGISTRY  # the modules' docstrings: torch
 
-    table = Table(title="registered primitives")
+    table = _table(title="registered primitives")
     for col in ("name", "kind", "parameters (defaults)", "what"):
         table.add_column(col)
     for kind in ("sequence", "channel"):
@@ -161,7 +173,7 @@ def cmd_primitives(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={f.default!r}" for k, f in entry.config.model_fields.items()
                                if k != "type")
             table.add_row(name, kind, params, entry.doc)
-    console.print(table)
+    _console().print(table)
     return 0
 
 
@@ -279,20 +291,20 @@ def _print_scores(frame, suite_name: str, metric: str) -> None:
     from .results.leaderboard import LEGEND, build_leaderboard
 
     lb = build_leaderboard(frame, suite=suite_name, by="task", metric=metric)
-    table = Table(title=f"{suite_name}: {metric} (best grid point per setting, mean over settings)")
+    table = _table(title=f"{suite_name}: {metric} (best grid point per setting, mean over settings)")
     table.add_column("spec")
     for col in lb.columns:
         table.add_column(col, justify="right")
     for key in lb.info.index:
         table.add_row(lb.info.loc[key, "spec"], *[lb.cell_text(key, col) for col in lb.columns])
-    console.print(table)
+    _console().print(table)
     if not lb.complete:
-        console.print(LEGEND, markup=False)  # "[n]" is text, not rich markup
+        _console().print(LEGEND, markup=False)  # "[n]" is text, not rich markup
     for note in lb.notes:
-        console.print(f"note: {note}", markup=False)
+        _console().print(f"note: {note}", markup=False)
     n_failed = int((frame["status"] == "failed").sum())
     if n_failed:
-        console.print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")
+        _console().print(f"{n_failed} failed run(s) left out of the scores (not scored as 0)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
