@@ -9,7 +9,8 @@ must stay near 1, an SSM's ``A_log`` must stay a decay); the inits below are the
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -133,3 +134,29 @@ def assert_shipped_spec_runs(name: str) -> None:
     """``architectures/<name>.yaml`` loads and its model maps tokens to logits."""
     model = build_model(load_spec(f"architectures/{name}.yaml"), vocab_size=11, max_len=16)
     assert model(torch.randint(0, 11, (1, 16))).shape == (1, 16, 11)
+
+
+@dataclass(frozen=True)
+class GenericChecks:
+    """How tests/primitives/test_common.py checks the ``CASES`` of one per-primitive test file
+    (every case of a file alike). Inputs are ``[batch, seq_len, d_model]`` standard-normal draws
+    after ``torch.manual_seed(0)`` and the layer's construction.
+
+    Step vs parallel: ``.eval()`` if ``eval``, :func:`randomise` with ``init`` (``skip`` left
+    alone) if ``init`` is set, then :func:`assert_steps_equal_parallel` with ``err`` on a batch of
+    ``step_batch``. Gradients (batch 2): the squared output's sum backpropagates to every
+    parameter; with ``causal`` the output is also causal in the input, with ``flops`` the layer
+    reports ``flops_per_token > mixing_flops_per_token > 0``. ``registered``: the registry name
+    whose defaults must build at every width; ``shipped_spec``: the ``architectures/`` spec."""
+
+    d_model: int
+    seq_len: int
+    step_batch: int
+    eval: bool = False
+    init: Optional[Init] = None
+    skip: frozenset = frozenset()
+    err: Callable[[torch.Tensor, torch.Tensor], float] = l2_rel_err
+    causal: bool = False
+    flops: bool = False
+    registered: Optional[str] = None
+    shipped_spec: Optional[str] = None

@@ -1,15 +1,11 @@
 """BaseConv: a (short or implicit long) convolution gating a linear projection (Zoology)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.base_conv import BaseConv, BaseConvConfig
 
-from primitive_checks import (
-    assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
-    assert_steps_equal_parallel,
-)
+from primitive_checks import GenericChecks
 
 D, L, B, MAX = 32, 17, 2, 24
 
@@ -17,30 +13,8 @@ CASES = {
     "base-conv": lambda: BaseConv(BaseConvConfig(), D, MAX),
     "base-conv-long-act": lambda: BaseConv(BaseConvConfig(conv="long", use_act=True), D, MAX),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]().eval()
-    assert_steps_equal_parallel(m, torch.randn(B, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_every_parameter_gets_a_gradient(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-
-
-@pytest.mark.parametrize("d_model", [32, 64, 128, 256, 512])
-def test_defaults_build_at_every_width(d_model):
-    assert_defaults_build("base-conv", d_model)
-
-
-def test_shipped_spec_loads_and_runs():
-    assert_shipped_spec_runs("base-conv")
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, eval=True,
+                       registered="base-conv", shipped_spec="base-conv")
 
 
 def test_base_conv_hand_checked():

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.based import Based, BasedConfig, taylor_features
 
-from primitive_checks import (
-    assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
-    assert_steps_equal_parallel,
-)
+from primitive_checks import GenericChecks
 
 D, L, B, MAX = 32, 17, 2, 24
 
@@ -19,30 +15,8 @@ CASES = {
     "based": lambda: Based(BasedConfig(), D, MAX),
     "based-h2-f4": lambda: Based(BasedConfig(n_heads=2, feature_dim=4, chunk_size=8), D, MAX),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]().eval()
-    assert_steps_equal_parallel(m, torch.randn(B, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_every_parameter_gets_a_gradient(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-
-
-@pytest.mark.parametrize("d_model", [32, 64, 128, 256, 512])
-def test_defaults_build_at_every_width(d_model):
-    assert_defaults_build("based", d_model)
-
-
-def test_shipped_spec_loads_and_runs():
-    assert_shipped_spec_runs("based")
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, eval=True,
+                       registered="based", shipped_spec="based")
 
 
 def test_taylor_features_give_the_second_order_expansion_of_exp():

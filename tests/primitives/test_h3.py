@@ -1,15 +1,11 @@
 """H3: a shift SSM on the keys and a diagonal SSM over k v^T, read out by the queries (Zoology)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.h3 import H3, H3Config
 
-from primitive_checks import (
-    assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
-    assert_steps_equal_parallel,
-)
+from primitive_checks import GenericChecks
 
 D, L, B, MAX = 32, 17, 2, 24
 
@@ -18,30 +14,7 @@ CASES = {
     "h3-hd2-n8": lambda: H3(H3Config(head_dim=2, d_state=8), D, MAX),
     "h3-state-is-seq-len": lambda: H3(H3Config(head_dim=4, d_state=None), D, 23),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]().eval()
-    assert_steps_equal_parallel(m, torch.randn(B, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_every_parameter_gets_a_gradient(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-
-
-@pytest.mark.parametrize("d_model", [32, 64, 128, 256, 512])
-def test_defaults_build_at_every_width(d_model):
-    assert_defaults_build("h3", d_model)
-
-
-def test_shipped_spec_loads_and_runs():
-    assert_shipped_spec_runs("h3")
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, eval=True, registered="h3", shipped_spec="h3")
 
 
 def test_h3_kernel_is_the_ssm_impulse_response_and_shift_is_a_delay():

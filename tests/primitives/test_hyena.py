@@ -2,17 +2,13 @@
 outer-product mode (MAD-Lab's multi-head hyena)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench import load_spec
 from mad_bench.ops.causal_conv import causal_conv1d
 from mad_bench.primitives.sequence.hyena import Hyena, HyenaConfig, fft_causal_conv
 
-from primitive_checks import (
-    add_noise, assert_causal, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
-    assert_steps_equal_parallel, randomise,
-)
+from primitive_checks import GenericChecks, add_noise
 
 D, L, MAX = 32, 17, 24
 
@@ -25,29 +21,8 @@ CASES = {
     "mh-hyena-nobias": lambda: Hyena(HyenaConfig(mode="outer-product", head_dim=4, bias=False,
                                                  proj_groups=1), D, MAX),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    randomise(m, add_noise(0.3))
-    assert_steps_equal_parallel(m, torch.randn(3, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_causal_and_all_grads(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    x = torch.randn(2, L, D, requires_grad=True)
-    y = m(x)
-    assert_causal(y, x)
-    y.pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-
-
-def test_shipped_spec_loads_and_runs():
-    assert_shipped_spec_runs("mh-hyena")
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=3, init=add_noise(0.3), causal=True,
+                       shipped_spec="mh-hyena")
 
 
 def test_fft_conv_matches_direct():

@@ -1,39 +1,22 @@
 """Linear attention: softmax replaced by a feature map, optionally normalised (Katharopoulos et al.)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.linear_attention import LinearAttention, LinearAttentionConfig
 
-from primitive_checks import (
-    assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel, max_rel_err, randomise, redraw,
-)
+from primitive_checks import GenericChecks, max_rel_err, redraw
 
 D, L, B = 32, 17, 2
 
 CASES = {
-    "default": LinearAttentionConfig(),
-    "h4-hadamard-chunk8": LinearAttentionConfig(n_heads=4, feature_map="hadamard", chunk_size=8),
-    "h2-unnormalised-relu": LinearAttentionConfig(n_heads=2, normalize=False, feature_map="relu"),
+    "linear-attention": lambda: LinearAttention(LinearAttentionConfig(), D, 64),
+    "linear-attention-h4-hadamard-chunk8": lambda: LinearAttention(LinearAttentionConfig(
+        n_heads=4, feature_map="hadamard", chunk_size=8), D, 64),
+    "linear-attention-h2-unnormalised-relu": lambda: LinearAttention(LinearAttentionConfig(
+        n_heads=2, normalize=False, feature_map="relu"), D, 64),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_matches_parallel(name):
-    torch.manual_seed(0)
-    m = LinearAttention(CASES[name], D, 64)
-    randomise(m, redraw)
-    assert_steps_equal_parallel(m, torch.randn(B, L, D), max_rel_err)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_all_params_get_grads(name):
-    torch.manual_seed(0)
-    m = LinearAttention(CASES[name], D, 64)
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-    assert m.flops_per_token(L) > m.mixing_flops_per_token(L) > 0
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, init=redraw, err=max_rel_err, flops=True)
 
 
 def test_linear_attention_by_hand():

@@ -10,34 +10,17 @@ import torch.nn.functional as F
 from mad_bench.ops.ssd.reference import ssd_chunked
 from mad_bench.primitives.sequence.mamba2 import Mamba2, Mamba2Config
 
-from primitive_checks import (
-    add_fan_in_noise, assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel, max_rel_err,
-    randomise,
-)
+from primitive_checks import GenericChecks, add_fan_in_noise, max_rel_err
 
 D_MODEL, L = 32, 17
 
 CASES = {
-    "chunk-4-h16-n8-g2": Mamba2Config(chunk_size=4, headdim=16, d_state=8, n_groups=2),
-    "default": Mamba2Config(),
+    "mamba2-chunk-4-h16-n8-g2": lambda: Mamba2(Mamba2Config(
+        chunk_size=4, headdim=16, d_state=8, n_groups=2), D_MODEL, 64),
+    "mamba2": lambda: Mamba2(Mamba2Config(), D_MODEL, 64),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = Mamba2(CASES[name], D_MODEL, 64)
-    randomise(m, add_fan_in_noise(0.5), skip={"A_log"})
-    assert_steps_equal_parallel(m, torch.randn(3, L, D_MODEL), max_rel_err)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_all_params_get_grads(name):
-    torch.manual_seed(0)
-    m = Mamba2(CASES[name], D_MODEL, 64)
-    m(torch.randn(2, L, D_MODEL)).square().sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-    assert m.flops_per_token(L) > m.mixing_flops_per_token(L) > 0
+CHECKS = GenericChecks(d_model=D_MODEL, seq_len=L, step_batch=3, init=add_fan_in_noise(0.5),
+                       skip=frozenset({"A_log"}), err=max_rel_err, flops=True)
 
 
 def naive_ssd(x, dt, A, B, C):

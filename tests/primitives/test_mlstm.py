@@ -11,30 +11,17 @@ from mad_bench.ops.mlstm import mlstm_chunked
 from mad_bench.primitives.sequence.mlstm import MLSTM, MLSTMConfig
 
 from primitive_checks import (
-    add_fan_in_noise, assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel, max_rel_err,
-    randomise,
+    GenericChecks, add_fan_in_noise, assert_steps_equal_parallel, max_rel_err, randomise,
 )
 
 D_MODEL, L = 32, 17
 
-CASES = {"chunk-4": MLSTMConfig(chunk_size=4), "no-conv": MLSTMConfig(d_conv=0)}
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = MLSTM(CASES[name], D_MODEL, 64)
-    randomise(m, add_fan_in_noise(0.5))
-    assert_steps_equal_parallel(m, torch.randn(3, L, D_MODEL), max_rel_err)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_all_params_get_grads(name):
-    torch.manual_seed(0)
-    m = MLSTM(CASES[name], D_MODEL, 64)
-    m(torch.randn(2, L, D_MODEL)).square().sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-    assert m.flops_per_token(L) > m.mixing_flops_per_token(L) > 0
+CASES = {
+    "mlstm-chunk-4": lambda: MLSTM(MLSTMConfig(chunk_size=4), D_MODEL, 64),
+    "mlstm-no-conv": lambda: MLSTM(MLSTMConfig(d_conv=0), D_MODEL, 64),
+}
+CHECKS = GenericChecks(d_model=D_MODEL, seq_len=L, step_batch=3, init=add_fan_in_noise(0.5),
+                       err=max_rel_err, flops=True)
 
 
 def naive_mlstm(q, k, v, i_gate, log_f):

@@ -3,40 +3,21 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from mad_bench.primitives.sequence.retnet import RetNet, RetNetConfig
 
-from primitive_checks import (
-    assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel, max_rel_err, randomise, redraw,
-    split_heads,
-)
+from primitive_checks import GenericChecks, max_rel_err, randomise, redraw, split_heads
 
 D, L, B = 32, 17, 2
 
 CASES = {
-    "default": RetNetConfig(),
-    "h4-norotary-chunk8-rms": RetNetConfig(n_heads=4, rotary=False, chunk_size=8, norm="rms"),
+    "retnet": lambda: RetNet(RetNetConfig(), D, 64),
+    "retnet-h4-norotary-chunk8-rms": lambda: RetNet(RetNetConfig(
+        n_heads=4, rotary=False, chunk_size=8, norm="rms"), D, 64),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_matches_parallel(name):
-    torch.manual_seed(0)
-    m = RetNet(CASES[name], D, 64)
-    randomise(m, redraw)
-    assert_steps_equal_parallel(m, torch.randn(B, L, D), max_rel_err)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_all_params_get_grads(name):
-    torch.manual_seed(0)
-    m = RetNet(CASES[name], D, 64)
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-    assert m.flops_per_token(L) > m.mixing_flops_per_token(L) > 0
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, init=redraw, err=max_rel_err, flops=True)
 
 
 def test_retnet_decays_and_naive_loop():

@@ -1,39 +1,17 @@
 """RWKV-6: a matrix state with a data-dependent per-channel decay and a bonus for the current token."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.ops.rwkv6 import wkv6_chunked
 from mad_bench.primitives.sequence.rwkv6 import RWKV6, RWKV6Config
 
-from primitive_checks import (
-    add_noise, assert_causal, assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel,
-    randomise,
-)
+from primitive_checks import GenericChecks, add_noise
 
 D, L, MAX = 32, 17, 24
 
 CASES = {"rwkv6": lambda: RWKV6(RWKV6Config(chunk_size=4), D, MAX)}
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    randomise(m, add_noise(0.3))
-    assert_steps_equal_parallel(m, torch.randn(3, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_causal_and_all_grads(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    x = torch.randn(2, L, D, requires_grad=True)
-    y = m(x)
-    assert_causal(y, x)
-    y.pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=3, init=add_noise(0.3), causal=True)
 
 
 def test_wkv6_naive_recurrence():

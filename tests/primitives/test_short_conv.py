@@ -1,15 +1,11 @@
 """Short conv: a depthwise causal convolution of a few taps between optional projections."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.short_conv import ShortConv, ShortConvConfig
 
-from primitive_checks import (
-    add_noise, assert_causal, assert_every_parameter_gets_a_gradient, assert_steps_equal_parallel,
-    randomise, run_steps,
-)
+from primitive_checks import GenericChecks, add_noise, run_steps
 
 D, L, MAX = 32, 17, 24
 
@@ -17,25 +13,7 @@ CASES = {
     "short-conv": lambda: ShortConv(ShortConvConfig(), D, MAX),
     "short-conv-noproj": lambda: ShortConv(ShortConvConfig(projections=False, activation="none"), D, MAX),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    randomise(m, add_noise(0.3))
-    assert_steps_equal_parallel(m, torch.randn(3, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_causal_and_all_grads(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    x = torch.randn(2, L, D, requires_grad=True)
-    y = m(x)
-    assert_causal(y, x)
-    y.pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=3, init=add_noise(0.3), causal=True)
 
 
 def test_short_conv_hand():

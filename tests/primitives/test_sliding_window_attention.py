@@ -1,7 +1,6 @@
 """Sliding-window attention: softmax attention over the last ``window`` tokens (Zoology)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mad_bench.primitives.sequence.attention import Attention, AttentionConfig
@@ -9,10 +8,7 @@ from mad_bench.primitives.sequence.sliding_window_attention import (
     SlidingWindowAttention, SlidingWindowAttentionConfig,
 )
 
-from primitive_checks import (
-    assert_defaults_build, assert_every_parameter_gets_a_gradient, assert_shipped_spec_runs,
-    assert_steps_equal_parallel,
-)
+from primitive_checks import GenericChecks
 
 D, L, B, MAX = 32, 17, 2, 24
 
@@ -21,30 +17,8 @@ CASES = {
     "swa-h2-norope": lambda: SlidingWindowAttention(
         SlidingWindowAttentionConfig(window=3, n_heads=2, rotary_dim=0), D, MAX),
 }
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_step_equals_parallel(name):
-    torch.manual_seed(0)
-    m = CASES[name]().eval()
-    assert_steps_equal_parallel(m, torch.randn(B, L, D))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_every_parameter_gets_a_gradient(name):
-    torch.manual_seed(0)
-    m = CASES[name]()
-    m(torch.randn(B, L, D)).pow(2).sum().backward()
-    assert_every_parameter_gets_a_gradient(m)
-
-
-@pytest.mark.parametrize("d_model", [32, 64, 128, 256, 512])
-def test_defaults_build_at_every_width(d_model):
-    assert_defaults_build("sliding-window-attention", d_model)
-
-
-def test_shipped_spec_loads_and_runs():
-    assert_shipped_spec_runs("sliding-window-attention")
+CHECKS = GenericChecks(d_model=D, seq_len=L, step_batch=B, eval=True,
+                       registered="sliding-window-attention", shipped_spec="sliding-window-attention")
 
 
 def test_sliding_window_attention_is_windowed_attention():
