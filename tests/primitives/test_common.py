@@ -48,12 +48,16 @@ REGISTERED = [m.CHECKS.registered for m in MODULES if m.CHECKS.registered]
 SHIPPED = [m.CHECKS.shipped_spec for m in MODULES if m.CHECKS.shipped_spec]
 
 
+def _build(name: str):
+    """Case ``name``'s layer, built after ``torch.manual_seed(0)``, and its file's checks."""
+    build, module = CASES[name]
+    torch.manual_seed(0)
+    return build(), module.CHECKS
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_step_equals_parallel(name):
-    build, module = CASES[name]
-    c: GenericChecks = module.CHECKS
-    torch.manual_seed(0)
-    m = build()
+    m, c = _build(name)
     if c.eval:
         m.eval()
     if c.init is not None:
@@ -63,10 +67,7 @@ def test_step_equals_parallel(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_every_parameter_gets_a_gradient(name):
-    build, module = CASES[name]
-    c: GenericChecks = module.CHECKS
-    torch.manual_seed(0)
-    m = build()
+    m, c = _build(name)
     x = torch.randn(2, c.seq_len, c.d_model, requires_grad=c.causal)
     y = m(x)
     if c.causal:
