@@ -732,14 +732,10 @@ class Ensemble:
             return bool(mode)
         if self.compiled is None and not (self.train_prog and self.train_prog.captured):
             return True
-        if compaction_pays(dropped, self.G_now, epochs_left, epoch_s, self.rebuild_s):
+        if compaction_pays(dropped, self.G, epochs_left, epoch_s, self.rebuild_s):
             return True
         self.info.compactions_skipped += 1
         return False
-
-    @property
-    def G_now(self) -> int:
-        return len(self.slots)
 
     def _apply_rules(self, epoch: int, stats: list[dict], evaluated: bool, progress) -> None:
         """The trainer's per-epoch rules (:class:`RunRules`), for each member still running."""
