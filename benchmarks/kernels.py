@@ -116,6 +116,10 @@ def _parse(argv=None):
     p.add_argument("--rep", type=int, default=100, help="do_bench repetitions (ms)")
     p.add_argument("--cudagraph", action="store_true",
                    help="also time each fwd+bwd replayed from a CUDA graph (GPU time without host overhead)")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile three fwd+bwd calls per impl (torch.profiler): the summed GPU kernel time "
+                        "(kernel_ms_<impl>, beside the timed ms: the rest is host overhead) and the K "
+                        "slowest kernels (top_<impl>), printed under the table")
     p.add_argument("--warm-workers", type=int, default=None,
                    help="worker processes that make every row's first calls before the timed loop "
                         "(Triton JIT, fla's autotuning, torch.compile) in parallel; default 12 on cuda, 0 on cpu")
@@ -516,6 +520,29 @@ def _time(run, device, grad_tensors, a) -> tuple[float, float | None, str]:
     return ms, peak, "do_bench"
 
 
+def profile_kernels(run, grad_tensors, k: int, calls: int = 3) -> tuple[float, list]:
+    """(GPU kernel ms per call, the ``k`` kernels with the most time per call as [name, ms, launches]):
+    what the device spends, apart from the host's launch overhead that ``do_bench`` includes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            for t in grad_tensors:
+                t.grad = None
+            run()
+        torch.cuda.synchronize()
+    per: dict[str, list] = {}
+    for e in prof.events():
+        us = e.time_range.elapsed_us() if e.device_type == torch.autograd.DeviceType.CUDA else 0
+        if us > 0:
+            slot = per.setdefault(e.name, [0.0, 0])
+            slot[0] += us / 1e3 / calls  # us -> ms, per call
+            slot[1] += 1
+    total = sum(v[0] for v in per.values())
+    top = sorted(([n[:80], round(v[0], 4), v[1] // calls] for n, v in per.items()), key=lambda x: -x[1])[:k]
+    return total, top
+
+
 def _rel_err(outs, grads, outs64, grads64):
     worst = 0.0
     for a, b in zip(list(outs) + list(grads), list(outs64) + list(grads64)):
@@ -616,6 +643,8 @@ def bench_op(op: OpBench, set_name: str, shape, dtype, device, impls: dict, skip
                 except Exception as e:
                     row[f"graph_ms_{name}"] = None
                     row[f"error_graph_{name}"] = _err_text(e)
+            if args_ns.profile and device.type == "cuda":
+                row[f"kernel_ms_{name}"], row[f"top_{name}"] = profile_kernels(run, gts, args_ns.profile)
             del run, a, gts, big_gouts
         except Exception as e:  # keep going; record why
             row[f"ms_{name}"] = None
@@ -658,6 +687,13 @@ def print_table(rows, impls):
         print("  ".join(c.rjust(w) for c, w in zip(l, widths)))
         if j == 0:
             print("  ".join("-" * w for w in widths))
+    for r in rows:
+        for n in impls:
+            if r.get(f"top_{n}"):
+                print(f"profile {r['op']} L={r['L']} {n}: kernels {r[f'kernel_ms_{n}']:.3f} ms of "
+                      f"{_fmt(r.get(f'ms_{n}'), '.3f')} ms timed")
+                for kname, ms, launches in r[f"top_{n}"]:
+                    print(f"    {ms:8.4f} ms  x{launches:<3d} {kname}")
     for r in rows:
         for k, v in r.items():
             if (k.startswith("error") or k.startswith("warm_error")) and v:

@@ -273,6 +273,30 @@ def test_vmapped_path_equals_the_member_loop_under_bf16(arch):
     assert check.tol == check.BF16_TOL
 
 
+@pytest.mark.parametrize("arch", ["transformer", "mamba"])
+def test_vmapped_linear_layers_run_in_the_autocast_dtype(arch):
+    """Under vmap, autocast leaves a Linear's bias in fp32, so a biased Linear returned fp32:
+    the activations after it ran in fp32 and, on CUDA, attention fell off its bf16 flash
+    kernel. Every Linear of a vmapped bf16 forward must return bf16, as it does per member."""
+    spec = load_spec(f"architectures/{arch}.yaml")
+    ens = build_ensemble(spec, RECALL, [BF16.model_copy(update={"lr": lr, "weight_decay": wd})
+                                        for lr, wd in GRID], torch.device("cpu"),
+                         options=EngineOptions(probe=False))
+    assert ens.mode == "vmap"
+    seen = {}
+    linears = [(n, m) for n, m in ens.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert any(m.bias is not None for _, m in linears)
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.dtype))
+             for n, m in linears]
+    try:
+        with ens.autocast():
+            ens._forward(ens.x_train[:4], "vmap")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen and set(seen.values()) == {torch.bfloat16}, seen
+
+
 def test_probe_rejects_a_vmapped_path_whose_gradients_differ(monkeypatch):
     """A batching rule that gets gradients wrong (as CUDA's cuDNN attention did under vmap)
     sends the spec to the per-member loop, with the reason."""

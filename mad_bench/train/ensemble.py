@@ -335,10 +335,13 @@ class Ensemble:
         return [self.eval_ctr, self.ev_loss, self.ev_n, *self.ev_counts, self.ev_batch, self.ev_examples]
 
     # ------------------------------------------------------------------ the model
-    def _member_fn(self):
+    def _member_fn(self, vmapped: bool = False):
         model, has_aux = self.model, self.has_aux
+        casts = self._vmap_bias_casts() if vmapped else {}
 
         def fn(params, x):
+            if casts:
+                params = {k: v.to(casts[k]) if k in casts else v for k, v in params.items()}
             logits = functional_call(model, params, (x,))
             if has_aux:
                 return logits, model.aux_loss()
@@ -346,10 +349,26 @@ class Ensemble:
 
         return fn
 
+    def _vmap_bias_casts(self) -> dict[str, torch.dtype]:
+        """Linear biases to cast to the autocast dtype before a vmapped forward. Under vmap,
+        autocast casts a Linear's input and weight but not its bias (the batching rule adds
+        the bias after the autocast matmul), so every biased Linear returned fp32: the
+        activations downstream ran in fp32 and attention fell off flash to the fp32 math path
+        (seen on an H200: the transformer's step 2.4x slower). Autocast casts the bias
+        outside vmap, so casting it here gives the per-member forward's numbers."""
+        if not torch.is_autocast_enabled(self.dev.type):
+            return {}
+        if not hasattr(self, "_linear_biases"):
+            self._linear_biases = [f"{name}.bias" if name else "bias" for name, m in self.model.named_modules()
+                                   if isinstance(m, torch.nn.Linear) and m.bias is not None]
+            self._linear_biases = [n for n in self._linear_biases if n in self.params]
+        dtype = torch.get_autocast_dtype(self.dev.type)
+        return {n: dtype for n in self._linear_biases}
+
     def _forward(self, x: torch.Tensor, mode: str | None = None):
         """``x[B, L]`` -> (logits ``[G, B, L, V]``, aux ``[G]`` or None)."""
         mode = mode or self.mode
-        fn = self._member_fn()
+        fn = self._member_fn(vmapped=mode == "vmap")
         if mode == "single":  # one member: the model itself on its parameter views
             with _vmap_safe_attention(self.dev, self.opts.sdpa):
                 out = fn({k: v[0] for k, v in self.params.items()}, x)
