@@ -273,28 +273,34 @@ def test_vmapped_path_equals_the_member_loop_under_bf16(arch):
     assert check.tol == check.BF16_TOL
 
 
-@pytest.mark.parametrize("arch", ["transformer", "mamba"])
+def _linear_output_dtypes(ens, mode):
+    """dtype of every Linear module's output in one bf16 forward of ``mode``."""
+    seen = {}
+    mods = [(n, m) for n, m in ens.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.dtype))
+             for n, m in mods]
+    try:
+        with ens.autocast():
+            ens._forward(ens.x_train[:4], mode)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mamba", "based", "retnet"])
 def test_vmapped_linear_layers_run_in_the_autocast_dtype(arch):
     """Under vmap, autocast leaves a Linear's bias in fp32, so a biased Linear returned fp32:
-    the activations after it ran in fp32 and, on CUDA, attention fell off its bf16 flash
-    kernel. Every Linear of a vmapped bf16 forward must return bf16, as it does per member."""
+    what followed ran in fp32 and, on CUDA, attention fell off its bf16 flash kernel. Every
+    Linear of a vmapped bf16 forward returns what it returns per member: bf16."""
     spec = load_spec(f"architectures/{arch}.yaml")
     ens = build_ensemble(spec, RECALL, [BF16.model_copy(update={"lr": lr, "weight_decay": wd})
                                         for lr, wd in GRID], torch.device("cpu"),
                          options=EngineOptions(probe=False))
     assert ens.mode == "vmap"
-    seen = {}
-    linears = [(n, m) for n, m in ens.model.named_modules() if isinstance(m, torch.nn.Linear)]
-    assert any(m.bias is not None for _, m in linears)
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.dtype))
-             for n, m in linears]
-    try:
-        with ens.autocast():
-            ens._forward(ens.x_train[:4], "vmap")
-    finally:
-        for h in hooks:
-            h.remove()
-    assert seen and set(seen.values()) == {torch.bfloat16}, seen
+    vmapped, looped = _linear_output_dtypes(ens, "vmap"), _linear_output_dtypes(ens, "loop")
+    assert vmapped and vmapped == looped
+    assert set(vmapped.values()) == {torch.bfloat16}, vmapped
 
 
 def test_probe_rejects_a_vmapped_path_whose_gradients_differ(monkeypatch):
