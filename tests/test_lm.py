@@ -213,8 +213,11 @@ def test_leaderboard_ignores_lm_rows_and_proxy_ranks():
     assert len(both) >= 3 and sorted(pts["spec"]) == both
     lb = build_leaderboard(synthetic)
     mad = {lb.info.loc[k, "spec"]: lb.cell(k, "MAD score")["score"] for k in lb.info.index}
+    tasks = synthetic.groupby("spec")["task"].nunique()
     for row in pts.itertuples():
         assert row.mad_score == pytest.approx(mad[row.spec])
+        # a score over part of the suite says so (the shipped store fills up over sessions)
+        assert (row.n_tasks, row.tasks_total) == (tasks[row.spec], synthetic["task"].nunique())
     rho = spearman(pts["mad_score"], pts["val_loss"])
     # Spearman by hand: 1 - 6 sum d^2 / (n (n^2 - 1)) over ranks (no ties here)
     r1 = pts["mad_score"].rank().to_numpy()
@@ -224,6 +227,24 @@ def test_leaderboard_ignores_lm_rows_and_proxy_ranks():
     assert proxy(mixed).axes[0].get_title().startswith("MAD score vs language modelling")
     with pytest.raises(ValueError, match="no language-model rows"):
         proxy_points(synthetic)
+
+
+def test_proxy_marks_a_mad_score_over_part_of_the_suite():
+    """A spec whose MAD score misses some of the suite's tasks is labelled with its coverage
+    (and drawn hollow), so a partial score is not read as a whole one."""
+    synthetic = ResultsStore(REFERENCE).load()
+    full = synthetic.groupby("spec")["task"].nunique()
+    total = synthetic["task"].nunique()
+    spec = full.idxmax()
+    assert full[spec] == total
+    cut = synthetic[~((synthetic["spec"] == spec) & (synthetic["task"] == sorted(synthetic["task"].unique())[0]))]
+    others = [s for s in full.index if s != spec][:2]
+    mixed = pd.concat([cut, _lm_rows({spec: 1.0, **{s: 1.5 + i for i, s in enumerate(others)}})],
+                      ignore_index=True)
+    pts = proxy_points(mixed).set_index("spec")
+    assert (pts.loc[spec, "n_tasks"], pts.loc[spec, "tasks_total"]) == (total - 1, total)
+    labels = [t.get_text() for t in proxy(mixed).axes[0].texts]
+    assert f"{spec} † ({total - 1}/{total} tasks)" in labels
 
 
 def test_spearman_known_values():

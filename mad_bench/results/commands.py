@@ -80,8 +80,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
         pts = proxy_points(frame, args.suite, args.metric, args.corpus)
         for row in pts.itertuples(index=False):
+            cover = "" if row.n_tasks == row.tasks_total else f"  († {row.n_tasks}/{row.tasks_total} tasks)"
             print(f"{row.spec:<28} MAD score {row.mad_score:.4f}  val_loss {row.val_loss:.4f}  "
-                  f"bpb {row.val_bpb:.4f}")
+                  f"bpb {row.val_bpb:.4f}{cover}")
         rho = spearman(pts["mad_score"], pts["val_loss"])
         print(f"Spearman rank correlation (MAD score vs val_loss) over {len(pts)} specs: {rho:.3f} "
               "(-1: the higher the score, the lower the loss)")

@@ -376,7 +376,8 @@ def proxy_points(frame: pd.DataFrame, suite: str | None = None, metric: str = "t
 
     Specs are matched by name: an LM run is usually wider than the MAD run (another spec hash).
     Where a name has several MAD scores (a width sweep) the best is taken. Columns: spec,
-    mad_score, val_loss, val_bpb, lm_params."""
+    mad_score, n_tasks (tasks behind the score), tasks_total (tasks of the suite in the
+    store), val_loss, val_bpb, lm_params; a score over fewer tasks than the suite's is partial."""
     if "kind" not in frame.columns or not (frame["kind"] == "lm").any():
         raise ValueError("no language-model rows (kind lm) in the store: run `madbench lm SPEC` "
                          "with the same --results first")
@@ -394,7 +395,8 @@ def proxy_points(frame: pd.DataFrame, suite: str | None = None, metric: str = "t
     best = lm.sort_values("test_loss").groupby("spec", as_index=False).first()
     syn, suite = select_suite(synthetic_rows(frame), suite)
     mad = mad_scores(task_scores(setting_scores(syn, metric=metric)))
-    mad = mad.groupby("spec", as_index=False)["mad_score"].max()
+    mad = mad.sort_values("mad_score", ascending=False).groupby("spec", as_index=False).first()
+    mad = mad[["spec", "mad_score", "n_tasks"]].assign(tasks_total=int(syn["task"].nunique()))
     pts = mad.merge(best[["spec", "test_loss", "val_bpb", "params"]], on="spec", how="inner")
     if len(pts) < 2:
         raise ValueError(f"{len(pts)} spec(s) have both a MAD score on {suite!r} and an lm row (MAD: "
@@ -423,12 +425,16 @@ def proxy(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc
     rho = spearman(pts["mad_score"], pts["val_loss"])
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.subplots()
+    partial = pts["n_tasks"] < pts["tasks_total"]
     for i, row in enumerate(pts.itertuples(index=False)):
         st = style(i)
-        ax.scatter(row.mad_score, row.val_loss, color=st["color"], marker=st["marker"], s=48, label=row.spec)
-        ax.annotate(row.spec, (row.mad_score, row.val_loss), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(f"MAD score ({suite}, {label(metric)})")
+        part = row.n_tasks < row.tasks_total  # hollow: the score misses some of the suite's tasks
+        ax.scatter(row.mad_score, row.val_loss, marker=st["marker"], s=48, label=row.spec,
+                   facecolors="none" if part else st["color"], edgecolors=st["color"])
+        name = f"{row.spec} † ({row.n_tasks}/{row.tasks_total} tasks)" if part else row.spec
+        ax.annotate(name, (row.mad_score, row.val_loss), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    note = "\n† hollow: MAD score over the tasks stored so far, not the whole suite" if partial.any() else ""
+    ax.set_xlabel(f"MAD score ({suite}, {label(metric)}){note}")
     ax.set_ylabel("LM validation loss (nats per byte)")
     ax.set_title(f"MAD score vs language modelling: Spearman rho = {rho:.2f} (n = {len(pts)})")
     ax.grid(alpha=0.3)
