@@ -274,10 +274,11 @@ def test_vmapped_path_equals_the_member_loop_under_bf16(arch):
     assert check.tol == check.BF16_TOL
 
 
-def _linear_output_dtypes(ens, mode):
-    """dtype of every Linear module's output in one bf16 forward of ``mode``."""
+def _low_precision_output_dtypes(ens, mode):
+    """dtype of every Linear / conv module's output in one bf16 forward of ``mode``."""
     seen = {}
-    mods = [(n, m) for n, m in ens.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    mods = [(n, m) for n, m in ens.model.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, out.dtype))
              for n, m in mods]
     try:
@@ -289,11 +290,12 @@ def _linear_output_dtypes(ens, mode):
     return seen
 
 
-SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "architectures").glob("*.yaml"))
+_ARCH = Path(__file__).resolve().parents[1] / "architectures"
+SHIPPED = sorted(str(p.relative_to(_ARCH).with_suffix("")) for p in [*_ARCH.glob("*.yaml"), *_ARCH.glob("zoology/*.yaml")])
 
 
 @pytest.mark.parametrize("arch", [a for a in SHIPPED if a not in ("lstm", "gru")])  # cuDNN RNNs: loop
-def test_vmapped_linear_layers_run_in_the_autocast_dtype(arch):
+def test_vmapped_linear_and_conv_layers_run_in_the_autocast_dtype(arch):
     """Under vmap, autocast leaves a Linear's bias in fp32, so a biased Linear returned fp32:
     what followed ran in fp32 and, on CUDA, attention fell off its bf16 flash kernel. Every
     Linear of a vmapped bf16 forward returns what it returns per member: bf16."""
@@ -302,7 +304,7 @@ def test_vmapped_linear_layers_run_in_the_autocast_dtype(arch):
                                         for lr, wd in GRID], torch.device("cpu"),
                          options=EngineOptions(probe=False))
     assert ens.mode == "vmap"
-    vmapped, looped = _linear_output_dtypes(ens, "vmap"), _linear_output_dtypes(ens, "loop")
+    vmapped, looped = _low_precision_output_dtypes(ens, "vmap"), _low_precision_output_dtypes(ens, "loop")
     assert vmapped == looped, {n: (vmapped[n], looped.get(n)) for n in vmapped if vmapped[n] != looped.get(n)}
     assert torch.bfloat16 in vmapped.values(), vmapped  # (mlstm's mixer computes in fp32 on purpose)
 

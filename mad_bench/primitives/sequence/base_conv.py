@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...configs.primitives.base_conv import BaseConvConfig
+from ...ops import causal_conv
+from ...ops.causal_conv import causal_conv1d
 from ..base import SequenceMixer
 from ..registry import register
 from .hyena import fft_causal_conv, positional_features
@@ -49,7 +51,13 @@ class ImplicitFilter(nn.Module):
 
 @register(BaseConvConfig)
 class BaseConv(SequenceMixer):
-    """BaseConv: a (short or implicit long) convolution gated by a linear projection, plus x."""
+    """BaseConv: a (short or implicit long) convolution gated by a linear projection, plus x.
+
+    The short conv keeps nn.Conv1d's parameters but runs :func:`~mad_bench.ops.causal_conv.causal_conv1d`
+    (the same causal conv, and under the engine's vmap + autocast it computes in bf16 as it does
+    per member; nn.Conv1d under vmap is not autocast)."""
+
+    ops = (causal_conv,)
 
     def __init__(self, cfg: BaseConvConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
@@ -70,11 +78,10 @@ class BaseConv(SequenceMixer):
         L = x.shape[1]
         if L > self.max_len and self.cfg.conv == "long":
             raise ValueError(f"base-conv input length {L} exceeds max_len={self.max_len}")
-        u = x.transpose(1, 2)  # [B, D, L]
         if self.cfg.conv == "short":
-            c = self.conv(u)[..., :L]
-        else:
-            c = fft_causal_conv(u, self.filter(L).T) + u
+            return self._gate(causal_conv1d(x, self.conv.weight, self.conv.bias, impl=self.cfg.impl), x)
+        u = x.transpose(1, 2)  # [B, D, L]
+        c = fft_causal_conv(u, self.filter(L).T) + u
         return self._gate(c.transpose(1, 2), x)
 
     def init_state(self, batch_size: int, device=None, dtype=None):
