@@ -10,11 +10,15 @@ torch reference (max |a - b| / max |b|), and times forward+backward of our kerne
 Variants timed beside the defaults (``triton``): chunks of 32 / 64 (``triton_bt32`` / ``_bt64``),
 the previous per-key GLA kernel (``triton_seq``), the step-by-step delta rule
 (``triton_recurrent``); ``vs_fla`` is the default's time over fla's.
+``--dot-operands fp32 input`` gives each 16-bit chunk_gla shape one row per two-level
+``DOT_OPERANDS`` mode (column ``dot_operands``; the ``input`` rows re-run only the two-level
+variants, and fla is timed once), to measure whether 16-bit dot operands close the gap to fla.
 
     python benchmarks/check_gla_gdr.py --out "$OUT/check_gla_gdr.csv"
 
 Exit status 1 when any error exceeds its tolerance (fp32 1e-3, bf16 3e-2: the kernels compute in
-fp32 with tf32 matmuls for 16-bit inputs). Rows are written as they finish (atomically).
+fp32 with tf32 matmuls for 16-bit inputs, or on 16-bit operands with ``--dot-operands input``;
+fp16 1e-2, for CPU runs, where bf16 is dropped). Rows are written as they finish (atomically).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mad_bench.ops.gated_delta_rule import gated_delta_rule  # noqa: E402
 from mad_bench.ops.gated_delta_rule.triton import gated_delta_rule_triton  # noqa: E402
-from mad_bench.ops.gla import chunk_gla  # noqa: E402
+from mad_bench.ops.gla import chunk_gla, two_level  # noqa: E402
 
 SHAPES = {
     "mad": [(128, L, 128) for L in (128, 256, 512, 1024)],
@@ -43,7 +47,7 @@ SHAPES = {
     "tiny": [(1, 37, 128)],  # CPU smoke run of this script (--device cpu, the interpreter)
 }
 HEADS = 8
-TOL = {torch.float32: 1e-3, torch.bfloat16: 3e-2}
+TOL = {torch.float32: 1e-3, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # float16: CPU runs
 
 
 def _parse():
@@ -53,6 +57,9 @@ def _parse():
                    help="cpu: the Triton interpreter, checks only (a smoke run at --shapes tiny)")
     p.add_argument("--ops", default="chunk_gla,gated_delta_rule")
     p.add_argument("--dtypes", default="bfloat16,float32")
+    p.add_argument("--dot-operands", nargs="+", default=["fp32"], choices=two_level.DOT_OPERAND_MODES,
+                   help="chunk_gla rows (16-bit inputs) per two-level DOT_OPERANDS mode: fp32 "
+                        "(the default numerics) and/or input (dots on 16-bit operands)")
     p.add_argument("--no-check", action="store_true", help="time only (skip the fp64 reference)")
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--time-limit", type=float, default=540.0, help="start no new row after this (s)")
@@ -155,7 +162,8 @@ def _gdr_fla(q, k, v, beta, g, s0):
 OPS = {
     "chunk_gla": dict(make=_gla_inputs, ours={"triton": _gla_ours(), "triton_bt32": _gla_ours(32),
                             "triton_seq": _gla_seq}, ref=_gla_ref, fla=_gla_fla,
-                      names=["q", "k", "v", "log_g", "h0"]),
+                      names=["q", "k", "v", "log_g", "h0"],
+                      dot_operands=("triton", "triton_bt32")),  # the impls under the switch
     "gated_delta_rule": dict(make=_gdr_inputs,
                              ours={"triton": _gdr(True), "triton_bt32": _gdr(True, 32),
                                    "triton_bt64": _gdr(True, 64), "triton_recurrent": _gdr(False)},
@@ -191,6 +199,23 @@ def _write(rows, path):
 OPS_NAMES: list[str] = []
 
 
+def _cases(a):
+    """``(op_name, set_name, (B, L, D), dt_name, mode)`` per row; ``mode`` is the two-level GLA
+    kernels' ``DOT_OPERANDS`` (None for ops without the switch; fp32 inputs ignore it: one row)."""
+    for op_name in a.ops.split(","):
+        for set_name in a.shapes.split(","):
+            for shape in SHAPES[set_name]:
+                for dt_name in a.dtypes.split(","):
+                    if not OPS[op_name].get("dot_operands"):
+                        modes = [None]
+                    elif dt_name == "float32":
+                        modes = ["fp32"]
+                    else:
+                        modes = list(dict.fromkeys(a.dot_operands))
+                    for mode in modes:
+                        yield op_name, set_name, shape, dt_name, mode
+
+
 def main():
     global OPS_NAMES
     a = _parse()
@@ -199,59 +224,70 @@ def main():
     dev = torch.device(a.device)
     if a.device == "cpu":
         a.no_fla = True
-        a.dtypes = "float32"  # the interpreter has no bf16
+        # the interpreter's dots on bf16 operands are wrong (it multiplies the raw bits)
+        a.dtypes = ",".join(d for d in a.dtypes.split(",") if d != "bfloat16") or "float32"
     t_start = time.perf_counter()
     rows, failed = [], []
-    for op_name in a.ops.split(","):
+    fla_ms = {}  # fla is timed once per op, shape and dtype, whatever our mode
+    for op_name, set_name, (B, L, D), dt_name, mode in _cases(a):
         op = OPS[op_name]
         OPS_NAMES = op["names"]
-        for set_name in a.shapes.split(","):
-            for B, L, D in SHAPES[set_name]:
-                for dt_name in a.dtypes.split(","):
-                    if time.perf_counter() - t_start > a.time_limit:
-                        print(f"time limit: stopping before {op_name} {B, L, D} {dt_name}")
-                        _write(rows, a.out)
-                        sys.exit(1 if failed else 0)
-                    dtype = getattr(torch, dt_name)
-                    torch.manual_seed(0)
-                    ins = op["make"](B, L, D, dtype, dev)
-                    row = dict(op=op_name, set=set_name, B=B, L=L, D=D, dtype=dt_name)
-                    if not a.no_check:
-                        ins64 = [_leaf(t.double()) for t in ins]
-                        ref_outs = op["ref"](*ins64)
-                        gouts = [torch.randn_like(o) for o in ref_outs]
-                        ref_grads = torch.autograd.grad(ref_outs, ins64, gouts)
-                        ref_outs = [o.detach() for o in ref_outs]
-                        for impl, fn in op["ours"].items():
-                            errs = _check(fn, ref_outs, ref_grads, ins, gouts)
-                            worst = max(errs.values())
-                            row[f"err_{impl}"] = worst
-                            row[f"worst_{impl}"] = max(errs, key=errs.get)
-                            if not math.isfinite(worst) or worst > TOL[dtype]:
-                                failed.append((op_name, B, L, D, dt_name, impl, errs))
-                                print(f"FAIL {op_name} {impl} {(B, L, D)} {dt_name}: {errs}")
-                        del ref_outs, ref_grads, ins64
-                    grads_of = list(range(len(ins)))
-                    for impl, fn in op["ours"].items():
-                        if a.device == "cuda":
-                            row[f"ms_{impl}"] = _bench(fn, ins, grads_of)
-                    if not a.no_fla:
-                        try:
-                            t0 = time.perf_counter()
-                            outs = op["fla"](*ins)
-                            sum(o.float().sum() for o in outs).backward()
-                            torch.cuda.synchronize()
-                            row["setup_s_fla"] = time.perf_counter() - t0
-                            row["ms_fla"] = _bench(op["fla"], ins, grads_of)
-                            row["vs_fla"] = row["ms_triton"] / row["ms_fla"]
-                        except Exception as e:  # noqa: BLE001 - recorded, not fatal
-                            row["error_fla"] = f"{type(e).__name__}: {e}"[:200]
-                    row["elapsed_s"] = time.perf_counter() - t_start
-                    rows.append(row)
-                    print(row, flush=True)
-                    _write(rows, a.out)
-                    if a.device == "cuda":
-                        torch.cuda.empty_cache()
+        if time.perf_counter() - t_start > a.time_limit:
+            print(f"time limit: stopping before {op_name} {B, L, D} {dt_name} {mode or ''}")
+            _write(rows, a.out)
+            sys.exit(1 if failed else 0)
+        two_level.DOT_OPERANDS = mode or "fp32"
+        # non-default modes change only the two-level kernels: the others are not re-run
+        ours = {k: f for k, f in op["ours"].items()
+                if mode in (None, "fp32") or k in op["dot_operands"]}
+        dtype = getattr(torch, dt_name)
+        torch.manual_seed(0)
+        ins = op["make"](B, L, D, dtype, dev)
+        row = dict(op=op_name, set=set_name, B=B, L=L, D=D, dtype=dt_name,
+                   dot_operands=mode or "")
+        if not a.no_check:
+            ins64 = [_leaf(t.double()) for t in ins]
+            ref_outs = op["ref"](*ins64)
+            gouts = [torch.randn_like(o) for o in ref_outs]
+            ref_grads = torch.autograd.grad(ref_outs, ins64, gouts)
+            ref_outs = [o.detach() for o in ref_outs]
+            for impl, fn in ours.items():
+                errs = _check(fn, ref_outs, ref_grads, ins, gouts)
+                worst = max(errs.values())
+                row[f"err_{impl}"] = worst
+                row[f"worst_{impl}"] = max(errs, key=errs.get)
+                if not math.isfinite(worst) or worst > TOL[dtype]:
+                    failed.append((op_name, B, L, D, dt_name, mode, impl, errs))
+                    print(f"FAIL {op_name} {impl} {(B, L, D)} {dt_name} {mode or ''}: {errs}")
+            del ref_outs, ref_grads, ins64
+        grads_of = list(range(len(ins)))
+        for impl, fn in ours.items():
+            if a.device == "cuda":
+                row[f"ms_{impl}"] = _bench(fn, ins, grads_of)
+        if not a.no_fla:
+            key = (op_name, B, L, D, dt_name)
+            if key not in fla_ms:
+                try:
+                    t0 = time.perf_counter()
+                    outs = op["fla"](*ins)
+                    sum(o.float().sum() for o in outs).backward()
+                    torch.cuda.synchronize()
+                    row["setup_s_fla"] = time.perf_counter() - t0
+                    fla_ms[key] = _bench(op["fla"], ins, grads_of)
+                except Exception as e:  # noqa: BLE001 - recorded, not fatal
+                    fla_ms[key] = f"{type(e).__name__}: {e}"[:200]
+            if isinstance(fla_ms[key], float):
+                row["ms_fla"] = fla_ms[key]
+                row["vs_fla"] = row["ms_triton"] / row["ms_fla"]
+            else:
+                row["error_fla"] = fla_ms[key]
+        row["elapsed_s"] = time.perf_counter() - t_start
+        rows.append(row)
+        print(row, flush=True)
+        _write(rows, a.out)
+        if a.device == "cuda":
+            torch.cuda.empty_cache()
+    two_level.DOT_OPERANDS = "fp32"
     print(f"{len(rows)} rows, {len(failed)} failures -> {a.out}")
     sys.exit(1 if failed else 0)
 

@@ -188,3 +188,59 @@ def test_layer_triton_path_equals_torch_path(device, name, kw):
     m_tri.load_state_dict(m_torch.state_dict())
     x = torch.randn(1, L, d_model, device=device)
     check_layer_paths(m_torch, m_tri, x, TOL, 2 * TOL, allow_unused=True)
+
+
+# ----------------------------------------------------------------------------- dot operands
+def _gla_fwd_bwd(ins, gouts=None):
+    """Two-level chunk_gla forward (chunks of 32 under the interpreter) and every gradient."""
+    q, k, v, g, s0 = ins
+    outs = chunk_gla(q, k, v, g, 0.3, s0, True, impl="triton")
+    gouts = gouts or [torch.randn_like(o) for o in outs]
+    return outs, torch.autograd.grad(outs, ins, gouts), gouts
+
+
+def test_gla_dot_operands_input_fp16_matches_oracle(device, monkeypatch):
+    """``DOT_OPERANDS = "input"`` on fp16 inputs (the interpreter's stand-in for bf16, whose dots
+    it computes on the raw bits): fp16 dot operands, yet the output, final state and every gradient (gate included) match the
+    fp64 loop within fp16 rounding, over L = 37 (a partial second chunk, both sub-blocks).
+    The backward follows the mode its forward ran in, even after the switch is changed."""
+    from mad_bench.ops.gla import two_level
+    from mad_bench.ops.gla.naive import naive_gla
+
+    q, k, v, g, s0 = _inputs(device, "key", 1, 2, 37, 16, 16, h0=True, decay_max=2.0)
+    ins = [leaf(q.half()), leaf(k.half()), leaf(v.half()), g, s0]
+    monkeypatch.setattr(two_level, "DOT_OPERANDS", "input")
+    outs = chunk_gla(*ins[:4], 0.3, ins[4], True, impl="triton")
+    monkeypatch.setattr(two_level, "DOT_OPERANDS", "fp32")
+    gouts = [torch.randn_like(o) for o in outs]
+    gr = torch.autograd.grad(outs, ins, gouts)
+    ins64 = as64(ins)
+    outs64 = naive_gla(*ins64[:4], 0.3, ins64[4], True)
+    gr64 = torch.autograd.grad(outs64, ins64, [t.double() for t in gouts])
+    assert outs[0].dtype == torch.float16 and all(t.dtype == u.dtype for t, u in zip(gr, ins))
+    check(outs, outs64, 2e-3, ["o", "final_state"])  # measured <= 6e-4
+    check(gr, gr64, 2e-3, ["dq", "dk", "dv", "dlog_g", "dinitial_state"])
+    # the same inputs with fp32 operands (the switch is "fp32" now) round differently
+    outs32, gr32, _ = _gla_fwd_bwd([leaf(t) for t in ins], gouts)
+    assert not torch.equal(outs[0], outs32[0]) and not torch.equal(gr[0], gr32[0])
+
+
+def test_gla_dot_operands_ignored_for_fp32_inputs(device, monkeypatch):
+    """fp32 inputs: "input" is bit-identical to the default (the casts are no-ops)."""
+    from mad_bench.ops.gla import two_level
+
+    ins = _inputs(device, "key", 1, 1, 37, 16, 16, h0=True, decay_max=2.0)
+    outs, gr, gouts = _gla_fwd_bwd(ins)
+    monkeypatch.setattr(two_level, "DOT_OPERANDS", "input")
+    outs_in, gr_in, _ = _gla_fwd_bwd([leaf(t) for t in ins], gouts)
+    for a, b in zip((*outs, *gr), (*outs_in, *gr_in)):
+        assert torch.equal(a, b)
+
+
+def test_gla_dot_operands_rejects_unknown_mode(device, monkeypatch):
+    from mad_bench.ops.gla import two_level
+
+    monkeypatch.setattr(two_level, "DOT_OPERANDS", "bf16")
+    q, k, v, g, _ = _inputs(device, "key", 1, 1, 19, 16, 16, h0=False)
+    with pytest.raises(ValueError, match="DOT_OPERANDS.*'bf16'"):
+        chunk_gla(q, k, v, g, impl="triton")

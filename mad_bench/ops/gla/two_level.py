@@ -42,6 +42,12 @@ Backward, two launches (the ``h_n`` and ``b`` saved by the forward are reused):
 
 Inside: fp32, ``tl.dot`` with tf32 for 16-bit inputs (IEEE for fp32 unless torch allows tf32).
 ``h_n`` is stored in the input dtype (fp32 for fp32 inputs), ``b`` in fp32.
+
+:data:`DOT_OPERANDS` ``= "input"`` casts every ``tl.dot`` operand of 16-bit inputs to the input
+dtype (gates and decays still computed in fp32, accumulation in fp32; fp32 inputs unaffected),
+as flash-linear-attention does, against the default ``"fp32"`` (the numerics above). It exists
+for the A/B measurement of whether fp32 dot operands explain the gap to fla at head dim 128
+(``benchmarks/check_gla_gdr.py --dot-operands fp32 input``).
 """
 from __future__ import annotations
 
@@ -51,6 +57,15 @@ from ..dispatch import jit, next_pow2, pick, tl, triton
 
 __all__ = ["GLAFunction"]
 
+DOT_OPERAND_MODES = ("fp32", "input")
+DOT_OPERANDS = "fp32"  # the A/B switch above; read by each forward, which its backward follows
+
+
+@jit
+def _dot(a, b, PREC: tl.constexpr, OPND: tl.constexpr):
+    """``a @ b`` with fp32 accumulation, its operands cast to ``OPND`` first (a no-op for fp32)."""
+    return tl.dot(a.to(OPND), b.to(OPND), input_precision=PREC)
+
 
 @jit
 def _state_fwd(
@@ -58,7 +73,7 @@ def _state_fwd(
     s_kb, s_kh, s_kl, s_vb, s_vh, s_vl, s_gb, s_gh, s_gl,
     H, L, DK, DV, NT,
     HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, OPND: tl.constexpr,
 ):
     pid_k = tl.program_id(0)
     pid_v = tl.program_id(1)
@@ -94,7 +109,7 @@ def _state_fwd(
         bl = tl.sum(g, axis=0)
         tl.store(bb_base + t[:, None] * DK + rk[None, :], bc, mask=(rt[:, None] + pid_v * BT < BT) & mk[None, :])  # V-block 0 writes b
         kd = k * tl.exp(bl[None, :] - bc)
-        S = S * tl.exp(bl)[:, None] + tl.dot(tl.trans(kd), v, input_precision=PREC)
+        S = S * tl.exp(bl)[:, None] + _dot(tl.trans(kd), v, PREC, OPND)
     tl.store(hb_base + NT * DK * DV + s_off, S.to(HB.dtype.element_ty), mask=s_mask)
     if STORE_HT:
         tl.store(HT + bh * DK * DV + s_off, S, mask=s_mask)
@@ -123,7 +138,7 @@ def _out_fwd(
     s_qb, s_qh, s_ql, s_kb, s_kh, s_kl, s_vb, s_vh, s_vl,
     H, L, DK, DV, NT, scale,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, OPND: tl.constexpr,
 ):
     pid_v = tl.program_id(0)
     n = tl.program_id(1)
@@ -154,7 +169,7 @@ def _out_fwd(
         b_i = tl.load(bb_base + ti[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
         v_i = tl.load(v_base + ti[:, None] * s_vl + rv[None, :], mask=mi[:, None] & mv[None, :],
                       other=0.0).to(tl.float32)
-        o_i = tl.dot(q_i * tl.exp(b_i), hs, input_precision=PREC)
+        o_i = _dot(q_i * tl.exp(b_i), hs, PREC, OPND)
         if i > 0:
             r = tl.load(bb_base + (t0 + i * BC - 1) * DK + rk, mask=mk, other=0.0)
             k = tl.load(k_base + t[:, None] * s_kl + rk[None, :], mask=mt[:, None] & mk[None, :],
@@ -163,10 +178,10 @@ def _out_fwd(
             v = tl.load(v_base + t[:, None] * s_vl + rv[None, :], mask=mt[:, None] & mv[None, :],
                         other=0.0).to(tl.float32)
             kt = k * tl.exp(tl.where((rt < i * BC)[:, None], r[None, :] - b, float("-inf")))
-            A = tl.dot(q_i * tl.exp(b_i - r[None, :]), tl.trans(kt), input_precision=PREC)
-            o_i += tl.dot(A, v, input_precision=PREC)
+            A = _dot(q_i * tl.exp(b_i - r[None, :]), tl.trans(kt), PREC, OPND)
+            o_i += _dot(A, v, PREC, OPND)
         Ad = _diag_scores(q_i, bb_base, k_base, s_kl, t0 + i * BC, L, DK, rc, rk, BC, BK, b_i)
-        o_i += tl.dot(Ad, v_i, input_precision=PREC)
+        o_i += _dot(Ad, v_i, PREC, OPND)
         tl.store(o_base + ti[:, None] * DV + rv[None, :], o_i.to(O.dtype.element_ty),
                  mask=mi[:, None] & mv[None, :])
 
@@ -177,7 +192,7 @@ def _state_bwd(
     s_qb, s_qh, s_ql, s_ob, s_oh, s_ol,
     H, L, DK, DV, NT, scale,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, OPND: tl.constexpr,
 ):
     pid_k = tl.program_id(0)
     pid_v = tl.program_id(1)
@@ -210,7 +225,7 @@ def _state_bwd(
                      other=0.0).to(tl.float32)
         b = tl.load(bb_base + t[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
         bl = tl.load(bb_base + (n * BT + BT - 1) * DK + rk, mask=mk, other=0.0)
-        dS = dS * tl.exp(bl)[:, None] + tl.dot(tl.trans(q * tl.exp(b)), do, input_precision=PREC)
+        dS = dS * tl.exp(bl)[:, None] + _dot(tl.trans(q * tl.exp(b)), do, PREC, OPND)
     if STORE_DH0:
         tl.store(DH0 + bh * DK * DV + s_off, dS, mask=s_mask)
 
@@ -222,7 +237,7 @@ def _grads(
     H, L, DK, DV, NT, scale,
     NEED_DG: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, OPND: tl.constexpr,
 ):
     n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -268,7 +283,7 @@ def _grads(
         b = tl.load(bb_base + t[:, None] * DK + rk[None, :], mask=mk[None, :], other=0.0)
         qa = q * tl.exp(tl.where((rt >= s + BC)[:, None], b - r2[None, :], float("-inf")))
         kc = k_i * tl.exp(r2[None, :] - b_i)
-        A_col = tl.dot(qa, tl.trans(kc), input_precision=PREC)  # [BT, BC]: A[r, c], r after i
+        A_col = _dot(qa, tl.trans(kc), PREC, OPND)  # [BT, BC]: A[r, c], r after i
         # defined on every path: Triton 3.6 on Hopper rejects names bound only under `if i > 0`
         r1 = tl.zeros([BK], dtype=tl.float32)
         kb = tl.zeros([BT, BK], dtype=tl.float32)
@@ -295,16 +310,16 @@ def _grads(
                            other=0.0).to(tl.float32)
             hs = tl.load(hb_base + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0).to(tl.float32)
             dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=m2, other=0.0).to(tl.float32)
-            dA_row += tl.dot(do_i, tl.trans(v), input_precision=PREC)
-            dA_colT += tl.dot(v_i, tl.trans(do), input_precision=PREC)
-            dAd += tl.dot(do_i, tl.trans(v_i), input_precision=PREC)
-            dq_i += tl.dot(do_i, tl.trans(hs), input_precision=PREC)
-            dk_i += tl.dot(v_i, tl.trans(dh), input_precision=PREC)
+            dA_row += _dot(do_i, tl.trans(v), PREC, OPND)
+            dA_colT += _dot(v_i, tl.trans(do), PREC, OPND)
+            dAd += _dot(do_i, tl.trans(v_i), PREC, OPND)
+            dq_i += _dot(do_i, tl.trans(hs), PREC, OPND)
+            dk_i += _dot(v_i, tl.trans(dh), PREC, OPND)
         dq_i = dq_i * tl.exp(b_i)
         dk_i = dk_i * tl.exp(bl[None, :] - b_i)
         if i > 0:
-            dq_i += tl.dot(dA_row, kb, input_precision=PREC) * tl.exp(b_i - r1[None, :])
-        dk_i += tl.dot(dA_colT, qa, input_precision=PREC) * tl.exp(r2[None, :] - b_i)
+            dq_i += _dot(dA_row, kb, PREC, OPND) * tl.exp(b_i - r1[None, :])
+        dk_i += _dot(dA_colT, qa, PREC, OPND) * tl.exp(r2[None, :] - b_i)
         # diagonal block, pairwise, one exponential per column for all three:
         # A[r, c] = q_r . k_c e^{b_r - b_c};  dq[r] += dA[r, c] k_c e^{..};  dk[c] += sum_r dA[r, c] q_r e^{..}
         dAd = tl.where(rc[:, None] >= rc[None, :], dAd, 0.0)
@@ -331,9 +346,9 @@ def _grads(
                            other=0.0).to(tl.float32)
             dh = tl.load(dhb_base + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
                          other=0.0).to(tl.float32)
-            dv_i = tl.dot(tl.trans(A_col), do, input_precision=PREC)
-            dv_i += tl.dot(tl.trans(Ad), do_i, input_precision=PREC)
-            dv_i += tl.dot(kdec, dh, input_precision=PREC)
+            dv_i = _dot(tl.trans(A_col), do, PREC, OPND)
+            dv_i += _dot(tl.trans(Ad), do_i, PREC, OPND)
+            dv_i += _dot(kdec, dh, PREC, OPND)
             tl.store(DV_ + bh * L * DV + ti[:, None] * DV + rv[None, :],
                      dv_i.to(DV_.dtype.element_ty), mask=mi[:, None] & mv[None, :])
         tl.store(DQ + bh * L * DK + ti[:, None] * DK + rk[None, :], (dq_i * scale).to(DQ.dtype.element_ty), mask=mik)
@@ -378,6 +393,16 @@ def _prec(x) -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
+def _dot_operands(x):
+    """The ``tl.dot`` operand dtype for inputs like ``x`` under :data:`DOT_OPERANDS`."""
+    if DOT_OPERANDS not in DOT_OPERAND_MODES:
+        raise ValueError(f"two_level.DOT_OPERANDS must be one of {DOT_OPERAND_MODES}, "
+                         f"got {DOT_OPERANDS!r}")
+    if DOT_OPERANDS == "input" and x.dtype in (torch.float16, torch.bfloat16):
+        return tl.float16 if x.dtype == torch.float16 else tl.bfloat16
+    return tl.float32
+
+
 def _unit(x):
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -392,7 +417,7 @@ def _warps(cfg, key):
     return {} if interpreting() else {"num_warps": cfg[key]}
 
 
-def _fwd(q, k, v, g, h0, scale, store_ht, block_size):
+def _fwd(q, k, v, g, h0, scale, store_ht, block_size, opnd):
     B, H, L, DK = q.shape
     DV = v.shape[-1]
     c = _cfg(L, DK, DV, block_size)
@@ -406,17 +431,17 @@ def _fwd(q, k, v, g, h0, scale, store_ht, block_size):
     _state_fwd[(triton.cdiv(DK, c["BKs"]), triton.cdiv(DV, c["BVs"]), B * H)](
         k, v, g, h0, bb, hb, ht, *_s3(k), *_s3(v), *_s3(g), H, L, DK, DV, NT,
         HAS_H0=h0 is not None, STORE_HT=store_ht, BT=BT, BK=c["BKs"], BV=c["BVs"], PREC=prec,
-        **_warps(c, "warps_state"),
+        OPND=opnd, **_warps(c, "warps_state"),
     )
     o = torch.empty((B, H, L, DV), device=dev, dtype=v.dtype)
     _out_fwd[(triton.cdiv(DV, c["BVo"]), NT, B * H)](
         q, k, v, bb, hb, o, *_s3(q), *_s3(k), *_s3(v), H, L, DK, DV, NT, float(scale),
-        BT=BT, BC=16, BK=c["BK"], BV=c["BVo"], PREC=prec, **_warps(c, "warps_out"),
+        BT=BT, BC=16, BK=c["BK"], BV=c["BVo"], PREC=prec, OPND=opnd, **_warps(c, "warps_out"),
     )
     return o, ht, bb, hb
 
 
-def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size):
+def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size, opnd):
     B, H, L, DK = q.shape
     DV = v.shape[-1]
     c = _cfg(L, DK, DV, block_size)
@@ -430,7 +455,7 @@ def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size):
     _state_bwd[(triton.cdiv(DK, c["BKs"]), triton.cdiv(DV, c["BVs"]), B * H)](
         q, do, bb, dht, dhb, dh0, *_s3(q), *_s3(do), H, L, DK, DV, NT, float(scale),
         HAS_DHT=dht is not None, STORE_DH0=need_dh0, BT=BT, BK=c["BKs"], BV=c["BVs"], PREC=prec,
-        **_warps(c, "warps_state"),
+        OPND=opnd, **_warps(c, "warps_state"),
     )
     dq = torch.empty((B, H, L, DK), device=dev, dtype=q.dtype)
     dk = torch.empty((B, H, L, DK), device=dev, dtype=k.dtype)
@@ -439,7 +464,7 @@ def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size):
     _grads[(NT, B * H)](
         q, k, v, do, bb, hb, dhb, dq, dk, dv, dg,
         *_s3(q), *_s3(k), *_s3(v), *_s3(do), H, L, DK, DV, NT, float(scale),
-        NEED_DG=need_dg, BT=BT, BC=16, BK=c["BK"], BV=c["BVg"], PREC=prec,
+        NEED_DG=need_dg, BT=BT, BC=16, BK=c["BK"], BV=c["BVg"], PREC=prec, OPND=opnd,
         **_warps(c, "warps_grad"),
     )
     return dq, dk, dv, dg, dh0
@@ -452,9 +477,10 @@ class GLAFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, log_g, h0, scale, store_ht, block_size):
         q, k, v, g = (_unit(t) for t in (q, k, v, log_g))
         h0c = h0.contiguous() if h0 is not None else None
-        o, ht, bb, hb = _fwd(q, k, v, g, h0c, scale, store_ht, block_size)
+        opnd = _dot_operands(q)  # read once: the backward uses the forward's mode
+        o, ht, bb, hb = _fwd(q, k, v, g, h0c, scale, store_ht, block_size, opnd)
         ctx.save_for_backward(q, k, v, bb, hb)
-        ctx.scale, ctx.block_size = scale, block_size
+        ctx.scale, ctx.block_size, ctx.opnd = scale, block_size, opnd
         ctx.g_dtype = log_g.dtype
         ctx.h0_dtype = h0.dtype if h0 is not None else None
         return o, ht
@@ -466,7 +492,7 @@ class GLAFunction(torch.autograd.Function):
         need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
         dht = dht.contiguous() if dht is not None else None
         dq, dk, dv, dg, dh0 = _bwd(q, k, v, bb, hb, do, dht, ctx.scale, need_dg, need_dh0,
-                                   ctx.block_size)
+                                   ctx.block_size, ctx.opnd)
         if dg is not None:
             dg = dg.to(ctx.g_dtype)
         if dh0 is not None:
