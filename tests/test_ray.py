@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,17 +71,36 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         first = subprocess.run(cmd + ["--trials", "4"], env=ENV, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "2 at once" in first.stdout
-        # stop the worker node mid-search: the search still completes
-        proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        time.sleep(8)
+        # stop the worker node mid-search (once the search runs on both nodes, however long a
+        # loaded machine takes to get there): the search still completes
+        proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env={**ENV, "PYTHONUNBUFFERED": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+
+        def read():
+            for line in proc.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.time() + 120
+        while not any(line.startswith("search ") for line in lines) and time.time() < deadline:
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.5)
+        assert any("2 at once" in line for line in lines), "".join(lines)
+        time.sleep(3)  # its first two trials are on their nodes
         node2.terminate()
         node2.wait(60)
         try:
-            out, _ = proc.communicate(timeout=300)
+            proc.wait(timeout=300)
         except subprocess.TimeoutExpired:  # a hang says where it stood
             proc.kill()
-            pytest.fail("the search did not end within 300 s of the node stopping:\n" + proc.communicate()[0])
+            proc.wait()
+            reader.join(10)
+            pytest.fail("the search did not end within 300 s of the node stopping:\n" + "".join(lines))
+        reader.join(10)
+        out = "".join(lines)
+        print(out)  # the search's log: shown when a check below fails, or with -rP
         assert proc.returncode == 0, out
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         study = optuna.load_study(study_name="r", storage=JournalStorage(
