@@ -73,24 +73,27 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         assert "2 at once" in first.stdout
         # stop the worker node mid-search (once the search runs on both nodes, however long a
         # loaded machine takes to get there): the search still completes
+        t0 = time.time()
         proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env={**ENV, "PYTHONUNBUFFERED": "1"},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
 
-        def read():
+        def read():  # each line with when it came, from the search's start
             for line in proc.stdout:
-                lines.append(line)
+                lines.append(f"{time.time() - t0:6.1f} s  {line}")
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         deadline = time.time() + 120
-        while not any(line.startswith("search ") for line in lines) and time.time() < deadline:
+        while not any(" s  search " in line for line in lines) and time.time() < deadline:
             assert proc.poll() is None, "".join(lines)
             time.sleep(0.5)
         assert any("2 at once" in line for line in lines), "".join(lines)
         time.sleep(3)  # its first two trials are on their nodes
+        lines.append(f"{time.time() - t0:6.1f} s  (test: stopping the worker node)\n")
         node2.terminate()
         node2.wait(60)
+        lines.append(f"{time.time() - t0:6.1f} s  (test: the worker node has stopped)\n")
         try:
             proc.wait(timeout=300)
         except subprocess.TimeoutExpired:  # a hang says where it stood
