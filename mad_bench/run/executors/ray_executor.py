@@ -149,6 +149,8 @@ class RayExecutor(Executor):
         self._tokens: dict = {}    # submission token -> ObjectRef, until the task says its node
         self._node_of: dict = {}   # ObjectRef -> node id the task runs on
         self._gone: dict = {}      # node id -> when the driver first saw it gone
+        self._alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # at the last look
+        self._sent: dict = {}      # ObjectRef -> when it was submitted
         self._submitted = 0
         self._polled = 0.0
 
@@ -181,6 +183,7 @@ class RayExecutor(Executor):
         self._refs[ref] = job
         self._by_handle[job.handle] = ref
         self._tokens[token] = ref
+        self._sent[ref] = time.monotonic()
 
     def _forget(self, ref):
         """Stop tracking ``ref``'s task; its job."""
@@ -188,6 +191,7 @@ class RayExecutor(Executor):
         if self._by_handle.get(job.handle) == ref:
             del self._by_handle[job.handle]
         self._node_of.pop(ref, None)
+        self._sent.pop(ref, None)
         for token in [t for t, r in self._tokens.items() if r == ref]:
             del self._tokens[token]
         return job
@@ -237,15 +241,27 @@ class RayExecutor(Executor):
 
     def _lost(self) -> list[tuple]:
         """``died`` for each task whose node has been gone ``LOST_GRACE`` s while Ray has not
-        failed the task (a task whose node stopped can otherwise stay pending for ever)."""
+        failed the task (a task whose node stopped can otherwise stay pending for ever). A task
+        submitted before a node went and not started ``LOST_GRACE`` s later may have been
+        handed to that node: it is cancelled and submitted again (it did no work: no attempt)."""
         now = time.monotonic()
-        if not self._node_of or now - self._polled < NODE_POLL:
+        if not self._refs or now - self._polled < NODE_POLL:
             return []
         self._polled = now
         try:
             alive = {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
         except Exception:  # noqa: BLE001 - the GCS is busy: look again at the next poll
             return []
+        for node in self._alive - alive:
+            self._gone.setdefault(node, now)
+        self._alive = alive
+        waiting = set(self._tokens.values())
+        for ref in [r for r in self._refs if r in waiting]:
+            went = [t for t in self._gone.values() if self._sent[ref] < t <= now - LOST_GRACE]
+            if went:
+                job = self._forget(ref)
+                self._cancel(ref)
+                self.submit(job)
         out = []
         for ref, node in list(self._node_of.items()):
             if node in alive:
@@ -254,13 +270,16 @@ class RayExecutor(Executor):
             if now - since < LOST_GRACE:
                 continue
             job = self._forget(ref)
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - its worker is gone with the node anyway
-                pass
+            self._cancel(ref)
             out.append(("died", job, f"node {node[:12]} is gone and Ray had not ended the task "
                                      f"{now - since:.0f} s later"))
         return out
+
+    def _cancel(self, ref) -> None:
+        try:
+            self.ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - its worker is gone with the node anyway
+            pass
 
     def prune(self, job) -> None:
         self.broker.prune.remote(job.handle)
