@@ -20,7 +20,8 @@ class RecordJob:
     given, start and end times). ``kill_attempts``: attempts that SIGKILL their own worker right
     after recording. ``wait_for``: wait (up to 60 s) until that many jobs have started, so they
     are known to run at the same time. ``events``: in-process only, a dict number ->
-    threading.Event the job waits on (the test decides when it ends)."""
+    threading.Event the job waits on (the test decides when it ends). ``reports``: that many
+    reports, one a second, before the end (what each report answered is recorded)."""
 
     number: int
     log: str
@@ -28,6 +29,7 @@ class RecordJob:
     kill_attempts: tuple = ()
     wait_for: int = 0
     attempt: int = 0
+    reports: int = 0
     events: dict | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -54,6 +56,10 @@ class RecordJob:
         if self.events is not None:
             self.events[self.number].wait(30)
         time.sleep(self.seconds)
+        record["pruned"] = []
+        for step in range(self.reports):
+            time.sleep(1.0)
+            record["pruned"].append(report(step, float(step)))
         record["end"] = time.time()
         path.write_text(json.dumps(record))
         return record

@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,13 +71,39 @@ def test_two_node_cluster_with_node_stopped(tmp_path):
         first = subprocess.run(cmd + ["--trials", "4"], env=ENV, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "2 at once" in first.stdout
-        # stop the worker node mid-search: the search still completes
-        proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        time.sleep(8)
+        # stop the worker node mid-search (once the search runs on both nodes, however long a
+        # loaded machine takes to get there): the search still completes
+        t0 = time.time()
+        proc = subprocess.Popen(cmd + ["--trials", "10", "--resume"], env={**ENV, "PYTHONUNBUFFERED": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+
+        def read():  # each line with when it came, from the search's start
+            for line in proc.stdout:
+                lines.append(f"{time.time() - t0:6.1f} s  {line}")
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.time() + 120
+        while not any(" s  search " in line for line in lines) and time.time() < deadline:
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.5)
+        assert any("2 at once" in line for line in lines), "".join(lines)
+        time.sleep(3)  # its first two trials are on their nodes
+        lines.append(f"{time.time() - t0:6.1f} s  (test: stopping the worker node)\n")
         node2.terminate()
         node2.wait(60)
-        out, _ = proc.communicate(timeout=300)
+        lines.append(f"{time.time() - t0:6.1f} s  (test: the worker node has stopped)\n")
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:  # a hang says where it stood
+            proc.kill()
+            proc.wait()
+            reader.join(10)
+            pytest.fail("the search did not end within 300 s of the node stopping:\n" + "".join(lines))
+        reader.join(10)
+        out = "".join(lines)
+        print(out)  # the search's log: shown when a check below fails, or with -rP
         assert proc.returncode == 0, out
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         study = optuna.load_study(study_name="r", storage=JournalStorage(
@@ -149,3 +176,42 @@ def test_fractional_gpus_spread_over_every_gpu_and_each_task_sees_its_own(tmp_pa
     for r in got:  # one device each, the one Ray assigned, named plain cuda
         assert r["ray_gpu_ids"] and [r["cvd"]] == r["ray_gpu_ids"] and r["device"] == "cuda"
     assert sorted(r["cvd"] for r in got) == ["0", "1", "2", "3"]
+
+
+def test_lost_broker_and_a_task_on_a_gone_node_end_no_job_and_hang_nothing(tmp_path, local_ray, monkeypatch):
+    """The broker dies: jobs go on, their reports lost, and a new broker serves later jobs. A
+    task whose node is gone while Ray has not failed it comes back as died within seconds (Ray's
+    view of the nodes is faked: this instance has one node, which must stay up)."""
+    import placement_jobs
+    from mad_bench.run.executors import ray_executor
+    from mad_bench.run.executors.ray_executor import RayExecutor
+
+    ray.cloudpickle.register_pickle_by_value(placement_jobs)
+    try:
+        with RayExecutor(parallel=2, cpus_per_trial=0.5) as ex:
+            reporter = placement_jobs.RecordJob(0, str(tmp_path), wait_for=2, reports=3)
+            stuck = placement_jobs.RecordJob(1, str(tmp_path), wait_for=2, seconds=300)
+            ex.submit(reporter)
+            ex.submit(stuck)
+            deadline = time.time() + 60
+            while len(list(tmp_path.glob("*.json"))) < 2 and time.time() < deadline:
+                assert not ex.events(0.2)
+            old = ex.broker
+            ray.kill(old, no_restart=True)
+            events, deadline = [], time.time() + 60
+            while not events and time.time() < deadline:
+                events = [e for e in ex.events(0.5) if e[0] != "report"]
+            assert [(e[0], e[1].number) for e in events] == [("done", 0)], events
+            assert events[0][2]["pruned"] and not any(events[0][2]["pruned"])
+            assert ex.broker is not old and ray.get(ex.broker.ping.remote(), timeout=30)
+            # the stuck task's node "goes": no answer from Ray, the driver's watch ends it
+            monkeypatch.setattr(ray_executor, "LOST_GRACE", 1.0)
+            monkeypatch.setattr(ray_executor, "NODE_POLL", 0.2)
+            monkeypatch.setattr(ray, "nodes", lambda: [])
+            t0, events = time.time(), []
+            while not events and time.time() - t0 < 30:
+                events = [e for e in ex.events(0.2) if e[0] != "report"]
+            assert [(e[0], e[1].number) for e in events] == [("died", 1)], events
+            assert "is gone" in events[0][2] and time.time() - t0 < 10
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(placement_jobs)

@@ -78,6 +78,7 @@ class Broker:
     def __init__(self):
         self._lock = threading.Lock()
         self._reports: list[tuple[str, int, float]] = []
+        self._started: list[tuple[int, str]] = []
         self._pruned: set[str] = set()
 
     def report(self, handle: str, step: int, value: float) -> bool:
@@ -85,13 +86,20 @@ class Broker:
             self._reports.append((handle, step, value))
             return handle in self._pruned
 
+    def started(self, token: int, node: str) -> None:
+        """A task (``token``: its submission) began on ``node``: the driver watches that node."""
+        with self._lock:
+            self._started.append((token, node))
+
     def should_stop(self, handle: str) -> bool:
         with self._lock:
             return handle in self._pruned
 
-    def drain(self) -> list[tuple[str, int, float]]:
+    def drain(self) -> tuple[list[tuple[str, int, float]], list[tuple[int, str]]]:
+        """Reports and task starts since the last drain."""
         with self._lock:
-            out, self._reports = self._reports, []
+            out = self._reports, self._started
+            self._reports, self._started = [], []
             return out
 
     def prune(self, handle: str) -> None:

@@ -3,6 +3,7 @@ whose worker died. ``run.driver.execute`` (bench / run) and ``tune.study.drive``
 search) both run their jobs through :func:`drive_jobs`."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from .base import Executor, Job
@@ -12,14 +13,18 @@ def drive_jobs(executor: Executor, next_job: Callable[[], Job | None],
                on_done: Callable[[Job, Any], None], on_failed: Callable[[Job, str], None], *,
                on_report: Callable[[Job, int, float], None] | None = None,
                on_retry: Callable[[Job, str], None] | None = None, max_retries: int = 2,
-               progress_factory: Callable[[Job], Any] | None = None, poll: float = 0.5) -> None:
+               progress_factory: Callable[[Job], Any] | None = None, poll: float = 0.5,
+               retry_delay: float = 1.0) -> None:
     """Run jobs until ``next_job()`` returns None and every started job has finished.
 
     ``on_done(job, result)`` as each job lands; a job whose worker died is submitted again
     (``job.retry()``, after ``on_retry(new_job, reason)``) up to ``max_retries`` times, then
     ``on_failed(job, reason)``. ``on_report(job, step, value)`` gets intermediate values.
+    A retry waits ``retry_delay`` s times its attempt (its slot kept), so that it does not run
+    straight into what killed the last one (a node still being taken out of the cluster).
     """
     running: dict[str, Job] = {}
+    held: list[tuple[float, Job]] = []  # (when to submit, retry)
     exhausted = False
 
     def submit(job: Job) -> None:
@@ -27,14 +32,21 @@ def drive_jobs(executor: Executor, next_job: Callable[[], Job | None],
         executor.submit(job, progress=progress_factory(job) if progress_factory else None)
 
     while True:
-        while not exhausted and len(running) < executor.capacity():
+        now = time.monotonic()
+        for entry in [e for e in held if e[0] <= now]:
+            held.remove(entry)
+            submit(entry[1])
+        while not exhausted and len(running) + len(held) < executor.capacity():
             job = next_job()
             if job is None:
                 exhausted = True
             else:
                 submit(job)
         if not running:
-            return
+            if not held:
+                return
+            time.sleep(max(0.0, min(t for t, _ in held) - now))
+            continue
         for event in executor.events(poll):
             kind, job = event[0], event[1]
             if running.get(job.handle) is not job:
@@ -51,6 +63,6 @@ def drive_jobs(executor: Executor, next_job: Callable[[], Job | None],
                 executor.retrying(job, again)
                 if on_retry:
                     on_retry(again, event[2])
-                submit(again)
+                held.append((time.monotonic() + retry_delay * again.attempt, again))
             else:
                 on_failed(job, event[2])

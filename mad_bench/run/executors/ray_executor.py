@@ -4,9 +4,12 @@ driver keeps the state (the Optuna study, the results store).
 With no address an embedded local Ray instance sized to the machine is started; with
 ``auto`` or ``HOST:PORT`` the driver joins an existing cluster (probed with a socket first, so
 an unreachable address fails in seconds). Intermediate accuracies go through a small actor
-(:class:`~mad_bench.run.executors.base.Broker`) that the driver drains for pruning decisions.
-A task lost with its worker or node comes back as a ``died`` event for the driver to retry;
-tasks end with their driver (Ray cancels a dead driver's tasks).
+(:class:`~mad_bench.run.executors.base.Broker`) that the driver drains for pruning decisions;
+it lives on the driver's node (a worker node stopping must not take it along) and is best
+effort: a report it does not answer is lost, never the job. A task lost with its worker or node
+comes back as a ``died`` event for the driver to retry: from Ray, or, where Ray has not failed
+it ``LOST_GRACE`` s after its node is gone, from the driver's own watch of the nodes that its
+tasks said they run on. Tasks end with their driver (Ray cancels a dead driver's tasks).
 """
 from __future__ import annotations
 
@@ -14,11 +17,19 @@ import math
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from .base import Broker, Executor
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+REPORT_TIMEOUT = 10.0
+"""Seconds a task waits for the broker to take a report before it goes on without it."""
+LOST_GRACE = 10.0
+"""Seconds after a task's node is seen gone before the task counts as died where Ray has not
+failed it itself (Ray's own error, with its reason, usually comes first)."""
+NODE_POLL = 2.0
+"""Seconds between looks at which nodes are alive (while tasks run on known nodes)."""
 
 
 def _import_ray():
@@ -69,14 +80,21 @@ def job_device(device: str | None, gpu_ids: list) -> str | None:
     return "cuda" if device.startswith("cuda") else device
 
 
-def _ray_job(job, broker, device, threads):
+def _ray_job(payload: bytes, token: int, broker, device, threads):
+    """The task. The job comes pickled, so that the task says where it runs before unpickling
+    it (which imports torch and the models: seconds on a loaded machine)."""
     import ray
 
+    broker.started.remote(token, ray.get_runtime_context().get_node_id())
+    job = ray.cloudpickle.loads(payload)
     if "torch" in sys.modules:  # imported with the job (every training job); others need no threads
         sys.modules["torch"].set_num_threads(max(1, int(threads)))
 
     def report(step, value):
-        return ray.get(broker.report.remote(job.handle, step, value))
+        try:
+            return ray.get(broker.report.remote(job.handle, step, value), timeout=REPORT_TIMEOUT)
+        except ray.exceptions.RayError:  # the broker is gone or stuck: this report is lost, not the job
+            return False
 
     return job.run(report, job_device(device, ray.get_gpu_ids()))
 
@@ -123,10 +141,26 @@ class RayExecutor(Executor):
         self.requested = gpus_per_trial
         self.gpus_per_job = spread_fraction(gpus_per_trial, self.parallel, int(total))
         self.gpus = min(int(total), math.ceil(self.parallel * self.gpus_per_job - 1e-6))
-        self.broker = ray.remote(num_cpus=0)(Broker).remote()
+        self._broker_class = ray.remote(Broker)
+        self.broker = self._new_broker()
         self._task = ray.remote(_ray_job)
         self._refs: dict = {}      # ObjectRef -> job
         self._by_handle: dict = {}
+        self._tokens: dict = {}    # submission token -> ObjectRef, until the task says its node
+        self._node_of: dict = {}   # ObjectRef -> node id the task runs on
+        self._gone: dict = {}      # node id -> when the driver first saw it gone
+        self._alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # at the last look
+        self._sent: dict = {}      # ObjectRef -> when it was submitted
+        self._submitted = 0
+        self._polled = 0.0
+
+    def _new_broker(self):
+        """A broker pinned to the driver's node (``soft=False``: never placed on a worker node
+        that may stop), restarted in place should its process die (its reports are lost)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
+        return self._broker_class.options(num_cpus=0, max_restarts=-1, scheduling_strategy=here).remote()
 
     def describe(self) -> str:
         gpus = ""
@@ -141,11 +175,26 @@ class RayExecutor(Executor):
         return self.parallel
 
     def submit(self, job, progress=None) -> None:
+        self._submitted += 1
+        token = self._submitted
         ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus_per_job, max_retries=0,
                                  name=f"job-{job.handle}").remote(
-            job, self.broker, self.device, max(1, self.cpus))
+            self.ray.cloudpickle.dumps(job), token, self.broker, self.device, max(1, self.cpus))
         self._refs[ref] = job
         self._by_handle[job.handle] = ref
+        self._tokens[token] = ref
+        self._sent[ref] = time.monotonic()
+
+    def _forget(self, ref):
+        """Stop tracking ``ref``'s task; its job."""
+        job = self._refs.pop(ref)
+        if self._by_handle.get(job.handle) == ref:
+            del self._by_handle[job.handle]
+        self._node_of.pop(ref, None)
+        self._sent.pop(ref, None)
+        for token in [t for t, r in self._tokens.items() if r == ref]:
+            del self._tokens[token]
+        return job
 
     def events(self, timeout: float) -> list[tuple]:
         ray = self.ray
@@ -158,25 +207,79 @@ class RayExecutor(Executor):
                 done = done + more
         else:
             done = []
-        try:
-            reports = ray.get(self.broker.drain.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - the broker is best effort; pruning can wait
-            reports = []
-        for handle, step, value in reports:
+        for handle, step, value in self._drain():
             ref = self._by_handle.get(handle)
             if ref is not None and ref in self._refs:
                 out.append(("report", self._refs[ref], step, value))
         for ref in done:
-            job = self._refs.pop(ref)
-            self._by_handle.pop(job.handle, None)
-            try:
-                out.append(("done", job, ray.get(ref)))
+            job = self._forget(ref)
+            try:  # ready means fetched here: the timeout only guards against a stuck fetch
+                out.append(("done", job, ray.get(ref, timeout=60)))
             except ray.exceptions.RayTaskError as exc:
                 out.append(("died", job, f"worker raised: {str(exc).strip().splitlines()[-1]}"))
             except ray.exceptions.RayError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 out.append(("died", job, f"{type(exc).__name__}: {first}"[:300]))
+        return out + self._lost()
+
+    def _drain(self) -> list[tuple[str, int, float]]:
+        """The broker's reports, noting where tasks started; none when it does not answer (a
+        dead broker is replaced for the jobs submitted from now on)."""
+        ray = self.ray
+        try:
+            reports, started = ray.get(self.broker.drain.remote(), timeout=30)
+        except ray.exceptions.ActorDiedError:
+            self.broker = self._new_broker()
+            return []
+        except ray.exceptions.RayError:  # restarting or slow: pruning can wait
+            return []
+        for token, node in started:
+            ref = self._tokens.pop(token, None)
+            if ref is not None and ref in self._refs:
+                self._node_of[ref] = node
+        return reports
+
+    def _lost(self) -> list[tuple]:
+        """``died`` for each task whose node has been gone ``LOST_GRACE`` s while Ray has not
+        failed the task (a task whose node stopped can otherwise stay pending for ever). A task
+        submitted before a node went and not started ``LOST_GRACE`` s later may have been
+        handed to that node: it is cancelled and submitted again (it did no work: no attempt)."""
+        now = time.monotonic()
+        if not self._refs or now - self._polled < NODE_POLL:
+            return []
+        self._polled = now
+        try:
+            alive = {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
+        except Exception:  # noqa: BLE001 - the GCS is busy: look again at the next poll
+            return []
+        for node in self._alive - alive:
+            self._gone.setdefault(node, now)
+        self._alive = alive
+        waiting = set(self._tokens.values())
+        for ref in [r for r in self._refs if r in waiting]:
+            went = [t for t in self._gone.values() if self._sent[ref] < t <= now - LOST_GRACE]
+            if went:
+                job = self._forget(ref)
+                self._cancel(ref)
+                self.submit(job)
+        out = []
+        for ref, node in list(self._node_of.items()):
+            if node in alive:
+                continue
+            since = self._gone.setdefault(node, now)
+            if now - since < LOST_GRACE:
+                continue
+            job = self._forget(ref)
+            self._cancel(ref)
+            out.append(("died", job, f"node {node[:12]} is gone and Ray had not ended the task "
+                                     f"{now - since:.0f} s later"))
         return out
+
+    def _cancel(self, ref) -> None:
+        try:
+            self.ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - its worker is gone with the node anyway
+            pass
 
     def prune(self, job) -> None:
         self.broker.prune.remote(job.handle)
