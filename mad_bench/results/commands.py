@@ -72,9 +72,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or f"{args.kind}.png"
     if Path(out).suffix.lower() not in (".png", ".svg"):
         raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
-    frame = None if args.kind == "search-history" else load_store(args.results)
+    stores = [args.results] if isinstance(args.results, str) else list(args.results)
+    frame = None
+    if args.kind != "search-history":
+        import pandas as pd
+
+        frames = [load_store(r) for r in stores]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
-                    storage=args.storage, x=args.x, corpus=args.corpus, results=args.results)
+                    storage=args.storage, x=args.x, corpus=args.corpus, results=stores[0])
     if args.kind == "proxy":
         from .plots import proxy_points, spearman
 
@@ -105,8 +111,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default="results", help="results directory (default: results)")
+def _common(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument("--results", nargs="+", default=["results"], metavar="RESULTS",
+                       help="results directory (default: results); several: their rows read together "
+                            "(e.g. the synthetic and the LM store for --kind proxy)")
+    else:
+        p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--suite", default=None, help="only this suite (needed when the store holds several)")
     p.add_argument("--metric", default="test_acc_macro", choices=list(METRICS),
                    help="test_acc_macro (MAD's metric, default) or test_acc (micro)")
@@ -132,7 +143,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="heatmap, accuracy vs difficulty, Pareto front, search "
                                            "history, MQAR accuracy vs width or vs state size, MAD score vs LM loss (proxy)")
     p.add_argument("--kind", required=True, choices=list(PLOT_KINDS), help="which plot")
-    _common(p)
+    _common(p, several=True)
     p.add_argument("--out", default=None, help="FILE.png or FILE.svg (default: KIND.png)")
     p.add_argument("--x", default="params",
                    help="pareto: the x axis, 'params' or any numeric results column (default: params)")
