@@ -313,6 +313,9 @@ class Ensemble:
             self.leaves.append(v)
             off += n
         self.params = dict(zip(self.names, self.leaves))
+        biases = (f"{name}.bias" if name else "bias" for name, m in self.model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and m.bias is not None)
+        self._linear_biases = [n for n in biases if n in self.params]  # cast under vmap: _vmap_bias_casts
         self.offsets = (torch.arange(G, device=self.dev) * (self.vocab + 1))[:, None]
 
     def _alloc_metrics(self) -> None:
@@ -360,10 +363,6 @@ class Ensemble:
         the hot causal convs go through ``ops.causal_conv``, which casts by hand.)"""
         if not torch.is_autocast_enabled(self.dev.type):
             return {}
-        if not hasattr(self, "_linear_biases"):
-            self._linear_biases = [f"{name}.bias" if name else "bias" for name, m in self.model.named_modules()
-                                   if isinstance(m, torch.nn.Linear) and m.bias is not None]
-            self._linear_biases = [n for n in self._linear_biases if n in self.params]
         dtype = torch.get_autocast_dtype(self.dev.type)
         return {n: dtype for n in self._linear_biases}
 
