@@ -357,7 +357,7 @@ class Ensemble:
         autocast casts a Linear's input and weight but not its bias (the batching rule adds
         the bias after the autocast matmul), so every biased Linear returned fp32: the
         activations downstream ran in fp32 and attention fell off flash to the fp32 math path
-        (seen on an H200: the transformer's step 2.4x slower). Autocast casts the bias
+        (seen on an H200: the transformer's step 2.3x slower). Autocast casts the bias
         outside vmap, so casting it here gives the per-member forward's numbers. (nn.Conv1d
         under vmap is not autocast at all, input included: it stays fp32, correct but slower;
         the hot causal convs go through ``ops.causal_conv``, which casts by hand.)"""
