@@ -18,7 +18,9 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .base import Broker, Executor
 
@@ -30,6 +32,15 @@ LOST_GRACE = 10.0
 failed it itself (Ray's own error, with its reason, usually comes first)."""
 NODE_POLL = 2.0
 """Seconds between looks at which nodes are alive (while tasks run on known nodes)."""
+
+
+@dataclass
+class _Task:
+    """What the driver knows of one submitted task."""
+    job: Any
+    token: int                # its submission number, until it says where it runs
+    sent: float               # time.monotonic() at submission
+    node: str | None = None   # the node it said it runs on
 
 
 def _import_ray():
@@ -144,13 +155,11 @@ class RayExecutor(Executor):
         self._broker_class = ray.remote(Broker)
         self.broker = self._new_broker()
         self._task = ray.remote(_ray_job)
-        self._refs: dict = {}      # ObjectRef -> job
-        self._by_handle: dict = {}
-        self._tokens: dict = {}    # submission token -> ObjectRef, until the task says its node
-        self._node_of: dict = {}   # ObjectRef -> node id the task runs on
+        self._tasks: dict = {}     # ObjectRef -> _Task
+        self._by_handle: dict = {}  # job handle -> ObjectRef
+        self._by_token: dict = {}  # submission token -> ObjectRef, until the task says its node
         self._gone: dict = {}      # node id -> when the driver first saw it gone
         self._alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # at the last look
-        self._sent: dict = {}      # ObjectRef -> when it was submitted
         self._submitted = 0
         self._polled = 0.0
 
@@ -180,37 +189,33 @@ class RayExecutor(Executor):
         ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus_per_job, max_retries=0,
                                  name=f"job-{job.handle}").remote(
             self.ray.cloudpickle.dumps(job), token, self.broker, self.device, max(1, self.cpus))
-        self._refs[ref] = job
+        self._tasks[ref] = _Task(job, token, time.monotonic())
         self._by_handle[job.handle] = ref
-        self._tokens[token] = ref
-        self._sent[ref] = time.monotonic()
+        self._by_token[token] = ref
 
     def _forget(self, ref):
         """Stop tracking ``ref``'s task; its job."""
-        job = self._refs.pop(ref)
-        if self._by_handle.get(job.handle) == ref:
-            del self._by_handle[job.handle]
-        self._node_of.pop(ref, None)
-        self._sent.pop(ref, None)
-        for token in [t for t, r in self._tokens.items() if r == ref]:
-            del self._tokens[token]
-        return job
+        task = self._tasks.pop(ref)
+        if self._by_handle.get(task.job.handle) == ref:
+            del self._by_handle[task.job.handle]
+        self._by_token.pop(task.token, None)
+        return task.job
 
     def events(self, timeout: float) -> list[tuple]:
         ray = self.ray
         out: list[tuple] = []
-        if self._refs:
-            done, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        if self._tasks:
+            done, _ = ray.wait(list(self._tasks), num_returns=1, timeout=timeout)
             if done:  # anything else finished too
-                more, _ = ray.wait([r for r in self._refs if r not in done],
-                                   num_returns=len(self._refs) - len(done), timeout=0)
+                more, _ = ray.wait([r for r in self._tasks if r not in done],
+                                   num_returns=len(self._tasks) - len(done), timeout=0)
                 done = done + more
         else:
             done = []
         for handle, step, value in self._drain():
             ref = self._by_handle.get(handle)
-            if ref is not None and ref in self._refs:
-                out.append(("report", self._refs[ref], step, value))
+            if ref is not None and ref in self._tasks:
+                out.append(("report", self._tasks[ref].job, step, value))
         for ref in done:
             job = self._forget(ref)
             try:  # ready means fetched here: the timeout only guards against a stuck fetch
@@ -234,9 +239,9 @@ class RayExecutor(Executor):
         except ray.exceptions.RayError:  # restarting or slow: pruning can wait
             return []
         for token, node in started:
-            ref = self._tokens.pop(token, None)
-            if ref is not None and ref in self._refs:
-                self._node_of[ref] = node
+            ref = self._by_token.pop(token, None)
+            if ref is not None and ref in self._tasks:
+                self._tasks[ref].node = node
         return reports
 
     def _lost(self) -> list[tuple]:
@@ -245,7 +250,7 @@ class RayExecutor(Executor):
         submitted before a node went and not started ``LOST_GRACE`` s later may have been
         handed to that node: it is cancelled and submitted again (it did no work: no attempt)."""
         now = time.monotonic()
-        if not self._refs or now - self._polled < NODE_POLL:
+        if not self._tasks or now - self._polled < NODE_POLL:
             return []
         self._polled = now
         try:
@@ -255,15 +260,14 @@ class RayExecutor(Executor):
         for node in self._alive - alive:
             self._gone.setdefault(node, now)
         self._alive = alive
-        waiting = set(self._tokens.values())
-        for ref in [r for r in self._refs if r in waiting]:
-            went = [t for t in self._gone.values() if self._sent[ref] < t <= now - LOST_GRACE]
+        for ref in [r for r, t in self._tasks.items() if t.node is None]:
+            went = [t for t in self._gone.values() if self._tasks[ref].sent < t <= now - LOST_GRACE]
             if went:
                 job = self._forget(ref)
                 self._cancel(ref)
                 self.submit(job)
         out = []
-        for ref, node in list(self._node_of.items()):
+        for ref, node in [(r, t.node) for r, t in self._tasks.items() if t.node is not None]:
             if node in alive:
                 continue
             since = self._gone.setdefault(node, now)
@@ -285,11 +289,8 @@ class RayExecutor(Executor):
         self.broker.prune.remote(job.handle)
 
     def close(self) -> None:
-        for ref in list(self._refs):
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001
-                pass
-        self._refs.clear()
+        for ref in list(self._tasks):
+            self._cancel(ref)
+        self._tasks.clear()
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
