@@ -106,6 +106,10 @@ class EngineOptions:
     ``math`` alone (matmul + softmax, which inductor fuses: faster for MAD's 8-wide heads,
     which flash pads to 32)."""
 
+    def __post_init__(self):
+        if self.compact not in (True, False, "auto"):
+            raise ValueError(f"compact must be true, false or 'auto', got {self.compact!r}")
+
 
 @dataclass
 class EngineInfo:
@@ -315,7 +319,7 @@ class Ensemble:
         self.params = dict(zip(self.names, self.leaves))
         biases = (f"{name}.bias" if name else "bias" for name, m in self.model.named_modules()
                   if isinstance(m, torch.nn.Linear) and m.bias is not None)
-        self._linear_biases = [n for n in biases if n in self.params]  # cast under vmap: _vmap_bias_casts
+        self._linear_biases = [n for n in biases if n in self.params]  # cast under vmap: _vmap_bias_dtype
         self.offsets = (torch.arange(G, device=self.dev) * (self.vocab + 1))[:, None]
 
     def _alloc_metrics(self) -> None:
@@ -339,12 +343,12 @@ class Ensemble:
 
     # ------------------------------------------------------------------ the model
     def _member_fn(self, vmapped: bool = False):
-        model, has_aux = self.model, self.has_aux
-        casts = self._vmap_bias_casts() if vmapped else {}
+        model, has_aux, biases = self.model, self.has_aux, self._linear_biases
+        cast = self._vmap_bias_dtype() if vmapped else None
 
         def fn(params, x):
-            if casts:
-                params = {k: v.to(casts[k]) if k in casts else v for k, v in params.items()}
+            if cast is not None:
+                params = {**params, **{n: params[n].to(cast) for n in biases}}
             logits = functional_call(model, params, (x,))
             if has_aux:
                 return logits, model.aux_loss()
@@ -352,8 +356,8 @@ class Ensemble:
 
         return fn
 
-    def _vmap_bias_casts(self) -> dict[str, torch.dtype]:
-        """Linear biases to cast to the autocast dtype before a vmapped forward. Under vmap,
+    def _vmap_bias_dtype(self) -> torch.dtype | None:
+        """The dtype to cast Linear biases to before a vmapped forward (None: no cast). Under vmap,
         autocast casts a Linear's input and weight but not its bias (the batching rule adds
         the bias after the autocast matmul), so every biased Linear returned fp32: the
         activations downstream ran in fp32 and attention fell off flash to the fp32 math path
@@ -361,10 +365,9 @@ class Ensemble:
         outside vmap, so casting it here gives the per-member forward's numbers. (nn.Conv1d
         under vmap is not autocast at all, input included: it stays fp32, correct but slower;
         the hot causal convs go through ``ops.causal_conv``, which casts by hand.)"""
-        if not torch.is_autocast_enabled(self.dev.type):
-            return {}
-        dtype = torch.get_autocast_dtype(self.dev.type)
-        return {n: dtype for n in self._linear_biases}
+        if not self._linear_biases or not torch.is_autocast_enabled(self.dev.type):
+            return None
+        return torch.get_autocast_dtype(self.dev.type)
 
     def _forward(self, x: torch.Tensor, mode: str | None = None):
         """``x[B, L]`` -> (logits ``[G, B, L, V]``, aux ``[G]`` or None)."""
@@ -746,8 +749,6 @@ class Ensemble:
 
     def _should_compact(self, dropped: int, epochs_left: int, epoch_s: float) -> bool:
         mode = self.opts.compact
-        if mode not in (True, False, "auto"):
-            raise ValueError(f"compact must be true, false or 'auto', got {mode!r}")
         if mode != "auto":
             return bool(mode)
         if self.compiled is None and not (self.train_prog and self.train_prog.captured):
