@@ -9,7 +9,6 @@ import re
 import sys
 from pathlib import Path
 
-
 from .argtypes import positive_int
 from .configs.errors import SpecError
 from .interrupts import EXIT_CODE, Interrupted
@@ -20,7 +19,6 @@ from .run.options import add_arguments as add_exec_arguments
 from .spec import load_spec, spec_json_schema
 from .suite import default_suite, expand, load_suite, parse_overrides, sweep_widths
 from .tune.commands import register as register_tune
-
 
 
 @functools.cache

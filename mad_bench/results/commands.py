@@ -72,23 +72,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or f"{args.kind}.png"
     if Path(out).suffix.lower() not in (".png", ".svg"):
         raise ValueError(f"cannot write {out!r}: use a .png or .svg file name")
-    stores = [args.results] if isinstance(args.results, str) else list(args.results)
     frame = None
     if args.kind != "search-history":
         import pandas as pd
 
-        frames = [load_store(r) for r in stores]
+        frames = [load_store(r) for r in args.results]  # --results takes several stores here
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     fig = make_plot(args.kind, frame, suite=args.suite, metric=args.metric, study=args.study,
-                    storage=args.storage, x=args.x, corpus=args.corpus, results=stores[0])
+                    storage=args.storage, x=args.x, corpus=args.corpus, results=args.results[0])
     if args.kind == "proxy":
-        from .plots import proxy_points, spearman
+        from .plots import coverage_mark, proxy_points, spearman
 
         pts = proxy_points(frame, args.suite, args.metric, args.corpus)
         for row in pts.itertuples(index=False):
-            cover = "" if row.n_tasks == row.tasks_total else f"  († {row.n_tasks}/{row.tasks_total} tasks)"
+            mark = coverage_mark(row.n_tasks, row.tasks_total)
             print(f"{row.spec:<28} MAD score {row.mad_score:.4f}  val_loss {row.val_loss:.4f}  "
-                  f"bpb {row.val_bpb:.4f}{cover}")
+                  f"bpb {row.val_bpb:.4f}" + (f"  {mark}" if mark else ""))
         rho = spearman(pts["mad_score"], pts["val_loss"])
         print(f"Spearman rank correlation (MAD score vs val_loss) over {len(pts)} specs: {rho:.3f} "
               "(-1: the higher the score, the lower the loss)")

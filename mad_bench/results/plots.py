@@ -406,6 +406,11 @@ def proxy_points(frame: pd.DataFrame, suite: str | None = None, metric: str = "t
     return pts.sort_values("mad_score", ascending=False, ignore_index=True)
 
 
+def coverage_mark(n_tasks: int, tasks_total: int) -> str:
+    """'' for a MAD score over the whole suite, else its mark: '† (3/6 tasks)'."""
+    return "" if n_tasks >= tasks_total else f"† ({n_tasks}/{tasks_total} tasks)"
+
+
 def spearman(x, y) -> float:
     """Spearman's rank correlation: Pearson's on average ranks (ties share a rank), through
     pandas (no scipy needed). NaN when either side is constant."""
@@ -425,15 +430,16 @@ def proxy(frame: pd.DataFrame, suite: str | None = None, metric: str = "test_acc
     rho = spearman(pts["mad_score"], pts["val_loss"])
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.subplots()
-    partial = pts["n_tasks"] < pts["tasks_total"]
+    partial = False
     for i, row in enumerate(pts.itertuples(index=False)):
         st = style(i)
-        part = row.n_tasks < row.tasks_total  # hollow: the score misses some of the suite's tasks
+        mark = coverage_mark(row.n_tasks, row.tasks_total)  # hollow: the score misses some tasks
+        partial = partial or bool(mark)
         ax.scatter(row.mad_score, row.val_loss, marker=st["marker"], s=48, label=row.spec,
-                   facecolors="none" if part else st["color"], edgecolors=st["color"])
-        name = f"{row.spec} † ({row.n_tasks}/{row.tasks_total} tasks)" if part else row.spec
-        ax.annotate(name, (row.mad_score, row.val_loss), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    note = "\n† hollow: MAD score over the tasks stored so far, not the whole suite" if partial.any() else ""
+                   facecolors="none" if mark else st["color"], edgecolors=st["color"])
+        ax.annotate(f"{row.spec} {mark}".rstrip(), (row.mad_score, row.val_loss), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    note = "\n† hollow: MAD score over the tasks stored so far, not the whole suite" if partial else ""
     ax.set_xlabel(f"MAD score ({suite}, {label(metric)}){note}")
     ax.set_ylabel("LM validation loss (nats per byte)")
     ax.set_title(f"MAD score vs language modelling: Spearman rho = {rho:.2f} (n = {len(pts)})")
@@ -508,5 +514,5 @@ def make_plot(kind: str, frame: pd.DataFrame | None = None, suite: str | None = 
 
 
 __all__ = ["heatmap", "difficulty", "pareto", "pareto_front", "pareto_table", "search_history",
-           "mqar", "mqar_points", "state", "proxy", "proxy_points", "spearman",
+           "mqar", "mqar_points", "state", "proxy", "proxy_points", "coverage_mark", "spearman",
            "load_study", "save_figure", "figure_bytes", "make_plot", "MAD_COLUMN"]

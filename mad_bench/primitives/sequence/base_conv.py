@@ -30,7 +30,7 @@ from torch import nn
 
 from ...configs.primitives.base_conv import BaseConvConfig
 from ...ops import causal_conv
-from ...ops.causal_conv import causal_conv1d
+from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
 from ..base import SequenceMixer
 from ..registry import register
 from .hyena import fft_causal_conv, positional_features
@@ -63,8 +63,7 @@ class BaseConv(SequenceMixer):
         super().__init__(cfg, d_model, max_len)
         self.projection = nn.Linear(d_model, d_model)
         if cfg.conv == "short":
-            self.conv = nn.Conv1d(d_model, d_model, cfg.kernel_size, groups=d_model,
-                                  padding=cfg.kernel_size - 1)
+            self.conv = nn.Conv1d(d_model, d_model, cfg.kernel_size, groups=d_model)  # its parameters
         else:
             self.filter = ImplicitFilter(d_model, max_len, cfg.filter_order)
 
@@ -92,9 +91,8 @@ class BaseConv(SequenceMixer):
     def step(self, x_t: torch.Tensor, state):
         pos, hist = state["pos"], state["hist"]
         if self.cfg.conv == "short":
-            window = torch.cat([hist, x_t[..., None].to(hist.dtype)], dim=-1)
-            c = (window.to(x_t.dtype) * self.conv.weight[:, 0]).sum(-1) + self.conv.bias
-            return self._gate(c, x_t), {"hist": window[..., 1:].clone(), "pos": pos + 1}
+            c, hist = causal_conv1d_step(x_t, hist, self.conv.weight, self.conv.bias)
+            return self._gate(c, x_t), {"hist": hist, "pos": pos + 1}
         if pos >= self.max_len:
             raise ValueError(f"base-conv step beyond max_len={self.max_len}")
         hist = hist.clone()
