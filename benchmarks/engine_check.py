@@ -68,9 +68,13 @@ def main(argv=None) -> int:
     ap.add_argument("--capture", action="store_true", help="time the CUDA-graph-captured step too")
     ap.add_argument("--profile", nargs="*", default=None, metavar="ARCH",
                     help="print the top CUDA kernels of one ensemble step (L 128, G 6) of these specs")
+    ap.add_argument("--fp32-matmul", default="highest", choices=["highest", "high"],
+                    help="torch.set_float32_matmul_precision for the run: 'high' lets fp32 matmuls and the "
+                         "kernels' fp32 tl.dot use TF32 (mlstm's fp32 mixer, the chunked kernels' upcast tiles)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    torch.set_float32_matmul_precision(args.fp32_matmul)
     try:
         dev = resolve_device(args.device)
     except ValueError as exc:  # --device cuda on a machine without one: a line, not a traceback
@@ -80,7 +84,8 @@ def main(argv=None) -> int:
     baselines = {s.task: s for s in expand(suite, args.tasks, baseline_only=True)}
     ctxs = sdpa_contexts(args.sdpa if dev.type == "cuda" else [])
     report = {"device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
-              "torch": torch.__version__, "checks": [], "timing": []}
+              "torch": torch.__version__, "fp32_matmul": args.fp32_matmul,
+              "checks": [], "timing": []}
     print(f"{'arch':26s} {'task':18s} {'sdpa':20s} {'loss err':>9s} {'grad err':>9s}  verdict  worst parameter")
     failures = 0
     for arch in archs:

@@ -24,7 +24,7 @@ tasks:
 Y
 done
 for e in ensemble plain; do for p in auto fp32; do
-  timeout -k 5 "${T:-130}" madbench bench "$G"/gdn-*.yaml --suite "$G/cut-$p.yaml" --device "${DEV:-cuda}" \
+  timeout -k 5 "${T:-130}" python -m mad_bench.cli bench "$G"/gdn-*.yaml --suite "$G/cut-$p.yaml" --device "${DEV:-cuda}" \
     --engine $e --workers 4 --results "$R/$e-$p" > "$R/$e-$p.log" 2>&1
   echo "== engine $e, precision $p: rc $?"; grep "│" "$R/$e-$p.log"
 done; done

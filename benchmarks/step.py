@@ -47,6 +47,10 @@ def make(spec, setting, dev, members, seq_len, variant, batches):
         return build_ensemble(spec, ts, cfgs, dev, options=opts)
 
 
+def device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -57,9 +61,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     ap.add_argument("--check-steps", type=int, default=4)
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each variant")
+    ap.add_argument("--fp32-matmul", default="highest", choices=["highest", "high"],
+                    help="torch.set_float32_matmul_precision for the run: 'high' lets fp32 matmuls and the "
+                         "kernels' fp32 tl.dot use TF32 (mlstm's fp32 mixer, the chunked kernels' upcast tiles)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    torch.set_float32_matmul_precision(args.fp32_matmul)
     dev = resolve_device(args.device)
     setting = expand(load_suite("mad"), ["in-context-recall"], baseline_only=True)[0]
     rows = []
@@ -114,8 +122,9 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
             rows.append(row)
             if args.out:
-                Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(dev),
-                                                      "torch": torch.__version__, "rows": rows}, indent=2))
+                Path(args.out).write_text(json.dumps({"device": device_name(dev),
+                                                      "torch": torch.__version__,
+                                                      "fp32_matmul": args.fp32_matmul, "rows": rows}, indent=2))
     return 0
 
 
