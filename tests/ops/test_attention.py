@@ -1,29 +1,90 @@
-"""Causal softmax attention for small heads: the Triton kernel and the torch reference (SDPA)
-against the position-by-position oracle (naive.py) in fp64, forward and every gradient,
-causal and windowed, lengths that are not multiples of the block; under vmap (members folded
-into the batch) against a per-member loop; the auto dispatch rule."""
+"""Causal softmax attention for small heads: both Triton paths (short: L <= 256, one backward
+program per head; tiled: flash-style) and the torch reference (SDPA) against the
+position-by-position oracle (naive.py) in fp64, forward and every gradient, causal and
+windowed, lengths that are not multiples of the block (and of one), head dims 8, 16 and 12,
+contiguous inputs and strided views of a qkv projection; under vmap (members folded into the
+batch) against a per-member loop; the path choice, the short path's output layout and config
+override; the auto dispatch rule."""
 import pytest
 import torch
 
 from mad_bench.ops.attention import causal_attention
+from mad_bench.ops.attention import triton as attn_triton
 from mad_bench.ops.attention.naive import naive_causal_attention
 from mad_bench.ops.attention.reference import attention_torch
+from mad_bench.ops.attention.triton import attention_triton, short_path
 
 from _kernel_test_utils import as64, check, grads, leaf
 
 TOL = 2e-5
+PATHS = ["short", "tiled"]
 
 
+def qkv_inputs(B, H, L, D, layout, device):
+    """q, k, v ``[B, H, L, D]`` leaves: contiguous, or (as the attention primitive builds them)
+    views of one ``[B, L, 3, H, D]`` projection output."""
+    if layout == "contiguous":
+        return [leaf(torch.randn(B, H, L, D, device=device)) for _ in range(3)]
+    qkv = leaf(torch.randn(B, L, 3, H, D, device=device))
+    return [qkv[:, :, i].transpose(1, 2) for i in range(3)], qkv
+
+
+def check_grads(got, ref, L):
+    """Gradients against the oracle's; at L = 1 dq and dk are zero (one key: the softmax is
+    constant), so there they are held to an absolute bound instead."""
+    names = ["dq", "dk", "dv"]
+    for g, r, name in zip(got, ref, names):
+        if L == 1 and name != "dv":
+            assert g.abs().max().item() <= TOL, name
+        else:
+            check(g, r, TOL, [name])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("layout", ["contiguous", "qkv-view"])
 @pytest.mark.parametrize("window", [None, 5, 20])
-@pytest.mark.parametrize("B,H,L,D", [(1, 2, 37, 8), (2, 1, 70, 16), (1, 1, 16, 12)])
-def test_triton_attention_equals_the_oracle(device, window, B, H, L, D):
-    q, k, v = (leaf(torch.randn(B, H, L, D, device=device)) for _ in range(3))
-    o = causal_attention(q, k, v, window, impl="triton")
+@pytest.mark.parametrize("B,H,L,D", [(1, 2, 37, 8), (2, 1, 70, 16), (1, 1, 16, 12), (1, 2, 1, 8),
+                                     (1, 1, 100, 8)])
+def test_triton_attention_equals_the_oracle(device, path, layout, window, B, H, L, D):
+    made = qkv_inputs(B, H, L, D, layout, device)
+    (q, k, v), wrt = (made, made) if layout == "contiguous" else (made[0], [made[1]])
+    o = attention_triton(q, k, v, window, short=path == "short")
     q64, k64, v64 = as64([q, k, v])
     o64 = naive_causal_attention(q64, k64, v64, window)
     check(o, o64, TOL, ["o"])
     do = torch.randn_like(o)
-    check(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), TOL, ["dq", "dk", "dv"])
+    got = grads(o, wrt, do)
+    if layout != "contiguous":  # the projection's gradient, split back into dq, dk, dv
+        got = [got[0][:, :, i].transpose(1, 2) for i in range(3)]
+    check_grads(got, grads(o64, [q64, k64, v64], do.double()), L)
+
+
+def test_short_path_is_chosen_up_to_256_and_writes_o_heads_inner(device):
+    assert short_path(256, 8) and short_path(128, 32) and short_path(1, 8)
+    assert not short_path(257, 8) and not short_path(128, 64)
+    q = torch.randn(2, 3, 20, 8, device=device)
+    o = attention_triton(q, q, q)
+    assert o.shape == (2, 3, 20, 8) and o.transpose(1, 2).is_contiguous()  # [B, L, H, d] memory
+    with pytest.raises(ValueError, match="L <= 256"):
+        attention_triton(torch.randn(1, 1, 300, 8, device=device), q, q, short=True)
+
+
+@pytest.mark.parametrize("override", [{"BM_FWD": 16, "BM_BWD": 64}, {"BM_FWD": 128, "BM_BWD": 16}])
+def test_short_path_config_override(device, override, monkeypatch):
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", dict(override))
+    q, k, v = (leaf(torch.randn(1, 2, 37, 8, device=device)) for _ in range(3))
+    o = attention_triton(q, k, v, 6, short=True)
+    q64, k64, v64 = as64([q, k, v])
+    o64 = naive_causal_attention(q64, k64, v64, 6)
+    check(o, o64, TOL, ["o"])
+    do = torch.randn_like(o)
+    check_grads(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), 37)
+
+
+def test_short_path_config_override_is_checked(monkeypatch):
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"BM_BWD": 24})
+    with pytest.raises(ValueError, match="BM_BWD must be a power of two >= 16; got 24"):
+        attn_triton._short_config(64, 8)
 
 
 @pytest.mark.parametrize("window", [None, 3])
@@ -38,11 +99,12 @@ def test_torch_reference_equals_the_oracle_in_fp64(window):
     check(grads(o, [q, k, v], do), grads(ref, [q2, k2, v2], do), 1e-10, ["dq", "dk", "dv"])
 
 
-def test_triton_attention_under_vmap_folds_the_members(device):
+@pytest.mark.parametrize("path", PATHS)
+def test_triton_attention_under_vmap_folds_the_members(device, path):
     G, B, H, L, D = 3, 1, 2, 20, 8
     q, k = leaf(torch.randn(G, B, H, L, D, device=device)), leaf(torch.randn(G, B, H, L, D, device=device))
     v = leaf(torch.randn(B, H, L, D, device=device))  # shared by the members: expanded
-    fn = lambda a, b, c: causal_attention(a, b, c, None, impl="triton")  # noqa: E731
+    fn = lambda a, b, c: attention_triton(a, b, c, None, short=path == "short")  # noqa: E731
     o = torch.func.vmap(fn, in_dims=(0, 0, None))(q, k, v)
     ref = torch.stack([naive_causal_attention(*as64([q[g], k[g], v])) for g in range(G)])
     check(o, ref, TOL, ["o"])

@@ -1,14 +1,27 @@
-"""Causal softmax attention for small heads, in Triton (flash-style: online softmax, nothing of
-size L x L in memory; the backward recomputes the probabilities from the saved log-sum-exp).
+"""Causal softmax attention for small heads, in Triton: nothing of size L x L in memory; the
+backward recomputes the probabilities from the saved log-sum-exp.
 
 Built for MAD's shapes: heads of 8-32 dims (flash-attention pads a head of 8 to 32, so three
 quarters of its tensor-core work is padding) at lengths 32-1024. The head dim is padded to 16
 (``tl.dot``'s minimum) by masked loads. An optional ``window`` masks keys older than
-``window - 1`` positions (sliding-window attention), which also skips their blocks.
+``window - 1`` positions (sliding-window attention).
 
-Forward: one program per (query block, batch x head), looping over the causal key blocks.
-Backward: ``delta = rowsum(o * do)`` in torch, then one kernel per key block for ``dk, dv``
-(looping over the query blocks that see it) and one per query block for ``dq``: no atomics.
+Two paths, both without atomics:
+
+* **short** (``L <= SHORT_MAX_L``, head dim padded to at most 32; MAD's lengths): every key of a
+  head fits one tile, so the forward (one program per query block) takes each row's softmax in
+  one pass, and the backward is ONE program per (batch x head) that keeps ``dk, dv`` of all its
+  keys in registers while it walks the query blocks, computes ``delta = rowsum(o * do)`` itself
+  and each score block's probabilities once for ``dq``, ``dk`` and ``dv`` (two exps per score,
+  forward included). It reads q, k, v, do at any strides (no copies of the caller's views) and
+  writes o and the gradients with ``[B, L, H, d]`` memory (as flash-attention does), so
+  ``o.transpose(1, 2).reshape(B, L, H * d)`` is free. Causally masked scores are still
+  computed (a query block spans all keys): at these lengths the kernels wait on memory and
+  launch latency, not on arithmetic.
+* **tiled** (longer sequences): flash-style, online softmax over 64-key blocks; one program per
+  (query block, batch x head) forward, skipping blocks outside the causal window; backward
+  ``delta`` in torch, then one kernel per key block for ``dk, dv`` (looping over the query
+  blocks that see it) and one per query block for ``dq``.
 """
 from __future__ import annotations
 
@@ -16,10 +29,18 @@ import math
 
 import torch
 
-from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..dispatch import interpreting, jit, next_pow2, pick, tl, triton
 from ..vmap_rules import vmap_apply
 
-__all__ = ["attention_triton"]
+__all__ = ["attention_triton", "short_path", "CONFIG_OVERRIDE", "SHORT_MAX_L"]
+
+SHORT_MAX_L = 256  # longest sequence of the short path (its backward keeps every key in registers)
+LOG2E = 1.4426950408889634
+
+# Launch-config override of the short path for tuning runs (benchmarks/attention.py --short-configs):
+# keys BM_FWD, BM_BWD (query rows per block, powers of two >= 16), num_warps_fwd, num_warps_bwd.
+# Empty: the heuristic of :func:`_short_config`.
+CONFIG_OVERRIDE: dict = {}
 
 
 @jit
@@ -149,6 +170,145 @@ def _config(L: int, D: int) -> dict:
     return pick(dict(BM=blk, BN=blk, BD=BD, num_warps=4, num_stages=2), dict(BM=blk, BN=blk, BD=BD))
 
 
+@jit
+def _strided(ptr, b, h, rows, dims, L, D, sb, sh, sl, sd):
+    """The ``[rows, dims]`` tile of head ``(b, h)`` of a ``[B, H, L, D]`` tensor at any strides
+    (zeros past either end)."""
+    offs = b * sb + h * sh + rows[:, None] * sl + dims[None, :] * sd
+    return tl.load(ptr + offs, mask=(rows[:, None] < L) & (dims[None, :] < D), other=0.0)
+
+
+@jit
+def _put_blhd(ptr, x, b, h, rows, dims, H, L, D):
+    """Store the ``[rows, dims]`` tile of head ``(b, h)`` into ``[B, L, H, D]`` memory."""
+    offs = ((b * L + rows[:, None]) * H + h) * D + dims[None, :]
+    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=(rows[:, None] < L) & (dims[None, :] < D))
+
+
+@jit
+def _short_fwd(Q, K, V, O, LSE, H, L, D, scale2,
+               sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+               WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+    """One query block against every key of its head: one exp per score, no rescaling.
+    Scores are in log2 units (``scale2 = log2(e) / sqrt(d)``, ``exp2``); LSE likewise."""
+    n = tl.program_id(0).to(tl.int64)
+    b, h = n // H, n % H
+    rows = tl.program_id(1) * BM + tl.arange(0, BM)
+    cols = tl.arange(0, BL)
+    dims = tl.arange(0, BD)
+    q = _strided(Q, b, h, rows, dims, L, D, sqb, sqh, sql, sqd)
+    k = _strided(K, b, h, cols, dims, L, D, skb, skh, skl, skd)
+    v = _strided(V, b, h, cols, dims, L, D, svb, svh, svl, svd)
+    s = _keep(tl.dot(q, tl.trans(k)) * scale2, rows, cols, L, WINDOW)
+    m = tl.max(s, 1)
+    m = tl.where(m == float("-inf"), 0.0, m)  # padding rows past a window see no key
+    p = tl.exp2(s - m[:, None])
+    l_i = tl.sum(p, 1)
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)
+    o = tl.dot(p.to(v.dtype), v) / l_i[:, None]
+    _put_blhd(O, o, b, h, rows, dims, H, L, D)
+    tl.store(LSE + n * L + rows, m + tl.log2(l_i), mask=rows < L)
+
+
+@jit
+def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, D, scale2, scale,
+               sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+               sob, soh, sol, sod, sdb, sdh, sdl, sdd,
+               WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+    """All of one head's backward: ``dk, dv [BL, BD]`` stay in registers while the program walks
+    its query blocks; each block's P (one exp per score) feeds dv, dk and that block's
+    (complete) dq."""
+    n = tl.program_id(0).to(tl.int64)
+    b, h = n // H, n % H
+    cols = tl.arange(0, BL)
+    dims = tl.arange(0, BD)
+    k = _strided(K, b, h, cols, dims, L, D, skb, skh, skl, skd)
+    v = _strided(V, b, h, cols, dims, L, D, svb, svh, svl, svd)
+    dk = tl.zeros([BL, BD], tl.float32)
+    dv = tl.zeros([BL, BD], tl.float32)
+    for start in range(0, L, BM):
+        rows = start + tl.arange(0, BM)
+        q = _strided(Q, b, h, rows, dims, L, D, sqb, sqh, sql, sqd)
+        do = _strided(DO, b, h, rows, dims, L, D, sdb, sdh, sdl, sdd)
+        o = _strided(O, b, h, rows, dims, L, D, sob, soh, sol, sod)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        lse = tl.load(LSE + n * L + rows, mask=rows < L, other=float("inf"))  # padding rows: P = 0
+        s = _keep(tl.dot(q, tl.trans(k)) * scale2, rows, cols, L, WINDOW)
+        p = tl.exp2(s - lse[:, None])                               # [BM, BL]
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None]) * scale
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        _put_blhd(DQ, tl.dot(ds.to(k.dtype), k), b, h, rows, dims, H, L, D)
+    _put_blhd(DK, dk, b, h, cols, dims, H, L, D)
+    _put_blhd(DV, dv, b, h, cols, dims, H, L, D)
+
+
+def _short_config(L: int, D: int) -> dict:
+    """Tiles of ``[BM, BL]`` scores: at most 64 fp32 of each per thread (a 128 x 128 fp32 tile
+    at 4 warps is 128 registers a thread). Forward blocks of 64 queries; backward blocks of 32
+    (it also holds dk, dv, k and v for all BL keys). ``CONFIG_OVERRIDE`` replaces any key."""
+    BL = max(16, next_pow2(L))
+    BD = max(16, next_pow2(D))
+    cfg = dict(BL=BL, BD=BD, BM_FWD=min(BL, 64), BM_BWD=min(BL, 32))
+    cfg.update(CONFIG_OVERRIDE)
+    for key in ("BM_FWD", "BM_BWD"):
+        bm = cfg[key]
+        if not isinstance(bm, int) or bm < 16 or bm & (bm - 1):
+            raise ValueError(f"attention CONFIG_OVERRIDE: {key} must be a power of two >= 16; got {bm!r}")
+        cfg[key] = min(bm, BL)
+    for key in ("fwd", "bwd"):
+        tile = cfg[f"BM_{key.upper()}"] * BL
+        cfg.setdefault(f"num_warps_{key}", 4 if tile <= 8192 else 8)
+    if interpreting():
+        cfg.pop("num_warps_fwd")
+        cfg.pop("num_warps_bwd")
+    return cfg
+
+
+def _launch(cfg: dict, side: str) -> dict:
+    out = dict(BL=cfg["BL"], BD=cfg["BD"], BM=cfg[f"BM_{side.upper()}"])
+    if f"num_warps_{side}" in cfg:
+        out["num_warps"] = cfg[f"num_warps_{side}"]
+    return out
+
+
+def _strides(t: torch.Tensor) -> tuple:
+    return tuple(t.stride())
+
+
+def _blhd(B: int, H: int, L: int, D: int, like: torch.Tensor) -> torch.Tensor:
+    """An empty ``[B, H, L, D]`` tensor with ``[B, L, H, D]`` memory."""
+    return torch.empty(B, L, H, D, device=like.device, dtype=like.dtype).transpose(1, 2)
+
+
+class _ShortAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window):
+        B, H, L, D = q.shape
+        cfg = _short_config(L, D)
+        o = _blhd(B, H, L, D, q)
+        lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
+        scale2 = LOG2E / math.sqrt(D)
+        _short_fwd[(B * H, triton.cdiv(L, cfg["BM_FWD"]))](
+            q, k, v, o, lse, H, L, D, scale2, *_strides(q), *_strides(k), *_strides(v),
+            WINDOW=window or 0, **_launch(cfg, "fwd"))
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.window = window
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        B, H, L, D = q.shape
+        cfg = _short_config(L, D)
+        dq, dk, dv = (_blhd(B, H, L, D, t) for t in (q, k, v))
+        _short_bwd[(B * H,)](
+            q, k, v, o, do, lse, dq, dk, dv, H, L, D, LOG2E / math.sqrt(D), 1.0 / math.sqrt(D),
+            *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
+            WINDOW=ctx.window or 0, **_launch(cfg, "bwd"))
+        return dq, dk, dv, None
+
+
 class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, window):
@@ -180,8 +340,20 @@ class _Attention(torch.autograd.Function):
         return dq.view(B, H, L, D), dk.view(B, H, L, D), dv.view(B, H, L, D), None
 
 
+def short_path(L: int, D: int) -> bool:
+    """True where the short path runs: ``L <= SHORT_MAX_L`` and a head of at most 32 dims."""
+    return L <= SHORT_MAX_L and D <= 32
+
+
 def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     window: int | None = None) -> torch.Tensor:
+                     window: int | None = None, short: bool | None = None) -> torch.Tensor:
     """``q, k, v [B, H, L, d]`` (same dtype) -> ``[B, H, L, d]``; under vmap the members fold
-    into the batch (one launch)."""
-    return vmap_apply(lambda a, b, c: _Attention.apply(a, b, c, window), q, k, v, fold_args=(0, 1, 2))
+    into the batch (one launch). ``short`` picks the path (default: :func:`short_path`); the
+    short path takes q, k, v at any strides and returns o with ``[B, L, H, d]`` memory."""
+    L, D = q.shape[-2], q.shape[-1]
+    if short is None:
+        short = short_path(L, D)
+    elif short and not short_path(L, D):
+        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
+    fn = _ShortAttention.apply if short else _Attention.apply
+    return vmap_apply(lambda a, b, c: fn(a, b, c, window), q, k, v, fold_args=(0, 1, 2))
