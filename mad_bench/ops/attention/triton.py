@@ -53,6 +53,15 @@ def _keep(s, rows, cols, L, WINDOW: tl.constexpr):
 
 
 @jit
+def _keep_t(st, rows, cols, L, WINDOW: tl.constexpr):
+    """:func:`_keep` of transposed scores ``[cols, rows]``."""
+    ok = (cols[:, None] <= rows[None, :]) & (cols[:, None] < L)
+    if WINDOW > 0:
+        ok = ok & (rows[None, :] - cols[:, None] < WINDOW)
+    return tl.where(ok, st.to(tl.float32), float("-inf"))
+
+
+@jit
 def _tile(ptr, rows, dims, L, D):
     """The ``[rows, dims]`` tile of one ``[L, D]`` head (zeros past either end)."""
     return tl.load(ptr + rows[:, None] * D + dims[None, :], mask=(rows[:, None] < L) & (dims[None, :] < D),
@@ -174,21 +183,23 @@ def _config(L: int, D: int) -> dict:
 def _strided(ptr, b, h, rows, dims, L, D, sb, sh, sl, sd):
     """The ``[rows, dims]`` tile of head ``(b, h)`` of a ``[B, H, L, D]`` tensor at any strides
     (zeros past either end)."""
-    offs = b * sb + h * sh + rows[:, None] * sl + dims[None, :] * sd
-    return tl.load(ptr + offs, mask=(rows[:, None] < L) & (dims[None, :] < D), other=0.0)
+    head = ptr + b * sb + h * sh  # 64-bit head offset once; 32-bit offsets within the head
+    return tl.load(head + rows[:, None] * sl + dims[None, :] * sd, mask=(rows[:, None] < L) & (dims[None, :] < D),
+                   other=0.0)
 
 
 @jit
 def _put_blhd(ptr, x, b, h, rows, dims, H, L, D):
     """Store the ``[rows, dims]`` tile of head ``(b, h)`` into ``[B, L, H, D]`` memory."""
-    offs = ((b * L + rows[:, None]) * H + h) * D + dims[None, :]
-    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=(rows[:, None] < L) & (dims[None, :] < D))
+    head = ptr + b * L * H * D + h * D
+    tl.store(head + rows[:, None] * (H * D) + dims[None, :], x.to(ptr.dtype.element_ty),
+             mask=(rows[:, None] < L) & (dims[None, :] < D))
 
 
 @jit
-def _short_fwd(Q, K, V, O, LSE, H, L, D, scale2,
+def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-               WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+               D: tl.constexpr, WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
     """One query block against every key of its head: one exp per score, no rescaling.
     Scores are in log2 units (``scale2 = log2(e) / sqrt(d)``, ``exp2``); LSE likewise."""
     n = tl.program_id(0).to(tl.int64)
@@ -211,13 +222,15 @@ def _short_fwd(Q, K, V, O, LSE, H, L, D, scale2,
 
 
 @jit
-def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, D, scale2, scale,
+def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, scale2, scale,
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                sob, soh, sol, sod, sdb, sdh, sdl, sdd,
-               WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
-    """All of one head's backward: ``dk, dv [BL, BD]`` stay in registers while the program walks
-    its query blocks; each block's P (one exp per score) feeds dv, dk and that block's
-    (complete) dq."""
+               D: tl.constexpr, WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+    """All of one head's backward, key-major: ``dk, dv [BL, BD]`` stay in registers while the
+    program walks its query blocks, and each block's scores are taken transposed (``[BL, BM]``,
+    keys along the warps), so k and v are split across the warps as the A operands of their
+    dots rather than copied whole into every warp. Each block's P (one exp per score) feeds dv,
+    dk and the block's (complete) dq; k is read again (from cache) for dq."""
     n = tl.program_id(0).to(tl.int64)
     b, h = n // H, n % H
     cols = tl.arange(0, BL)
@@ -233,12 +246,12 @@ def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, D, scale2, scale,
         o = _strided(O, b, h, rows, dims, L, D, sob, soh, sol, sod)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
         lse = tl.load(LSE + n * L + rows, mask=rows < L, other=float("inf"))  # padding rows: P = 0
-        s = _keep(tl.dot(q, tl.trans(k)) * scale2, rows, cols, L, WINDOW)
-        p = tl.exp2(s - lse[:, None])                               # [BM, BL]
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None]) * scale
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
-        _put_blhd(DQ, tl.dot(ds.to(k.dtype), k), b, h, rows, dims, H, L, D)
+        st = _keep_t(tl.dot(k, tl.trans(q)) * scale2, rows, cols, L, WINDOW)
+        pt = tl.exp2(st - lse[None, :])                                   # P^T [BL, BM]
+        dv += tl.dot(pt.to(do.dtype), do)
+        dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :]) * scale   # dS^T
+        dk += tl.dot(dst.to(q.dtype), q)
+        _put_blhd(DQ, tl.dot(tl.trans(dst.to(k.dtype)), k), b, h, rows, dims, H, L, D)
     _put_blhd(DK, dk, b, h, cols, dims, H, L, D)
     _put_blhd(DV, dv, b, h, cols, dims, H, L, D)
 
@@ -249,7 +262,7 @@ def _short_config(L: int, D: int) -> dict:
     (it also holds dk, dv, k and v for all BL keys). ``CONFIG_OVERRIDE`` replaces any key."""
     BL = max(16, next_pow2(L))
     BD = max(16, next_pow2(D))
-    cfg = dict(BL=BL, BD=BD, BM_FWD=min(BL, 64), BM_BWD=min(BL, 32))
+    cfg = dict(BL=BL, BD=BD, BM_FWD=min(BL, 64), BM_BWD=min(BL, 32), num_warps_bwd=8 if BL >= 128 else 4)
     cfg.update(CONFIG_OVERRIDE)
     for key in ("BM_FWD", "BM_BWD"):
         bm = cfg[key]
@@ -290,8 +303,8 @@ class _ShortAttention(torch.autograd.Function):
         lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
         scale2 = LOG2E / math.sqrt(D)
         _short_fwd[(B * H, triton.cdiv(L, cfg["BM_FWD"]))](
-            q, k, v, o, lse, H, L, D, scale2, *_strides(q), *_strides(k), *_strides(v),
-            WINDOW=window or 0, **_launch(cfg, "fwd"))
+            q, k, v, o, lse, H, L, scale2, *_strides(q), *_strides(k), *_strides(v),
+            D=D, WINDOW=window or 0, **_launch(cfg, "fwd"))
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.window = window
         return o
@@ -303,9 +316,9 @@ class _ShortAttention(torch.autograd.Function):
         cfg = _short_config(L, D)
         dq, dk, dv = (_blhd(B, H, L, D, t) for t in (q, k, v))
         _short_bwd[(B * H,)](
-            q, k, v, o, do, lse, dq, dk, dv, H, L, D, LOG2E / math.sqrt(D), 1.0 / math.sqrt(D),
+            q, k, v, o, do, lse, dq, dk, dv, H, L, LOG2E / math.sqrt(D), 1.0 / math.sqrt(D),
             *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
-            WINDOW=ctx.window or 0, **_launch(cfg, "bwd"))
+            D=D, WINDOW=ctx.window or 0, **_launch(cfg, "bwd"))
         return dq, dk, dv, None
 
 
