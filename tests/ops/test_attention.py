@@ -14,7 +14,7 @@ from mad_bench.ops.attention.naive import naive_causal_attention
 from mad_bench.ops.attention.reference import attention_torch
 from mad_bench.ops.attention.triton import attention_triton, short_path
 
-from _kernel_test_utils import as64, check, grads, leaf
+from _kernel_test_utils import as64, check, check_layer_paths, grads, leaf
 
 TOL = 2e-5
 PATHS = ["short", "tiled"]
@@ -120,3 +120,16 @@ def test_auto_dispatch_keeps_fp64_and_cpu_on_torch_and_checks_the_window():
     assert torch.equal(causal_attention(q, q, q), attention_torch(q, q, q))
     with pytest.raises(ValueError, match="window must be >= 1"):
         causal_attention(q, q, q, window=0)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_attention_layer_triton_path_equals_its_torch_path(device, window):
+    """The primitive hands the kernel views of its qkv projection (v, and q, k after rotary) and
+    reshapes o as [B, L, H * d]: the short path's strided reads and [B, L, H, d] writes."""
+    from mad_bench.primitives.sequence.attention import Attention, AttentionConfig
+
+    torch.manual_seed(0)
+    ref = Attention(AttentionConfig(n_heads=4, window=window, impl="torch"), 32, 24).to(device)
+    tri = Attention(AttentionConfig(n_heads=4, window=window, impl="triton"), 32, 24).to(device)
+    tri.load_state_dict(ref.state_dict())
+    check_layer_paths(ref, tri, torch.randn(2, 19, 32, device=device), 1e-5, 1e-4)

@@ -257,24 +257,23 @@ def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, scale2, scale,
 
 
 def _short_config(L: int, D: int) -> dict:
-    """Tiles of ``[BM, BL]`` scores: at most 64 fp32 of each per thread (a 128 x 128 fp32 tile
-    at 4 warps is 128 registers a thread). Forward blocks of 64 queries; backward blocks of 32
-    (it also holds dk, dv, k and v for all BL keys). ``CONFIG_OVERRIDE`` replaces any key."""
+    """Query blocks and warps of the short path (``CONFIG_OVERRIDE`` replaces any of them).
+    Forward: 64 queries against all BL keys, 4 warps up to a 64 x 128 score tile (94 registers
+    a thread on sm_90), 8 beyond. Backward: 32 queries a step, 8 warps from BL = 128 (108
+    registers at L 128; at 4 warps 168, and [BL, 32] tiles of scores, dS, P at 4 warps cost 32
+    registers each per 128 keys)."""
     BL = max(16, next_pow2(L))
-    BD = max(16, next_pow2(D))
-    cfg = dict(BL=BL, BD=BD, BM_FWD=min(BL, 64), BM_BWD=min(BL, 32), num_warps_bwd=8 if BL >= 128 else 4)
+    cfg = dict(BL=BL, BD=max(16, next_pow2(D)), BM_FWD=min(BL, 64), BM_BWD=min(BL, 32))
     cfg.update(CONFIG_OVERRIDE)
     for key in ("BM_FWD", "BM_BWD"):
         bm = cfg[key]
         if not isinstance(bm, int) or bm < 16 or bm & (bm - 1):
             raise ValueError(f"attention CONFIG_OVERRIDE: {key} must be a power of two >= 16; got {bm!r}")
         cfg[key] = min(bm, BL)
-    for key in ("fwd", "bwd"):
-        tile = cfg[f"BM_{key.upper()}"] * BL
-        cfg.setdefault(f"num_warps_{key}", 4 if tile <= 8192 else 8)
+    cfg.setdefault("num_warps_fwd", 4 if cfg["BM_FWD"] * BL <= 8192 else 8)
+    cfg.setdefault("num_warps_bwd", 8 if BL >= 128 else 4)
     if interpreting():
-        cfg.pop("num_warps_fwd")
-        cfg.pop("num_warps_bwd")
+        del cfg["num_warps_fwd"], cfg["num_warps_bwd"]
     return cfg
 
 
