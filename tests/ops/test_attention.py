@@ -71,6 +71,7 @@ def test_short_path_is_chosen_up_to_256_and_writes_o_heads_inner(device):
 
 @pytest.mark.parametrize("override", [{"BM_FWD": 16, "BM_BWD": 64}, {"BM_FWD": 128, "BM_BWD": 16}])
 def test_short_path_config_override(device, override, monkeypatch):
+    """Other block sizes; BM_FWD 16 at L 37 (64 keys) takes the forward's 16 / 32 / 64-key tiles."""
     monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", dict(override))
     q, k, v = (leaf(torch.randn(1, 2, 37, 8, device=device)) for _ in range(3))
     o = attention_triton(q, k, v, 6, short=True)
@@ -79,6 +80,17 @@ def test_short_path_config_override(device, override, monkeypatch):
     check(o, o64, TOL, ["o"])
     do = torch.randn_like(o)
     check_grads(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), 37)
+
+
+def test_short_path_alignment_hint_is_the_strides_common_power_of_two():
+    """ALIGN promises the compiler that every stride but the last (which must be 1) is a
+    multiple of it: a wrong promise reads wrong data on a GPU (the interpreter ignores it)."""
+    qkv = torch.randn(2, 5, 3, 4, 8)
+    assert attn_triton._align(qkv[:, :, 0].transpose(1, 2)) == 8
+    assert attn_triton._align(torch.randn(2, 4, 5, 12)) == 4
+    assert attn_triton._align(torch.randn(1, 4, 5, 6)) == 2
+    assert attn_triton._align(torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8).transpose(-1, -2)) == 1
+    assert attn_triton._align(torch.randn(1, 1, 3, 8).expand(4, 1, 3, 8)) == 8  # a stride of 0
 
 
 def test_short_path_config_override_is_checked(monkeypatch):

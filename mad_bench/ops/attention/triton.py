@@ -202,16 +202,12 @@ def _put_blhd(ptr, x, b, h, rows, dims, H, L, D):
 
 
 @jit
-def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
-               sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-               D: tl.constexpr, WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
-               ALIGN: tl.constexpr):
-    """One query block against every key of its head: one exp per score, no rescaling.
-    Scores are in log2 units (``scale2 = log2(e) / sqrt(d)``, ``exp2``); LSE likewise."""
-    n = tl.program_id(0).to(tl.int64)
-    b, h = n // H, n % H
-    rows = tl.program_id(1) * BM + tl.arange(0, BM)
-    cols = tl.arange(0, BL)
+def _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+                    D: tl.constexpr, WINDOW: tl.constexpr, KW: tl.constexpr, BD: tl.constexpr, ALIGN: tl.constexpr):
+    """Query ``rows`` against keys ``0 .. KW - 1`` (all they see): one exp per score, no
+    rescaling. Scores are in log2 units (``scale2 = log2(e) / sqrt(d)``, ``exp2``); LSE too."""
+    cols = tl.arange(0, KW)
     dims = tl.arange(0, BD)
     q = _strided(Q, b, h, rows, dims, L, D, sqb, sqh, sql, sqd, ALIGN)
     k = _strided(K, b, h, cols, dims, L, D, skb, skh, skl, skd, ALIGN)
@@ -225,6 +221,39 @@ def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
     o = tl.dot(p.to(v.dtype), v) / l_i[:, None]
     _put_blhd(O, o, b, h, rows, dims, H, L, D)
     tl.store(LSE + n * L + rows, m + tl.log2(l_i), mask=rows < L)
+
+
+@jit
+def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
+               sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+               D: tl.constexpr, WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+               ALIGN: tl.constexpr):
+    """One query block against the keys it sees causally, in the narrowest of BL / 4, BL / 2
+    and BL keys that holds them (early blocks skip most of the masked scores)."""
+    n = tl.program_id(0).to(tl.int64)
+    b, h = n // H, n % H
+    hi = (tl.program_id(1) + 1) * BM  # the block sees keys < hi
+    rows = hi - BM + tl.arange(0, BM)
+    if BL // 4 >= BM:
+        if hi <= BL // 4:
+            _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                            sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL // 4, BD, ALIGN)
+        elif hi <= BL // 2:
+            _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                            sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL // 2, BD, ALIGN)
+        else:
+            _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                            sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL, BD, ALIGN)
+    elif BL // 2 >= BM:
+        if hi <= BL // 2:
+            _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                            sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL // 2, BD, ALIGN)
+        else:
+            _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                            sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL, BD, ALIGN)
+    else:
+        _short_fwd_rows(Q, K, V, O, LSE, n, b, h, rows, H, L, scale2,
+                        sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd, D, WINDOW, BL, BD, ALIGN)
 
 
 @jit
