@@ -32,8 +32,8 @@ from mad_bench.ops.attention import triton as attn_triton  # noqa: E402
 
 SHAPES = ["768,16,128,8", "768,16,256,8", "768,16,512,8", "768,16,1024,8", "768,8,128,16", "128,2,1024,64"]
 SHORT_CONFIGS = ['{}', '{"BM_BWD": 16, "num_warps_bwd": 4}',
-                 '{"BM_FWD": 128, "num_warps_fwd": 8, "BM_BWD": 64, "num_warps_bwd": 8}',
-                 '{"BM_FWD": 32, "num_warps_bwd": 4}']
+                 '{"BM_FWD": 32, "KEY_SPLIT": 2, "BM_BWD": 16, "num_warps_bwd": 4}',
+                 '{"BM_FWD": 128, "num_warps_fwd": 8, "KEY_SPLIT": 2}']
 
 
 def rel(a, b):
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                     help="B,H,L,d each (B = members x batch)")
     ap.add_argument("--layouts", nargs="+", choices=["contiguous", "qkv-view"], default=["contiguous", "qkv-view"])
     ap.add_argument("--short-configs", nargs="+", type=config_arg, default=[config_arg(c) for c in SHORT_CONFIGS],
-                    help="JSON objects of CONFIG_OVERRIDE keys (BM_FWD, BM_BWD, num_warps_fwd, num_warps_bwd)")
+                    help="JSON objects of CONFIG_OVERRIDE keys (BM_FWD, BM_BWD, num_warps_fwd, num_warps_bwd, "
+                         "KEY_SPLIT)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = []

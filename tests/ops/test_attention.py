@@ -69,17 +69,21 @@ def test_short_path_is_chosen_up_to_256_and_writes_o_heads_inner(device):
         attention_triton(torch.randn(1, 1, 300, 8, device=device), q, q, short=True)
 
 
-@pytest.mark.parametrize("override", [{"BM_FWD": 16, "BM_BWD": 64}, {"BM_FWD": 128, "BM_BWD": 16}])
-def test_short_path_config_override(device, override, monkeypatch):
-    """Other block sizes; BM_FWD 16 at L 37 (64 keys) takes the forward's 16 / 32 / 64-key tiles."""
+@pytest.mark.parametrize("window", [None, 6])
+@pytest.mark.parametrize("L", [37, 100])
+@pytest.mark.parametrize("override", [{"BM_FWD": 16, "BM_BWD": 64}, {"BM_FWD": 128, "BM_BWD": 16},
+                                      {"KEY_SPLIT": 2}, {"KEY_SPLIT": 2, "BM_BWD": 16}])
+def test_short_path_config_override(device, override, L, window, monkeypatch):
+    """Other block sizes (BM_FWD 16 takes the forward's quarter / half / full key tiles) and
+    the backward's keys in two halves."""
     monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", dict(override))
-    q, k, v = (leaf(torch.randn(1, 2, 37, 8, device=device)) for _ in range(3))
-    o = attention_triton(q, k, v, 6, short=True)
+    q, k, v = (leaf(torch.randn(1, 2, L, 8, device=device)) for _ in range(3))
+    o = attention_triton(q, k, v, window, short=True)
     q64, k64, v64 = as64([q, k, v])
-    o64 = naive_causal_attention(q64, k64, v64, 6)
+    o64 = naive_causal_attention(q64, k64, v64, window)
     check(o, o64, TOL, ["o"])
     do = torch.randn_like(o)
-    check_grads(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), 37)
+    check_grads(grads(o, [q, k, v], do), grads(o64, [q64, k64, v64], do.double()), L)
 
 
 def test_short_path_alignment_hint_is_the_strides_common_power_of_two():
@@ -97,6 +101,12 @@ def test_short_path_config_override_is_checked(monkeypatch):
     monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"BM_BWD": 24})
     with pytest.raises(ValueError, match="BM_BWD must be a power of two >= 16; got 24"):
         attn_triton._short_config(64, 8)
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"KEY_SPLIT": 4})
+    with pytest.raises(ValueError, match="KEY_SPLIT must be 1 or 2; got 4"):
+        attn_triton._short_config(64, 8)
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"KEY_SPLIT": 2})
+    assert attn_triton._short_config(128, 8)["KEY_SPLIT"] == 2
+    assert attn_triton._short_config(30, 8)["KEY_SPLIT"] == 1  # 16 keys a half < 32 queries a block
 
 
 @pytest.mark.parametrize("window", [None, 3])

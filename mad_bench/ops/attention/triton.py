@@ -38,7 +38,8 @@ SHORT_MAX_L = 256  # longest sequence of the short path (its backward keeps ever
 LOG2E = 1.4426950408889634
 
 # Launch-config override of the short path for tuning runs (benchmarks/attention.py --short-configs):
-# keys BM_FWD, BM_BWD (query rows per block, powers of two >= 16), num_warps_fwd, num_warps_bwd.
+# keys BM_FWD, BM_BWD (query rows per block, powers of two >= 16), num_warps_fwd, num_warps_bwd,
+# KEY_SPLIT (1 or 2: the backward's keys in one tile or two halves, see _short_bwd).
 # Empty: the heuristic of :func:`_short_config`.
 CONFIG_OVERRIDE: dict = {}
 
@@ -257,55 +258,107 @@ def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
 
 
 @jit
+def _short_bwd_rows(Q, O, DO, LSE, n, b, h, rows, dims, L,
+                    sqb, sqh, sql, sqd, sob, soh, sol, sod, sdb, sdh, sdl, sdd,
+                    D: tl.constexpr, ALIGN: tl.constexpr):
+    """A query block's q, do, ``delta = rowsum(o * do)`` and LSE (+inf past L: P = 0 there)."""
+    q = _strided(Q, b, h, rows, dims, L, D, sqb, sqh, sql, sqd, ALIGN)
+    do = _strided(DO, b, h, rows, dims, L, D, sdb, sdh, sdl, sdd, ALIGN)
+    o = _strided(O, b, h, rows, dims, L, D, sob, soh, sol, sod, ALIGN)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    lse = tl.load(LSE + n * L + rows, mask=rows < L, other=float("inf"))
+    return q, do, delta, lse
+
+
+@jit
+def _short_bwd_keys(k, v, dk, dv, q, do, delta, lse, rows, cols, L, scale2, scale, WINDOW: tl.constexpr):
+    """One query block against the key tile ``k, v`` (positions ``cols``), key-major: scores as
+    ``[keys, queries]``, so k and v are the A operands of their dots (split across the warps,
+    not copied whole into each). P once per score feeds dv, dk and the block's dq (returned)."""
+    pt = tl.exp2(_keep_t(tl.dot(k, tl.trans(q)) * scale2, rows, cols, L, WINDOW) - lse[None, :])
+    dv += tl.dot(pt.to(do.dtype), do)
+    dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :]) * scale                  # dS^T
+    dk += tl.dot(dst.to(q.dtype), q)
+    return dk, dv, tl.dot(tl.trans(dst.to(k.dtype)), k)
+
+
+@jit
 def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, scale2, scale,
                sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
                sob, soh, sol, sod, sdb, sdh, sdl, sdd,
                D: tl.constexpr, WINDOW: tl.constexpr, BM: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
-               ALIGN: tl.constexpr):
-    """All of one head's backward, key-major: ``dk, dv [BL, BD]`` stay in registers while the
-    program walks its query blocks, and each block's scores are taken transposed (``[BL, BM]``,
-    keys along the warps), so k and v are split across the warps as the A operands of their
-    dots rather than copied whole into every warp. Each block's P (one exp per score) feeds dv,
-    dk and the block's (complete) dq; k is read again (from cache) for dq."""
+               ALIGN: tl.constexpr, KEY_SPLIT: tl.constexpr):
+    """All of one head's backward: ``dk, dv`` of every key stay in registers while the program
+    walks its query blocks; each block's dq is complete when the block is done. ``KEY_SPLIT``
+    2 (BL / 2 holds a query block): the keys are two halves, query blocks before BL / 2 see
+    only the first (a quarter of the scores skipped), later ones both (more registers)."""
     n = tl.program_id(0).to(tl.int64)
     b, h = n // H, n % H
-    cols = tl.arange(0, BL)
     dims = tl.arange(0, BD)
-    k = _strided(K, b, h, cols, dims, L, D, skb, skh, skl, skd, ALIGN)
-    v = _strided(V, b, h, cols, dims, L, D, svb, svh, svl, svd, ALIGN)
-    dk = tl.zeros([BL, BD], tl.float32)
-    dv = tl.zeros([BL, BD], tl.float32)
-    for start in range(0, L, BM):
-        rows = start + tl.arange(0, BM)
-        q = _strided(Q, b, h, rows, dims, L, D, sqb, sqh, sql, sqd, ALIGN)
-        do = _strided(DO, b, h, rows, dims, L, D, sdb, sdh, sdl, sdd, ALIGN)
-        o = _strided(O, b, h, rows, dims, L, D, sob, soh, sol, sod, ALIGN)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        lse = tl.load(LSE + n * L + rows, mask=rows < L, other=float("inf"))  # padding rows: P = 0
-        st = _keep_t(tl.dot(k, tl.trans(q)) * scale2, rows, cols, L, WINDOW)
-        pt = tl.exp2(st - lse[None, :])                                   # P^T [BL, BM]
-        dv += tl.dot(pt.to(do.dtype), do)
-        dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :]) * scale   # dS^T
-        dk += tl.dot(dst.to(q.dtype), q)
-        _put_blhd(DQ, tl.dot(tl.trans(dst.to(k.dtype)), k), b, h, rows, dims, H, L, D)
-    _put_blhd(DK, dk, b, h, cols, dims, H, L, D)
-    _put_blhd(DV, dv, b, h, cols, dims, H, L, D)
+    if KEY_SPLIT == 2:
+        HB: tl.constexpr = BL // 2
+        c0 = tl.arange(0, HB)
+        c1 = HB + tl.arange(0, HB)
+        k0 = _strided(K, b, h, c0, dims, L, D, skb, skh, skl, skd, ALIGN)
+        v0 = _strided(V, b, h, c0, dims, L, D, svb, svh, svl, svd, ALIGN)
+        k1 = _strided(K, b, h, c1, dims, L, D, skb, skh, skl, skd, ALIGN)
+        v1 = _strided(V, b, h, c1, dims, L, D, svb, svh, svl, svd, ALIGN)
+        dk0 = tl.zeros([HB, BD], tl.float32)
+        dv0 = tl.zeros([HB, BD], tl.float32)
+        dk1 = tl.zeros([HB, BD], tl.float32)
+        dv1 = tl.zeros([HB, BD], tl.float32)
+        for start in range(0, tl.minimum(L, HB), BM):
+            rows = start + tl.arange(0, BM)
+            q, do, delta, lse = _short_bwd_rows(Q, O, DO, LSE, n, b, h, rows, dims, L, sqb, sqh, sql, sqd,
+                                                sob, soh, sol, sod, sdb, sdh, sdl, sdd, D, ALIGN)
+            dk0, dv0, dq = _short_bwd_keys(k0, v0, dk0, dv0, q, do, delta, lse, rows, c0, L, scale2, scale, WINDOW)
+            _put_blhd(DQ, dq, b, h, rows, dims, H, L, D)
+        for start in range(HB, L, BM):
+            rows = start + tl.arange(0, BM)
+            q, do, delta, lse = _short_bwd_rows(Q, O, DO, LSE, n, b, h, rows, dims, L, sqb, sqh, sql, sqd,
+                                                sob, soh, sol, sod, sdb, sdh, sdl, sdd, D, ALIGN)
+            dk0, dv0, dq0 = _short_bwd_keys(k0, v0, dk0, dv0, q, do, delta, lse, rows, c0, L, scale2, scale, WINDOW)
+            dk1, dv1, dq1 = _short_bwd_keys(k1, v1, dk1, dv1, q, do, delta, lse, rows, c1, L, scale2, scale, WINDOW)
+            _put_blhd(DQ, dq0 + dq1, b, h, rows, dims, H, L, D)
+        _put_blhd(DK, dk0, b, h, c0, dims, H, L, D)
+        _put_blhd(DV, dv0, b, h, c0, dims, H, L, D)
+        _put_blhd(DK, dk1, b, h, c1, dims, H, L, D)
+        _put_blhd(DV, dv1, b, h, c1, dims, H, L, D)
+    else:
+        cols = tl.arange(0, BL)
+        k = _strided(K, b, h, cols, dims, L, D, skb, skh, skl, skd, ALIGN)
+        v = _strided(V, b, h, cols, dims, L, D, svb, svh, svl, svd, ALIGN)
+        dk = tl.zeros([BL, BD], tl.float32)
+        dv = tl.zeros([BL, BD], tl.float32)
+        for start in range(0, L, BM):
+            rows = start + tl.arange(0, BM)
+            q, do, delta, lse = _short_bwd_rows(Q, O, DO, LSE, n, b, h, rows, dims, L, sqb, sqh, sql, sqd,
+                                                sob, soh, sol, sod, sdb, sdh, sdl, sdd, D, ALIGN)
+            dk, dv, dq = _short_bwd_keys(k, v, dk, dv, q, do, delta, lse, rows, cols, L, scale2, scale, WINDOW)
+            _put_blhd(DQ, dq, b, h, rows, dims, H, L, D)
+        _put_blhd(DK, dk, b, h, cols, dims, H, L, D)
+        _put_blhd(DV, dv, b, h, cols, dims, H, L, D)
 
 
 def _short_config(L: int, D: int) -> dict:
-    """Query blocks and warps of the short path (``CONFIG_OVERRIDE`` replaces any of them).
-    Forward: 64 queries against all BL keys, 4 warps up to a 64 x 128 score tile, 8 beyond.
-    Backward: 32 queries a step, 8 warps from BL = 128 ([BL, 32] tiles of scores, P and dS
-    cost 32 registers each per 128 keys at 4 warps). On sm_90 at L 128, d 8 (compiled on the
-    CPU): forward 102 registers a thread, backward 91 (148 at 4 warps), no spills."""
+    """Query blocks, warps and key split of the short path (``CONFIG_OVERRIDE`` replaces any).
+    Forward: 64 queries a program, 4 warps up to a 64 x 128 score tile, 8 beyond. Backward: 32
+    queries a step, 8 warps from BL = 128 ([BL, 32] tiles of scores, P and dS cost 32 registers
+    each per 128 keys at 4 warps), keys in one tile. On sm_90 at L 128, d 8 (compiled on the
+    CPU): forward 96 registers a thread, backward 91 (148 at 4 warps); KEY_SPLIT 2 skips a
+    quarter of the backward's scores but takes 168 (104 at 4 warps with 16-query blocks)."""
     BL = max(16, next_pow2(L))
-    cfg = dict(BL=BL, BD=max(16, next_pow2(D)), BM_FWD=min(BL, 64), BM_BWD=min(BL, 32))
+    cfg = dict(BL=BL, BD=max(16, next_pow2(D)), BM_FWD=min(BL, 64), BM_BWD=min(BL, 32), KEY_SPLIT=1)
     cfg.update(CONFIG_OVERRIDE)
     for key in ("BM_FWD", "BM_BWD"):
         bm = cfg[key]
         if not isinstance(bm, int) or bm < 16 or bm & (bm - 1):
             raise ValueError(f"attention CONFIG_OVERRIDE: {key} must be a power of two >= 16; got {bm!r}")
         cfg[key] = min(bm, BL)
+    if cfg["KEY_SPLIT"] not in (1, 2):
+        raise ValueError(f"attention CONFIG_OVERRIDE: KEY_SPLIT must be 1 or 2; got {cfg['KEY_SPLIT']!r}")
+    if BL // 2 < cfg["BM_BWD"]:
+        cfg["KEY_SPLIT"] = 1  # no query block fits in the first half
     cfg.setdefault("num_warps_fwd", 4 if cfg["BM_FWD"] * BL <= 8192 else 8)
     cfg.setdefault("num_warps_bwd", 8 if BL >= 128 else 4)
     if interpreting():
@@ -315,6 +368,8 @@ def _short_config(L: int, D: int) -> dict:
 
 def _launch(cfg: dict, side: str) -> dict:
     out = dict(BL=cfg["BL"], BD=cfg["BD"], BM=cfg[f"BM_{side.upper()}"])
+    if side == "bwd":
+        out["KEY_SPLIT"] = cfg["KEY_SPLIT"]
     if f"num_warps_{side}" in cfg:
         out["num_warps"] = cfg[f"num_warps_{side}"]
     return out
