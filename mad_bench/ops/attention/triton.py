@@ -9,15 +9,15 @@ quarters of its tensor-core work is padding) at lengths 32-1024. The head dim is
 Two paths, both without atomics:
 
 * **short** (``L <= SHORT_MAX_L``, head dim padded to at most 32; MAD's lengths): every key of a
-  head fits one tile, so the forward (one program per query block) takes each row's softmax in
-  one pass, and the backward is ONE program per (batch x head) that keeps ``dk, dv`` of all its
-  keys in registers while it walks the query blocks, computes ``delta = rowsum(o * do)`` itself
-  and each score block's probabilities once for ``dq``, ``dk`` and ``dv`` (two exps per score,
-  forward included). It reads q, k, v, do at any strides (no copies of the caller's views) and
-  writes o and the gradients with ``[B, L, H, d]`` memory (as flash-attention does), so
-  ``o.transpose(1, 2).reshape(B, L, H * d)`` is free. Causally masked scores are still
-  computed (a query block spans all keys): at these lengths the kernels wait on memory and
-  launch latency, not on arithmetic.
+  head fits in registers. The forward (one program per query block) takes each row's softmax
+  in one pass over the narrowest of BL / 4, BL / 2 or BL keys (BL = L to a power of two) that
+  holds its causal range: no online rescaling. The backward is ONE program per (batch x head)
+  that keeps ``dk, dv`` of all its keys in registers while it walks the query blocks, computes
+  ``delta = rowsum(o * do)`` itself and each score block's probabilities once for ``dq``,
+  ``dk`` and ``dv`` (two exps per score, forward included). It reads q, k, v, do at any strides
+  (no copies of the caller's views) and writes o and the gradients with ``[B, L, H, d]``
+  memory (as flash-attention does), so ``o.transpose(1, 2).reshape(B, L, H * d)`` is free.
+  Launch configs: :func:`_short_config`, ``CONFIG_OVERRIDE``.
 * **tiled** (longer sequences): flash-style, online softmax over 64-key blocks; one program per
   (query block, batch x head) forward, skipping blocks outside the causal window; backward
   ``delta`` in torch, then one kernel per key block for ``dk, dv`` (looping over the query
@@ -233,7 +233,8 @@ def _short_fwd(Q, K, V, O, LSE, H, L, scale2,
     and BL keys that holds them (early blocks skip most of the masked scores)."""
     n = tl.program_id(0).to(tl.int64)
     b, h = n // H, n % H
-    hi = (tl.program_id(1) + 1) * BM  # the block sees keys < hi
+    scale2 = tl.cast(scale2, tl.float32)  # inductor may pass fp64 scalars
+    hi = (tl.num_programs(1) - tl.program_id(1)) * BM  # it sees keys < hi; the longest rows start first
     rows = hi - BM + tl.arange(0, BM)
     if BL // 4 >= BM:
         if hi <= BL // 4:
@@ -295,6 +296,7 @@ def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, scale2, scale,
     n = tl.program_id(0).to(tl.int64)
     b, h = n // H, n % H
     dims = tl.arange(0, BD)
+    scale2, scale = tl.cast(scale2, tl.float32), tl.cast(scale, tl.float32)  # inductor may pass fp64
     if KEY_SPLIT == 2:
         HB: tl.constexpr = BL // 2
         c0 = tl.arange(0, HB)
