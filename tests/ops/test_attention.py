@@ -1,7 +1,7 @@
 """Causal softmax attention for small heads: both Triton paths (short: L <= 256, one backward
 program per head; tiled: flash-style) and the torch reference (SDPA) against the
 position-by-position oracle (naive.py) in fp64, forward and every gradient, causal and
-windowed, lengths that are not multiples of the block (and of one), head dims 8, 16 and 12,
+windowed, lengths that are not multiples of the block (and a length of 1), head dims 8, 16, 12,
 contiguous inputs and strided views of a qkv projection; under vmap (members folded into the
 batch) against a per-member loop; the path choice, the short path's output layout and config
 override; the auto dispatch rule."""
@@ -21,12 +21,13 @@ PATHS = ["short", "tiled"]
 
 
 def qkv_inputs(B, H, L, D, layout, device):
-    """q, k, v ``[B, H, L, D]`` leaves: contiguous, or (as the attention primitive builds them)
-    views of one ``[B, L, 3, H, D]`` projection output."""
+    """``(q, k, v), leaves``: q, k, v ``[B, H, L, D]`` contiguous (the leaves themselves), or
+    (as the attention primitive builds them) views of one ``[B, L, 3, H, D]`` leaf."""
     if layout == "contiguous":
-        return [leaf(torch.randn(B, H, L, D, device=device)) for _ in range(3)]
+        made = [leaf(torch.randn(B, H, L, D, device=device)) for _ in range(3)]
+        return made, made
     qkv = leaf(torch.randn(B, L, 3, H, D, device=device))
-    return [qkv[:, :, i].transpose(1, 2) for i in range(3)], qkv
+    return [qkv[:, :, i].transpose(1, 2) for i in range(3)], [qkv]
 
 
 def check_grads(got, ref, L):
@@ -46,8 +47,7 @@ def check_grads(got, ref, L):
 @pytest.mark.parametrize("B,H,L,D", [(1, 2, 37, 8), (2, 1, 70, 16), (1, 1, 16, 12), (1, 2, 1, 8),
                                      (1, 1, 100, 8)])
 def test_triton_attention_equals_the_oracle(device, path, layout, window, B, H, L, D):
-    made = qkv_inputs(B, H, L, D, layout, device)
-    (q, k, v), wrt = (made, made) if layout == "contiguous" else (made[0], [made[1]])
+    (q, k, v), wrt = qkv_inputs(B, H, L, D, layout, device)
     o = attention_triton(q, k, v, window, short=path == "short")
     q64, k64, v64 = as64([q, k, v])
     o64 = naive_causal_attention(q64, k64, v64, window)
