@@ -8,7 +8,12 @@ backward, AdamW and metrics of every member) timed over replays after warm-up, t
 tokens/s (G x 128 x L per step), the one-off set-up of each variant (compile, capture), and
 the largest relative difference of each member's parameters after ``--check-steps`` steps
 against the eager step from the same start (the compiled step must train the same model).
-Prints a table; writes JSON to ``--out``.
+Prints a table; writes JSON to ``--out``. ``--attention-impl`` sets ``impl`` on every
+softmax-attention layer of the specs (attention, sliding-window attention), once per value
+given, so one call measures the step with either attention kernel; the parameter differences
+are then all against the first impl's first variant (e.g. the Triton step against SDPA's):
+
+    python benchmarks/step.py --archs transformer --variants eager compiled+graph --attention-impl auto triton
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mad_bench import load_spec  # noqa: E402
+from mad_bench.configs.primitives.attention import AttentionConfig  # noqa: E402
 from mad_bench.shipped import shipped_file  # noqa: E402
 from mad_bench.suite import expand, load_suite  # noqa: E402
 from mad_bench.train.core import resolve_device  # noqa: E402
@@ -35,6 +41,17 @@ VARIANTS = {"eager": dict(compile=None, capture=False), "graph": dict(compile=No
             "compiled": dict(compile="inductor", capture=False),
             "compiled+graph": dict(compile="inductor", capture=True),
             "compiled+graph+math": dict(compile="inductor", capture=True, sdpa="math")}
+
+
+def with_attention_impl(spec, impl: str | None):
+    """``spec`` with ``impl`` on its softmax-attention layers (unchanged for ``None``)."""
+    if impl is None:
+        return spec
+    data = spec.to_dict()
+    for layer, raw in zip(spec.layers, data["layers"]):
+        if isinstance(layer, AttentionConfig):
+            raw["impl"] = impl
+    return load_spec(data)
 
 
 def make(spec, setting, dev, members, seq_len, variant, batches):
@@ -60,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     ap.add_argument("--check-steps", type=int, default=4)
+    ap.add_argument("--attention-impl", nargs="+", choices=["auto", "triton", "torch"], default=[None],
+                    help="impl of the specs' attention layers, each in turn (default: as the spec says)")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each variant")
     ap.add_argument("--fp32-matmul", default="highest", choices=["highest", "high"],
                     help="torch.set_float32_matmul_precision for the run: 'high' lets fp32 matmuls and the "
@@ -71,13 +90,16 @@ def main(argv=None) -> int:
     dev = resolve_device(args.device)
     setting = expand(load_suite("mad"), ["in-context-recall"], baseline_only=True)[0]
     rows = []
-    print(f"{'arch':12s} {'G':>3s} {'variant':15s} {'setup s':>8s} {'ms/step':>8s} {'Mtok/s':>7s} {'x eager':>8s} "
-          f"{'max rel diff':>12s}  notes", flush=True)
+    print(f"{'arch':12s} {'attn':6s} {'G':>3s} {'variant':15s} {'setup s':>8s} {'ms/step':>8s} {'Mtok/s':>7s} "
+          f"{'x eager':>8s} {'max rel diff':>12s}  notes", flush=True)
     for arch, members in [(a, g) for a in args.archs for g in args.members]:
-        spec = load_spec(str(shipped_file(arch, "architectures")))
-        base_ms, ref_flat = None, None
-        for variant in args.variants:
-            row = {"arch": arch, "variant": variant, "members": members, "seq_len": args.seq_len}
+        ref_flat = None  # the first impl's first variant: every run's parameters are compared to it
+        for attn_impl, variant in [(i, v) for i in args.attention_impl for v in args.variants]:
+            spec = with_attention_impl(load_spec(str(shipped_file(arch, "architectures"))), attn_impl)
+            if variant == args.variants[0]:
+                base_ms = None
+            row = {"arch": arch, "variant": variant, "members": members, "seq_len": args.seq_len,
+                   "attention_impl": attn_impl}
             try:
                 t0 = time.perf_counter()
                 ens = make(spec, setting, dev, members, args.seq_len, variant, batches=args.check_steps)
@@ -104,7 +126,7 @@ def main(argv=None) -> int:
                         for _ in range(5):
                             ens.train_prog()
                         torch.cuda.synchronize(dev)
-                    print(f"[{arch} {variant}] top CUDA kernels, 5 steps")
+                    print(f"[{arch} {attn_impl or 'spec'} {variant}] top CUDA kernels, 5 steps")
                     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15,
                                                     max_name_column_width=70), flush=True)
                 base_ms = base_ms or ms
@@ -113,12 +135,12 @@ def main(argv=None) -> int:
                          + (f" compile_failure={ens.info.compile_failure}" if ens.info.compile_failure else "")
                          + (f" capture_failure={ens.info.capture_failure}" if ens.info.capture_failure else ""))
                 row.update(ms_per_step=ms, mtok_s=tok / 1e6, vs_eager=base_ms / ms, max_rel_diff=diff, notes=notes)
-                print(f"{arch:12s} {members:3d} {variant:15s} {row['setup_s']:8.1f} {ms:8.2f} {tok / 1e6:7.2f} "
-                      f"{base_ms / ms:7.2f}x {diff:12.2e}  {notes}", flush=True)
+                print(f"{arch:12s} {attn_impl or 'spec':6s} {members:3d} {variant:15s} {row['setup_s']:8.1f} "
+                      f"{ms:8.2f} {tok / 1e6:7.2f} {base_ms / ms:7.2f}x {diff:12.2e}  {notes}", flush=True)
                 del ens
             except Exception as exc:  # noqa: BLE001 - one failing variant must not end the table
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                print(f"{arch:12s} {variant:15s} ERROR {row['error']}", flush=True)
+                print(f"{arch:12s} {attn_impl or 'spec':6s} {variant:15s} ERROR {row['error']}", flush=True)
             torch.cuda.empty_cache()
             rows.append(row)
             if args.out:

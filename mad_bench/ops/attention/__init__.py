@@ -1,8 +1,8 @@
 """Causal (optionally windowed) softmax attention (attention and sliding-window-attention).
 
 Torch reference: :mod:`.reference` (``scaled_dot_product_attention``); oracle: :mod:`.naive`;
-Triton: :mod:`.triton` (flash-style forward and backward, any window, built for MAD's small
-heads). ``impl: auto`` runs the Triton kernel on CUDA for windowed attention only: SDPA has no
+Triton: :mod:`.triton` (any window, built for MAD's small heads: a short-sequence path for
+L <= 256 with one backward program per head, flash-style kernels beyond). ``impl: auto`` runs the Triton kernel on CUDA for windowed attention only: SDPA has no
 flash path for a window mask, and its masked backward fails under the engine's vmap in bf16,
 which sliding-window attention hits. Full causal attention stays on SDPA's flash kernel, which
 the Triton one does not beat (BENCHMARKS.md, small-head attention).
