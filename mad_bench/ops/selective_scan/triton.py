@@ -40,7 +40,8 @@ from ..dispatch import jit, next_pow2, pick, tl, triton
 __all__ = ["selective_scan_triton", "SelectiveScanFunction", "CONFIG_OVERRIDE"]
 
 # Launch-config override for tuning runs (benchmarks/scan_check.py --sweep): keys T, BLOCK_D,
-# num_warps_fwd, num_warps_bwd, stages_fwd, stages_bwd. Empty: the heuristic of :func:`_cfg`.
+# num_warps_fwd, num_warps_bwd, stages_fwd, stages_bwd, variant_fwd, variant_bwd (a key of
+# VARIANTS). Empty: the heuristic of :func:`_cfg`.
 CONFIG_OVERRIDE: dict = {}
 
 
@@ -226,6 +227,181 @@ def _ss_bwd_kernel(
         tl.store(DBIAS_PART + pid_b * DIM + d, dbias_acc, mask=dm)
 
 
+@jit
+def _grad_combine(f1, r1, v1, f2, r2, v2):
+    # Reverse gradient recurrence g_t = rhs_t + a_{t+1} g_{t+1} with only step t's own decay:
+    # a segment [t..m] is (f: its first decay a_t, r: a_{t+1} ... a_m, v: g_t from the segment).
+    # Called (later segment, earlier segment) by the reverse scan, as _lin_combine is.
+    k = r2 * f1
+    return f2, k * r1, v2 + k * v1
+
+
+@jit
+def _ss_fwd_lane_kernel(
+    U, DELTA, A, BM, CM, DV, Z, DBIAS, OUT, CKPT,
+    L, DIM, N, NC, RPM, s_am, s_dm, s_biasm,
+    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_bb, s_bn, s_bl, s_cb, s_cn, s_cl,
+    s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
+    STORE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    STAGES: tl.constexpr,
+):
+    # variant "lane": tiles [T, BLOCK_N, BLOCK_D], channels last (one channel per lane), so the
+    # scan over time and the sum over states both stay inside a thread
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    mem = pid_b // RPM
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = d < DIM
+    n = tl.arange(0, BLOCK_N)
+    nm = n < N
+    tt = tl.arange(0, T)
+    nd_m = nm[:, None] & dm[None, :]
+    Am = tl.load(A + mem * s_am + d[None, :] * N + n[:, None], mask=nd_m, other=0.0).to(tl.float32)  # [BN, BD]
+    if HAS_D:
+        Dp = tl.load(DV + mem * s_dm + d, mask=dm, other=0.0).to(tl.float32)
+    if HAS_DB:
+        bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
+    ck = CKPT + pid_b * NC * DIM * N + d[None, :] * N + n[:, None]
+    h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    for c in tl.range(0, NC, num_stages=STAGES):
+        if STORE_CKPT:
+            tl.store(ck + c * DIM * N, h, mask=nd_m)
+        t = c * T + tt
+        tm = t < L
+        m2 = tm[:, None] & dm[None, :]  # [T, BD]
+        mn = tm[:, None] & nm[None, :]  # [T, BN]
+        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
+        dl = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
+        if HAS_DB:
+            dl += bias[None, :]
+        if SOFTPLUS:
+            dl = _softplus(dl)
+        dl = tl.where(m2, dl, 0.0)  # padded steps: decay 1, no input
+        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
+        x = (dl * u)[:, None, :] * Bt[:, :, None]
+        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
+        hs = sx + sa * h[None, :, :]
+        y = tl.sum(hs * Ct[:, :, None], axis=1)  # [T, BD]
+        h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, 0.0), axis=0)
+        if HAS_D:
+            y += Dp[None, :] * u
+        if HAS_Z:
+            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+        tl.store(OUT + pid_b * s_ob + t[:, None] * s_ol + d[None, :] * s_od, y.to(OUT.dtype.element_ty), mask=m2)
+
+
+@jit
+def _ss_bwd_lane_kernel(
+    U, DELTA, A, BM, CM, DV, Z, DBIAS, DOUT, CKPT,
+    DU, DDELTA, DZ, DB_PART, DC_PART, DA_PART, DD_PART, DBIAS_PART,
+    L, DIM, N, NC, RPM, s_am, s_dm, s_biasm,
+    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_bb, s_bn, s_bl, s_cb, s_cn, s_cl,
+    s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
+    s_dub, s_dud, s_dul, s_ddb, s_ddd, s_ddl, s_dzb, s_dzd, s_dzl,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr, STAGES: tl.constexpr,
+):
+    # variant "lane" of _ss_bwd_kernel: [T, BLOCK_N, BLOCK_D] tiles (scans over time and sums over
+    # states inside a thread, only dB / dC sum across lanes), and the reverse scan runs on each
+    # step's own decay (_grad_combine): no second load, softplus and exp of delta at t + 1
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    n_dblk = tl.num_programs(1)
+    mem = pid_b // RPM
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = d < DIM
+    n = tl.arange(0, BLOCK_N)
+    nm = n < N
+    tt = tl.arange(0, T)
+    nd_m = nm[:, None] & dm[None, :]
+    Am = tl.load(A + mem * s_am + d[None, :] * N + n[:, None], mask=nd_m, other=0.0).to(tl.float32)  # [BN, BD]
+    if HAS_D:
+        Dp = tl.load(DV + mem * s_dm + d, mask=dm, other=0.0).to(tl.float32)
+    if HAS_DB:
+        bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
+    ck = CKPT + pid_b * NC * DIM * N + d[None, :] * N + n[:, None]
+    part = (pid_b * n_dblk + pid_d) * L * N
+    ones = tl.full([T, BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    carry = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)  # a_s g_s of the next chunk's first step s
+    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for ci in tl.range(0, NC, num_stages=STAGES):
+        c = NC - 1 - ci
+        h0 = tl.load(ck + c * DIM * N, mask=nd_m, other=0.0)
+        t = c * T + tt
+        tm = t < L
+        m2 = tm[:, None] & dm[None, :]
+        mn = tm[:, None] & nm[None, :]
+        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
+        draw = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
+        if HAS_DB:
+            draw += bias[None, :]
+        if SOFTPLUS:
+            dl = _softplus(draw)
+        else:
+            dl = draw
+        dl = tl.where(m2, dl, 0.0)
+        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
+        w = dl * u
+        x = w[:, None, :] * Bt[:, :, None]
+        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
+        hs = sx + sa * h0[None, :, :]
+        go = tl.load(DOUT + pid_b * s_gb + t[:, None] * s_gl + d[None, :] * s_gd, mask=m2, other=0.0).to(tl.float32)
+        if HAS_Z:
+            y = tl.sum(hs * Ct[:, :, None], axis=1)
+            if HAS_D:
+                y += Dp[None, :] * u
+            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
+            sz = tl.sigmoid(zz)
+            dz = go * y * sz * (1.0 + zz * (1.0 - sz))
+            tl.store(DZ + pid_b * s_dzb + t[:, None] * s_dzl + d[None, :] * s_dzd, dz.to(DZ.dtype.element_ty), mask=m2)
+            dy = go * zz * sz
+        else:
+            dy = go
+        # g_t = dy_t C_t + a_{t+1} g_{t+1}; the next chunk's a_s g_s enters at the last step
+        rhs = dy[:, None, :] * Ct[:, :, None]
+        rhs = tl.where((tt == T - 1)[:, None, None], rhs + carry[None, :, :], rhs)
+        _, _, g = tl.associative_scan((a, ones, rhs), axis=0, combine_fn=_grad_combine, reverse=True)
+        carry = tl.sum(tl.where((tt == 0)[:, None, None], a * g, 0.0), axis=0)
+        gah = g * (hs - x)  # g_t a_t h_{t-1}
+        dA_acc += tl.sum(gah * dl[:, None, :], axis=0)
+        gB = tl.sum(g * Bt[:, :, None], axis=1)  # [T, BD]
+        ddl = gB * u + tl.sum(gah * Am[None, :, :], axis=1)
+        du = gB * dl
+        if HAS_D:
+            du += Dp[None, :] * dy
+            dD_acc += tl.sum(dy * u, axis=0)
+        dBc = tl.sum(g * w[:, None, :], axis=2)  # [T, BN]: the only sums across lanes
+        dCc = tl.sum(hs * dy[:, None, :], axis=2)
+        poff = part + t[:, None] * N + n[None, :]
+        tl.store(DB_PART + poff, dBc, mask=mn)
+        tl.store(DC_PART + poff, dCc, mask=mn)
+        if SOFTPLUS:
+            ddl = ddl * tl.sigmoid(draw)
+        ddl = tl.where(m2, ddl, 0.0)
+        if HAS_DB:
+            dbias_acc += tl.sum(ddl, axis=0)
+        tl.store(DU + pid_b * s_dub + t[:, None] * s_dul + d[None, :] * s_dud, du.to(DU.dtype.element_ty), mask=m2)
+        tl.store(DDELTA + pid_b * s_ddb + t[:, None] * s_ddl + d[None, :] * s_ddd, ddl.to(DDELTA.dtype.element_ty), mask=m2)
+    tl.store(DA_PART + pid_b * DIM * N + d[None, :] * N + n[:, None], dA_acc, mask=nd_m)
+    if HAS_D:
+        tl.store(DD_PART + pid_b * DIM + d, dD_acc, mask=dm)
+    if HAS_DB:
+        tl.store(DBIAS_PART + pid_b * DIM + d, dbias_acc, mask=dm)
+
+
+# Kernel pairs (forward, backward) by variant; both keep the checkpoints as [b, chunks, d, n],
+# so the variants of the two directions mix.
+VARIANTS = {"tile": (_ss_fwd_kernel, _ss_bwd_kernel), "lane": (_ss_fwd_lane_kernel, _ss_bwd_lane_kernel)}
+
+
 # ----------------------------------------------------------------------------- launch
 def _cfg(dim: int, n: int) -> dict:
     """One config for both directions (the checkpoints sit at chunk boundaries, so forward and
@@ -241,20 +417,26 @@ def _cfg(dim: int, n: int) -> dict:
                # interpreter: few, large programs (each program instance costs ~1 ms); T 16 so
                # the tests' short sequences span several chunks
                dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=16))
+    cfg.update(variant_fwd="tile", variant_bwd="tile")
     for k, v in CONFIG_OVERRIDE.items():
         if k.startswith(("num_warps", "stages")) and "num_warps_fwd" not in cfg:
             continue  # interpreter
         cfg[k] = v
+    for k in ("variant_fwd", "variant_bwd"):
+        if cfg[k] not in VARIANTS:
+            raise ValueError(f"CONFIG_OVERRIDE[{k!r}] must be one of {sorted(VARIANTS)}, got {cfg[k]!r}")
     return cfg
 
 
-def _launch(cfg: dict, bwd: bool) -> dict:
+def _launch(cfg: dict, bwd: bool):
+    """(kernel, its launch keywords) of one direction."""
     side = "bwd" if bwd else "fwd"
-    out = {k: v for k, v in cfg.items() if not k.startswith(("num_warps", "stages"))}
+    kernel = VARIANTS[cfg[f"variant_{side}"]][int(bwd)]
+    out = {k: v for k, v in cfg.items() if not k.startswith(("num_warps", "stages", "variant"))}
     out["STAGES"] = cfg.get(f"stages_{side}", 1)
     if f"num_warps_{side}" in cfg:
         out["num_warps"] = cfg[f"num_warps_{side}"]
-    return out
+    return kernel, out
 
 
 def _s(t):
@@ -279,11 +461,12 @@ def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
     ckpt = torch.empty((b, nc, dim, n) if store_ckpt else (1,), device=u.device, dtype=torch.float32)
     _, rpm, sa, sd, sb = _members(b, A, D, bias)
     grid = (b, triton.cdiv(dim, cfg["BLOCK_D"]))
-    _ss_fwd_kernel[grid](
+    kernel, launch = _launch(cfg, bwd=False)
+    kernel[grid](
         u, delta, A, B, C, D, z, bias, out, ckpt, l, dim, n, nc, rpm, sa, sd, sb,
         *_s(u), *_s(delta), *_s(B), *_s(C), *_s(z), *_s(out),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus,
-        STORE_CKPT=store_ckpt, **_launch(cfg, bwd=False),
+        STORE_CKPT=store_ckpt, **launch,
     )
     return out, ckpt
 
@@ -304,13 +487,14 @@ def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
     dA_part = torch.empty((b, dim, n), **f32)
     dD_part = torch.empty((b, dim), **f32) if D is not None else None
     dbias_part = torch.empty((b, dim), **f32) if bias is not None else None
-    _ss_bwd_kernel[(b, nblk)](
+    kernel, launch = _launch(cfg, bwd=True)
+    kernel[(b, nblk)](
         u, delta, A, B, C, D, z, bias, dout, ckpt,
         du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
         l, dim, n, nc, rpm, sa, sd, sb,
         *_s(u), *_s(delta), *_s(B), *_s(C), *_s(z), *_s(dout), *_s(du), *_s(ddelta), *_s(dz),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DB=bias is not None, SOFTPLUS=softplus,
-        **_launch(cfg, bwd=True),
+        **launch,
     )
     dB = dB_part.sum(1).transpose(1, 2)  # [b, n, l]
     dC = dC_part.sum(1).transpose(1, 2)
