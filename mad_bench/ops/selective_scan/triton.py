@@ -29,6 +29,18 @@ checkpoint, gets the gradient wrt the states by a reverse tuple scan (the gradie
 from the next chunk enters at the chunk's last step), and uses ``a_t h_{t-1} = h_t - x_t`` (no
 division). ``dB``/``dC`` (sums over channels) are written per channel block and summed by
 torch (no atomics), ``dA``/``dD``/``ddelta_bias`` are per-row partials summed by torch.
+
+Two kernel pairs (:data:`VARIANTS`, picked per direction by ``CONFIG_OVERRIDE`` keys
+``variant_fwd`` / ``variant_bwd``; both keep the checkpoints as ``[b, chunks, d, n]``, so they
+mix). "tile" (the default): ``[T, BLOCK_D, N]`` tiles, N on 4 lanes, so every sum over states
+is a cross-lane shuffle, and the backward's reverse scan needs the decay of step t + 1 (a
+second load, softplus and exp of delta). "lane": ``[T, N, BLOCK_D]`` tiles, one channel per
+lane, a chunk's T x N states of a channel in one thread: the scans over time and the sums over
+states run in registers, only ``dB``/``dC`` sum across lanes; the reverse scan carries each
+step's own decay (:func:`_grad_combine`), so delta is read once. Compiled for sm_90 (T 8,
+BLOCK_D 32, 1 warp, against the default config) its backward has ~86 instead of ~146 PTX
+instructions per state and step, 16 instead of 20 shuffles per state and step (the dB / dC sums
+are most of what is left), 6 instead of 43 barriers per chunk; not yet timed on a GPU.
 """
 from __future__ import annotations
 
@@ -409,7 +421,9 @@ def _cfg(dim: int, n: int) -> dict:
     lanes, channels on 8 lanes x the warps, and a chunk's T steps inside each thread, so the
     scans and the sums over time run sequentially in registers (no shuffles, no shared memory)
     and a thread holds T elements of each [T, BLOCK_D, N] tensor (N <= 4). ``STAGES`` > 1
-    asks Triton to pipeline the next chunk's loads (``tl.range(num_stages=...)``)."""
+    asks Triton to pipeline the next chunk's loads (``tl.range(num_stages=...)``). The variant
+    "lane" wants BLOCK_D = 32 x num_warps (one channel per lane) and holds T x N elements per
+    tensor and thread (T 8 keeps its backward within 255 registers)."""
     BN = next_pow2(n)
     T = 16 if BN <= 4 else 8
     cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=4,
