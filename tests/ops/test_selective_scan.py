@@ -190,3 +190,14 @@ def test_selective_scan_vmapped_members_one_launch(device, variant, monkeypatch)
     dy = torch.randn_like(y64, dtype=torch.float32)
     ins = [u, delta, A, B, C, D, z, bias]
     check(grads(y, ins, dy.view_as(y)), grads(y64, ins64, dy.double()), TOL, NAMES)
+
+
+def test_lane_variant_refuses_int32_overflow():
+    # the "lane" kernels take int32 offsets inside a chunk: a channel stride that overflows them
+    # (channel-major rows of 2**31 / 16 steps, no memory behind the meta tensor) is refused
+    cfg = dict(T=8, variant_fwd="tile", variant_bwd="lane")
+    u = torch.empty_strided((1, 16, 2**27), (16 * 2**27, 2**27, 1), device="meta")
+    ss_triton._check_chunk_offsets(cfg, "fwd", u=u)  # the tile forward has no such limit
+    with pytest.raises(ValueError, match="variant 'lane': u"):
+        ss_triton._check_chunk_offsets(cfg, "bwd", u=u)
+    ss_triton._check_chunk_offsets(cfg, "bwd", u=u[:, :15])

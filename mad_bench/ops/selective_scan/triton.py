@@ -276,22 +276,30 @@ def _ss_fwd_lane_kernel(
         bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
     ck = CKPT + pid_b * NC * DIM * N + d[None, :] * N + n[:, None]
     h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    # offsets inside a chunk (int32, loop-invariant); each chunk adds its first step's address
+    o_u = tt[:, None] * s_ul + d[None, :] * s_ud
+    o_d = tt[:, None] * s_dl + d[None, :] * s_dd
+    o_z = tt[:, None] * s_zl + d[None, :] * s_zd
+    o_o = tt[:, None] * s_ol + d[None, :] * s_od
+    o_b = tt[:, None] * s_bl + n[None, :] * s_bn
+    o_c = tt[:, None] * s_cl + n[None, :] * s_cn
     for c in tl.range(0, NC, num_stages=STAGES):
         if STORE_CKPT:
             tl.store(ck + c * DIM * N, h, mask=nd_m)
+        t0 = tl.cast(c * T, tl.int64)
         t = c * T + tt
         tm = t < L
         m2 = tm[:, None] & dm[None, :]  # [T, BD]
         mn = tm[:, None] & nm[None, :]  # [T, BN]
-        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
-        dl = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(U + pid_b * s_ub + t0 * s_ul + o_u, mask=m2, other=0.0).to(tl.float32)
+        dl = tl.load(DELTA + pid_b * s_db + t0 * s_dl + o_d, mask=m2, other=0.0).to(tl.float32)
         if HAS_DB:
             dl += bias[None, :]
         if SOFTPLUS:
             dl = _softplus(dl)
         dl = tl.where(m2, dl, 0.0)  # padded steps: decay 1, no input
-        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
-        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        Bt = tl.load(BM + pid_b * s_bb + t0 * s_bl + o_b, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t0 * s_cl + o_c, mask=mn, other=0.0).to(tl.float32)
         a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
         x = (dl * u)[:, None, :] * Bt[:, :, None]
         sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
@@ -301,9 +309,9 @@ def _ss_fwd_lane_kernel(
         if HAS_D:
             y += Dp[None, :] * u
         if HAS_Z:
-            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(Z + pid_b * s_zb + t0 * s_zl + o_z, mask=m2, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(OUT + pid_b * s_ob + t[:, None] * s_ol + d[None, :] * s_od, y.to(OUT.dtype.element_ty), mask=m2)
+        tl.store(OUT + pid_b * s_ob + t0 * s_ol + o_o, y.to(OUT.dtype.element_ty), mask=m2)
 
 
 @jit
@@ -337,6 +345,17 @@ def _ss_bwd_lane_kernel(
         bias = tl.load(DBIAS + mem * s_biasm + d, mask=dm, other=0.0).to(tl.float32)
     ck = CKPT + pid_b * NC * DIM * N + d[None, :] * N + n[:, None]
     part = (pid_b * n_dblk + pid_d) * L * N
+    # offsets inside a chunk (int32, loop-invariant); each chunk adds its first step's address
+    o_u = tt[:, None] * s_ul + d[None, :] * s_ud
+    o_d = tt[:, None] * s_dl + d[None, :] * s_dd
+    o_g = tt[:, None] * s_gl + d[None, :] * s_gd
+    o_z = tt[:, None] * s_zl + d[None, :] * s_zd
+    o_du = tt[:, None] * s_dul + d[None, :] * s_dud
+    o_dd = tt[:, None] * s_ddl + d[None, :] * s_ddd
+    o_dz = tt[:, None] * s_dzl + d[None, :] * s_dzd
+    o_b = tt[:, None] * s_bl + n[None, :] * s_bn
+    o_c = tt[:, None] * s_cl + n[None, :] * s_cn
+    o_p = tt[:, None] * N + n[None, :]
     ones = tl.full([T, BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     carry = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)  # a_s g_s of the next chunk's first step s
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -345,12 +364,13 @@ def _ss_bwd_lane_kernel(
     for ci in tl.range(0, NC, num_stages=STAGES):
         c = NC - 1 - ci
         h0 = tl.load(ck + c * DIM * N, mask=nd_m, other=0.0)
+        t0 = tl.cast(c * T, tl.int64)
         t = c * T + tt
         tm = t < L
         m2 = tm[:, None] & dm[None, :]
         mn = tm[:, None] & nm[None, :]
-        u = tl.load(U + pid_b * s_ub + t[:, None] * s_ul + d[None, :] * s_ud, mask=m2, other=0.0).to(tl.float32)
-        draw = tl.load(DELTA + pid_b * s_db + t[:, None] * s_dl + d[None, :] * s_dd, mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(U + pid_b * s_ub + t0 * s_ul + o_u, mask=m2, other=0.0).to(tl.float32)
+        draw = tl.load(DELTA + pid_b * s_db + t0 * s_dl + o_d, mask=m2, other=0.0).to(tl.float32)
         if HAS_DB:
             draw += bias[None, :]
         if SOFTPLUS:
@@ -358,22 +378,22 @@ def _ss_bwd_lane_kernel(
         else:
             dl = draw
         dl = tl.where(m2, dl, 0.0)
-        Bt = tl.load(BM + pid_b * s_bb + t[:, None] * s_bl + n[None, :] * s_bn, mask=mn, other=0.0).to(tl.float32)
-        Ct = tl.load(CM + pid_b * s_cb + t[:, None] * s_cl + n[None, :] * s_cn, mask=mn, other=0.0).to(tl.float32)
+        Bt = tl.load(BM + pid_b * s_bb + t0 * s_bl + o_b, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(CM + pid_b * s_cb + t0 * s_cl + o_c, mask=mn, other=0.0).to(tl.float32)
         a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
         w = dl * u
         x = w[:, None, :] * Bt[:, :, None]
         sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
         hs = sx + sa * h0[None, :, :]
-        go = tl.load(DOUT + pid_b * s_gb + t[:, None] * s_gl + d[None, :] * s_gd, mask=m2, other=0.0).to(tl.float32)
+        go = tl.load(DOUT + pid_b * s_gb + t0 * s_gl + o_g, mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
             y = tl.sum(hs * Ct[:, :, None], axis=1)
             if HAS_D:
                 y += Dp[None, :] * u
-            zz = tl.load(Z + pid_b * s_zb + t[:, None] * s_zl + d[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(Z + pid_b * s_zb + t0 * s_zl + o_z, mask=m2, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zz)
             dz = go * y * sz * (1.0 + zz * (1.0 - sz))
-            tl.store(DZ + pid_b * s_dzb + t[:, None] * s_dzl + d[None, :] * s_dzd, dz.to(DZ.dtype.element_ty), mask=m2)
+            tl.store(DZ + pid_b * s_dzb + t0 * s_dzl + o_dz, dz.to(DZ.dtype.element_ty), mask=m2)
             dy = go * zz * sz
         else:
             dy = go
@@ -392,16 +412,16 @@ def _ss_bwd_lane_kernel(
             dD_acc += tl.sum(dy * u, axis=0)
         dBc = tl.sum(g * w[:, None, :], axis=2)  # [T, BN]: the only sums across lanes
         dCc = tl.sum(hs * dy[:, None, :], axis=2)
-        poff = part + t[:, None] * N + n[None, :]
-        tl.store(DB_PART + poff, dBc, mask=mn)
-        tl.store(DC_PART + poff, dCc, mask=mn)
+        poff = part + t0 * N
+        tl.store(DB_PART + poff + o_p, dBc, mask=mn)
+        tl.store(DC_PART + poff + o_p, dCc, mask=mn)
         if SOFTPLUS:
             ddl = ddl * tl.sigmoid(draw)
         ddl = tl.where(m2, ddl, 0.0)
         if HAS_DB:
             dbias_acc += tl.sum(ddl, axis=0)
-        tl.store(DU + pid_b * s_dub + t[:, None] * s_dul + d[None, :] * s_dud, du.to(DU.dtype.element_ty), mask=m2)
-        tl.store(DDELTA + pid_b * s_ddb + t[:, None] * s_ddl + d[None, :] * s_ddd, ddl.to(DDELTA.dtype.element_ty), mask=m2)
+        tl.store(DU + pid_b * s_dub + t0 * s_dul + o_du, du.to(DU.dtype.element_ty), mask=m2)
+        tl.store(DDELTA + pid_b * s_ddb + t0 * s_ddl + o_dd, ddl.to(DDELTA.dtype.element_ty), mask=m2)
     tl.store(DA_PART + pid_b * DIM * N + d[None, :] * N + n[:, None], dA_acc, mask=nd_m)
     if HAS_D:
         tl.store(DD_PART + pid_b * DIM + d, dD_acc, mask=dm)
@@ -457,6 +477,16 @@ def _s(t):
     return (0, 0, 0) if t is None else tuple(t.stride())
 
 
+def _check_chunk_offsets(cfg: dict, side: str, **tensors) -> None:
+    """The "lane" kernels address a chunk's [T, channels] tile by int32 offsets from its first step."""
+    if cfg[f"variant_{side}"] != "lane":
+        return
+    for name, t in tensors.items():
+        if t is not None and cfg["T"] * abs(t.stride(2)) + t.shape[1] * abs(t.stride(1)) >= 2**31:
+            raise ValueError(f"variant 'lane': {name} {tuple(t.shape)} with strides {tuple(t.stride())} spans "
+                             f">= 2**31 elements within one chunk of a batch row; use variant 'tile'")
+
+
 def _members(b: int, A, D, bias) -> tuple[int, int, int, int, int]:
     """(members, rows per member, member strides of A, D, delta_bias): 0 stride for a shared parameter."""
     G = member_count(b, ("A", A, 2), ("D", D, 1), ("delta_bias", bias, 1))
@@ -475,6 +505,7 @@ def _ss_fwd(u, delta, A, B, C, D, z, bias, softplus, store_ckpt=True):
     ckpt = torch.empty((b, nc, dim, n) if store_ckpt else (1,), device=u.device, dtype=torch.float32)
     _, rpm, sa, sd, sb = _members(b, A, D, bias)
     grid = (b, triton.cdiv(dim, cfg["BLOCK_D"]))
+    _check_chunk_offsets(cfg, "fwd", u=u, delta=delta, B=B, C=C, z=z, out=out)
     kernel, launch = _launch(cfg, bwd=False)
     kernel[grid](
         u, delta, A, B, C, D, z, bias, out, ckpt, l, dim, n, nc, rpm, sa, sd, sb,
@@ -501,6 +532,7 @@ def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
     dA_part = torch.empty((b, dim, n), **f32)
     dD_part = torch.empty((b, dim), **f32) if D is not None else None
     dbias_part = torch.empty((b, dim), **f32) if bias is not None else None
+    _check_chunk_offsets(cfg, "bwd", u=u, delta=delta, B=B, C=C, z=z, dout=dout, du=du, ddelta=ddelta, dz=dz)
     kernel, launch = _launch(cfg, bwd=True)
     kernel[(b, nblk)](
         u, delta, A, B, C, D, z, bias, dout, ckpt,
