@@ -302,8 +302,9 @@ def _ss_fwd_lane_kernel(
         Ct = tl.load(CM + pid_b * s_cb + t0 * s_cl + o_c, mask=mn, other=0.0).to(tl.float32)
         a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
         x = (dl * u)[:, None, :] * Bt[:, :, None]
-        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
-        hs = sx + sa * h[None, :, :]
+        # the carried state enters at the chunk's first step: no cumulative decays needed
+        x = tl.where((tt == 0)[:, None, None], x + a * h[None, :, :], x)
+        _, hs = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
         y = tl.sum(hs * Ct[:, :, None], axis=1)  # [T, BD]
         h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, 0.0), axis=0)
         if HAS_D:
@@ -383,8 +384,8 @@ def _ss_bwd_lane_kernel(
         a = tl.exp(dl[:, None, :] * Am[None, :, :])  # [T, BN, BD]
         w = dl * u
         x = w[:, None, :] * Bt[:, :, None]
-        sa, sx = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
-        hs = sx + sa * h0[None, :, :]
+        _, hs = tl.associative_scan((a, tl.where((tt == 0)[:, None, None], x + a * h0[None, :, :], x)),
+                                    axis=0, combine_fn=_lin_combine)
         go = tl.load(DOUT + pid_b * s_gb + t0 * s_gl + o_g, mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
             y = tl.sum(hs * Ct[:, :, None], axis=1)
