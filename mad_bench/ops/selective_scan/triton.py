@@ -37,10 +37,11 @@ is a cross-lane shuffle, and the backward's reverse scan needs the decay of step
 second load, softplus and exp of delta). "lane": ``[T, N, BLOCK_D]`` tiles, one channel per
 lane, a chunk's T x N states of a channel in one thread: the scans over time and the sums over
 states run in registers, only ``dB``/``dC`` sum across lanes; the reverse scan carries each
-step's own decay (:func:`_grad_combine`), so delta is read once. Compiled for sm_90 (T 8,
-BLOCK_D 32, 1 warp, against the default config) its backward has ~86 instead of ~146 PTX
-instructions per state and step, 16 instead of 20 shuffles per state and step (the dB / dC sums
-are most of what is left), 6 instead of 43 barriers per chunk; not yet timed on a GPU.
+step's own decay (:func:`_grad_combine`), so delta is read once. Compiled for sm_90
+(``benchmarks/scan_sm90.py``; T 8, BLOCK_D 32, 1 warp, against the default config) its backward
+has ~87 instead of ~145 PTX instructions per state and step, 16 instead of 20 shuffles per state
+and step (the dB / dC sums across lanes are 10 of them), 6 instead of 43 barriers per chunk, 255
+registers and 68 bytes of spills; not yet timed on a GPU.
 """
 from __future__ import annotations
 
