@@ -36,12 +36,13 @@ mix). "tile" (the default): ``[T, BLOCK_D, N]`` tiles, N on 4 lanes, so every su
 is a cross-lane shuffle, and the backward's reverse scan needs the decay of step t + 1 (a
 second load, softplus and exp of delta). "lane": ``[T, N, BLOCK_D]`` tiles, one channel per
 lane, a chunk's T x N states of a channel in one thread: the scans over time and the sums over
-states run in registers, only ``dB``/``dC`` sum across lanes; the reverse scan carries each
-step's own decay (:func:`_grad_combine`), so delta is read once. Compiled for sm_90
-(``benchmarks/scan_sm90.py``; T 8, BLOCK_D 32, 1 warp, against the default config) its backward
-has ~87 instead of ~145 PTX instructions per state and step, 16 instead of 20 shuffles per state
-and step (the dB / dC sums across lanes are 10 of them), 6 instead of 43 barriers per chunk, 255
-registers and 68 bytes of spills; not yet timed on a GPU.
+states run in registers, only ``dB``/``dC`` sum across lanes; the gradient recurrence is an
+unrolled loop over the chunk's steps (rows picked by constant masks, which fold away) carrying
+each step's own decay, so delta is read once. Compiled for sm_90 (``benchmarks/scan_sm90.py``;
+T 8, BLOCK_D 32, 1 warp, against the default config) its backward has ~80 instead of ~145 PTX
+instructions per state and step, 10 instead of 20 shuffles per state and step (all of them the
+dB / dC sums across lanes), 6 instead of 43 barriers per chunk, 255 registers and ~120 bytes of
+spills; not yet timed on a GPU.
 """
 from __future__ import annotations
 
@@ -241,15 +242,6 @@ def _ss_bwd_kernel(
 
 
 @jit
-def _grad_combine(f1, r1, v1, f2, r2, v2):
-    # Reverse gradient recurrence g_t = rhs_t + a_{t+1} g_{t+1} with only step t's own decay:
-    # a segment [t..m] is (f: its first decay a_t, r: a_{t+1} ... a_m, v: g_t from the segment).
-    # Called (later segment, earlier segment) by the reverse scan, as _lin_combine is.
-    k = r2 * f1
-    return f2, k * r1, v2 + k * v1
-
-
-@jit
 def _ss_fwd_lane_kernel(
     U, DELTA, A, BM, CM, DV, Z, DBIAS, OUT, CKPT,
     L, DIM, N, NC, RPM, s_am, s_dm, s_biasm,
@@ -327,9 +319,10 @@ def _ss_bwd_lane_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DB: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr, STAGES: tl.constexpr,
 ):
-    # variant "lane" of _ss_bwd_kernel: [T, BLOCK_N, BLOCK_D] tiles (scans over time and sums over
-    # states inside a thread, only dB / dC sum across lanes), and the reverse scan runs on each
-    # step's own decay (_grad_combine): no second load, softplus and exp of delta at t + 1
+    # variant "lane" of _ss_bwd_kernel: [T, BLOCK_N, BLOCK_D] tiles (recurrences over time and
+    # sums over states inside a thread, only dB / dC sum across lanes); the gradient recurrence
+    # walks back step by step with each step's own decay: no second load, softplus and exp of
+    # delta at t + 1
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     n_dblk = tl.num_programs(1)
@@ -358,7 +351,6 @@ def _ss_bwd_lane_kernel(
     o_b = tt[:, None] * s_bl + n[None, :] * s_bn
     o_c = tt[:, None] * s_cl + n[None, :] * s_cn
     o_p = tt[:, None] * N + n[None, :]
-    ones = tl.full([T, BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     carry = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)  # a_s g_s of the next chunk's first step s
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -399,11 +391,18 @@ def _ss_bwd_lane_kernel(
             dy = go * zz * sz
         else:
             dy = go
-        # g_t = dy_t C_t + a_{t+1} g_{t+1}; the next chunk's a_s g_s enters at the last step
+        # g_t = dy_t C_t + a_{t+1} g_{t+1}, step by step from the chunk's last step (``carry``: a_s
+        # g_s of the next chunk's first step s). Time is inside each thread, so picking row r with
+        # a constant mask folds away at compile time (-0.0 is the exact identity of the sum): the
+        # loop is one FMA per state and step, where tl.associative_scan(reverse=True) flips its
+        # operands across lanes (sm_90: 192 shuffles per chunk at T 8)
         rhs = dy[:, None, :] * Ct[:, :, None]
-        rhs = tl.where((tt == T - 1)[:, None, None], rhs + carry[None, :, :], rhs)
-        _, _, g = tl.associative_scan((a, ones, rhs), axis=0, combine_fn=_grad_combine, reverse=True)
-        carry = tl.sum(tl.where((tt == 0)[:, None, None], a * g, 0.0), axis=0)
+        g = tl.zeros([T, BLOCK_N, BLOCK_D], dtype=tl.float32)
+        for i in tl.static_range(T):
+            row = (tt == T - 1 - i)[:, None, None]
+            carry += tl.sum(tl.where(row, rhs, -0.0), axis=0)
+            g = tl.where(row, carry[None, :, :], g)
+            carry *= tl.sum(tl.where(row, a, -0.0), axis=0)
         gah = g * (hs - x)  # g_t a_t h_{t-1}
         dA_acc += tl.sum(gah * dl[:, None, :], axis=0)
         gB = tl.sum(g * Bt[:, :, None], axis=1)  # [T, BD]
