@@ -299,7 +299,7 @@ def _ss_fwd_lane_kernel(
         x = tl.where((tt == 0)[:, None, None], x + a * h[None, :, :], x)
         _, hs = tl.associative_scan((a, x), axis=0, combine_fn=_lin_combine)
         y = tl.sum(hs * Ct[:, :, None], axis=1)  # [T, BD]
-        h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, 0.0), axis=0)
+        h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, -0.0), axis=0)  # folds away (see the backward)
         if HAS_D:
             y += Dp[None, :] * u
         if HAS_Z:
