@@ -11,6 +11,7 @@ written once (the chunk checkpoints the kernels keep, ``b * ceil(L / T) * E * N`
 counted), at ``--hbm-tbs`` TB/s.
 
     python benchmarks/scan_check.py --device cuda --sweep --out $OUT/scan_check.json
+    python benchmarks/scan_check.py --device cuda --sweep --sweep-variant lane   # A/B: default vs "lane"
 
 Exit status 1 when any compared config exceeds ``--tol`` (relative error, max |a-b| / max |b|).
 """
@@ -42,6 +43,19 @@ SWEEP = [  # T, BLOCK_D, num_warps and pipelining stages per direction (the defa
     dict(T=16, BLOCK_D=64, num_warps_fwd=8, num_warps_bwd=8, stages_fwd=1, stages_bwd=1),
     dict(T=64, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=1, stages_bwd=1),
     dict(T=32, BLOCK_D=16, num_warps_fwd=4, num_warps_bwd=4, stages_fwd=1, stages_bwd=1),
+    # variant "lane" (one channel per lane: BLOCK_D = 32 x num_warps; T 8, since at T 16 its
+    # backward spills ~1.7 KB a thread on sm_90, benchmarks/scan_sm90.py)
+    dict(variant_fwd="lane", variant_bwd="lane", T=8, BLOCK_D=32, num_warps_fwd=1, num_warps_bwd=1,
+         stages_fwd=1, stages_bwd=1),
+    dict(variant_fwd="lane", variant_bwd="lane", T=8, BLOCK_D=32, num_warps_fwd=1, num_warps_bwd=1,
+         stages_fwd=2, stages_bwd=2),
+    dict(variant_fwd="lane", variant_bwd="lane", T=8, BLOCK_D=64, num_warps_fwd=2, num_warps_bwd=2,
+         stages_fwd=1, stages_bwd=1),
+    dict(variant_fwd="lane", variant_bwd="lane", T=8, BLOCK_D=16, num_warps_fwd=1, num_warps_bwd=1,
+         stages_fwd=1, stages_bwd=1),
+    # today's forward with the "lane" backward (the checkpoints of both variants agree)
+    dict(variant_fwd="tile", variant_bwd="lane", T=8, BLOCK_D=32, num_warps_fwd=4, num_warps_bwd=1,
+         stages_fwd=2, stages_bwd=1),
 ]
 GRADS = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
 
@@ -72,6 +86,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--sweep", action="store_true", help="also time and check the configs of SWEEP")
+    p.add_argument("--sweep-variant", default=None, choices=sorted(ss_triton.VARIANTS),
+                   help="sweep only the configs whose backward is this variant (the default config always runs)")
     p.add_argument("--tol", type=float, default=2e-2, help="max relative error vs the torch reference")
     p.add_argument("--hbm-tbs", type=float, default=4.8)
     p.add_argument("--shapes", default=None, help="B,L,D[;B,L,D...] instead of the real shapes")
@@ -95,7 +111,8 @@ def main(argv=None):
         floor_all = hbm_floor_bytes(args, [dy], range(len(args))) / (a.hbm_tbs * 1e12) * 1e3
         print(f"(B, L, D) = ({B}, {L}, {D}), E {2 * D}, N {args[2].shape[1]}: HBM floor fwd {floor_fwd:.3f} ms, "
               f"fwd+bwd {floor_all:.3f} ms at {a.hbm_tbs} TB/s", flush=True)
-        configs = [{}] + (SWEEP if a.sweep else [])
+        sweep = [c for c in SWEEP if a.sweep_variant in (None, c.get("variant_bwd", "tile"))]
+        configs = [{}] + (sweep if a.sweep else [])
         for cfg in configs:
             ss_triton.CONFIG_OVERRIDE.clear()
             ss_triton.CONFIG_OVERRIDE.update(cfg)

@@ -1,15 +1,39 @@
 """Mamba-1 selective scan (Triton) vs a step-by-step fp64 reference; fp32 inputs, tol 2e-5 rel
-(measured ~3e-7 in the interpreter); fp16 inputs, tol 5e-3 (rounding of inputs/outputs)."""
+(measured ~3e-7 in the interpreter); fp16 inputs, tol 5e-3 (rounding of inputs/outputs).
+
+Every Triton test runs each kernel variant (fixture ``variant``); "lane" also with smaller
+chunks and channel blocks than the default, so several chunks and channel blocks (the dB / dC
+partials) are crossed with masked tails."""
 import pytest
 import torch
 
 from mad_bench.ops.selective_scan import selective_scan, selective_scan_naive
+from mad_bench.ops.selective_scan import triton as ss_triton
 from mad_bench.ops.selective_scan.reference import selective_scan as selective_scan_ref
 
 from _kernel_test_utils import as64, check, grads, leaf, check_layer_paths
 
 TOL = 2e-5
 NAMES = ["du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
+VARIANTS = {
+    "tile": dict(variant_fwd="tile", variant_bwd="tile"),
+    "lane": dict(variant_fwd="lane", variant_bwd="lane", T=8, BLOCK_D=8),
+    # the two directions share the checkpoint layout, so they mix
+    "tile-fwd/lane-bwd": dict(variant_fwd="tile", variant_bwd="lane"),
+    "lane-fwd/tile-bwd": dict(variant_fwd="lane", variant_bwd="tile", T=8),
+}
+
+
+def _use(monkeypatch, name):
+    for k, v in VARIANTS[name].items():
+        monkeypatch.setitem(ss_triton.CONFIG_OVERRIDE, k, v)
+
+
+@pytest.fixture(params=["tile", "lane"])
+def variant(request, monkeypatch):
+    """The kernel variant (``CONFIG_OVERRIDE``) the test runs."""
+    _use(monkeypatch, request.param)
+    return request.param
 
 
 def _inputs(b, d, n, l, device, dtype=torch.float32, with_D=True, with_z=True, with_bias=True):
@@ -40,13 +64,27 @@ def _run(ins, ins64, softplus, tol, names=NAMES):
 
 @pytest.mark.parametrize("b,d,n,l", [(2, 12, 4, 19), (1, 20, 3, 37)])
 @pytest.mark.parametrize("opts", ["all", "none", "z_only"])
-def test_selective_scan(device, b, d, n, l, opts):
+def test_selective_scan(device, variant, b, d, n, l, opts):
     flags = dict(all=(True, True, True), none=(False, False, False), z_only=(False, True, False))[opts]
     ins = _inputs(b, d, n, l, device, with_D=flags[0], with_z=flags[1], with_bias=flags[2])
     _run(ins, as64(ins), softplus=opts == "all", tol=TOL)
 
 
-def test_selective_scan_softplus_no_bias_long_decay(device):
+@pytest.mark.parametrize("pair", ["tile-fwd/lane-bwd", "lane-fwd/tile-bwd"])
+def test_selective_scan_mixed_variants(device, monkeypatch, pair):
+    _use(monkeypatch, pair)
+    ins = _inputs(2, 12, 4, 37, device)
+    _run(ins, as64(ins), softplus=True, tol=TOL)
+
+
+def test_selective_scan_unknown_variant(device, monkeypatch):
+    monkeypatch.setitem(ss_triton.CONFIG_OVERRIDE, "variant_bwd", "serial")
+    ins = _inputs(1, 4, 2, 5, device)
+    with pytest.raises(ValueError, match="variant_bwd.*'serial'"):
+        selective_scan(*ins, delta_softplus=True, impl="triton")
+
+
+def test_selective_scan_softplus_no_bias_long_decay(device, variant):
     # strong decay (exp(delta A) ~ 1e-6) and weak decay in one sequence; L spans 3 chunks + tail
     ins = _inputs(1, 12, 4, 53, device, with_bias=False)
     with torch.no_grad():
@@ -55,7 +93,7 @@ def test_selective_scan_softplus_no_bias_long_decay(device):
     _run(ins, as64(ins), softplus=True, tol=TOL)
 
 
-def test_selective_scan_fp16(device):
+def test_selective_scan_fp16(device, variant):
     ins = _inputs(2, 12, 4, 19, device, dtype=torch.float16)
     ins64 = as64(ins)
     _run(ins, ins64, softplus=True, tol=5e-3)
@@ -63,7 +101,7 @@ def test_selective_scan_fp16(device):
     assert y.dtype == torch.float16
 
 
-def test_selective_scan_time_major_views(device):
+def test_selective_scan_time_major_views(device, variant):
     # the Mamba layer's layout: [b, l, d] tensors passed as transposed views, no copy
     b, d, n, l = 2, 12, 4, 19
     ins = _inputs(b, d, n, l, device)
@@ -91,7 +129,7 @@ def test_references_agree():
     check(y, a, TOL)
 
 
-def test_mamba_layer_triton_equals_torch(device):
+def test_mamba_layer_triton_equals_torch(device, variant):
     from mad_bench.configs.primitives.mamba import MambaConfig
     from mad_bench.primitives.sequence.mamba import Mamba
 
@@ -120,7 +158,7 @@ def _per_member_naive(u, delta, A, B, C, D, z, bias, G):
                       for g in range(G)])
 
 
-def test_selective_scan_per_member_params(device):
+def test_selective_scan_per_member_params(device, variant):
     # A [G, d, n], D and delta_bias [G, d]: batch row i uses member i // (b / G); L 19 = 16 + 3
     G = 2
     ins = _member_inputs(G, 1, 6, 2, 19, device)
@@ -134,11 +172,9 @@ def test_selective_scan_per_member_params(device):
     check(selective_scan(*ins64, delta_softplus=True, impl="torch"), y64, 1e-12, ["y torch"])
 
 
-def test_selective_scan_vmapped_members_one_launch(device, monkeypatch):
+def test_selective_scan_vmapped_members_one_launch(device, variant, monkeypatch):
     # the engine's case: parameters vmapped over members -> one folded launch per direction
     from torch.func import vmap
-
-    from mad_bench.ops.selective_scan import triton as ss_triton
 
     calls = []
     fwd = ss_triton._ss_fwd
@@ -154,3 +190,14 @@ def test_selective_scan_vmapped_members_one_launch(device, monkeypatch):
     dy = torch.randn_like(y64, dtype=torch.float32)
     ins = [u, delta, A, B, C, D, z, bias]
     check(grads(y, ins, dy.view_as(y)), grads(y64, ins64, dy.double()), TOL, NAMES)
+
+
+def test_lane_variant_refuses_int32_overflow():
+    # the "lane" kernels take int32 offsets inside a chunk: a channel stride that overflows them
+    # (channel-major rows of 2**31 / 16 steps, no memory behind the meta tensor) is refused
+    cfg = dict(T=8, variant_fwd="tile", variant_bwd="lane")
+    u = torch.empty_strided((1, 16, 2**27), (16 * 2**27, 2**27, 1), device="meta")
+    ss_triton._check_chunk_offsets(cfg, "fwd", u=u)  # the tile forward has no such limit
+    with pytest.raises(ValueError, match="variant 'lane': u"):
+        ss_triton._check_chunk_offsets(cfg, "bwd", u=u)
+    ss_triton._check_chunk_offsets(cfg, "bwd", u=u[:, :15])
