@@ -87,7 +87,7 @@ def _fold(args, in_dims, fold_args, member_args, G):
 
 
 def _unfold(out, G):
-    if isinstance(out, tuple):
+    if isinstance(out, (tuple, list)):
         return tuple(_unfold(o, G) for o in out)
     if out is None:
         return None
@@ -95,7 +95,7 @@ def _unfold(out, G):
 
 
 def _dims(out):
-    if isinstance(out, tuple):
+    if isinstance(out, (tuple, list)):
         return tuple(_dims(o) for o in out)
     return None if out is None else 0
 
@@ -117,17 +117,36 @@ class _VmapCall(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, fn, arg_kinds, *args):
-        G = info.batch_size
-        fold_args, member_args = arg_kinds
-        dims = in_dims[2:]
-        vmapped = [i for i, d in enumerate(dims) if d is not None and isinstance(args[i], torch.Tensor)]
-        if all(i in fold_args or i in member_args for i in vmapped):
-            out = _unfold(fn(*_fold(args, dims, fold_args, member_args, G)), G)
-            return out, _dims(out)
-        outs = [fn(*[a.select(d, g) if d is not None and isinstance(a, torch.Tensor) else a
-                     for a, d in zip(args, dims)]) for g in range(G)]
-        if isinstance(outs[0], tuple):
-            out = tuple(None if o[0] is None else torch.stack(o) for o in zip(*outs))
-        else:
-            out = torch.stack(outs)
+        return _batched(fn, info.batch_size, in_dims[2:], args, *arg_kinds)
+
+
+def _batched(fn, G, dims, args, fold_args, member_args):
+    """``fn`` over G members' stacked ``args`` (vmapped along ``dims``): folded into one call
+    when every vmapped argument folds, else one call per member. Returns (out, out_dims)."""
+    vmapped = [i for i, d in enumerate(dims) if d is not None and isinstance(args[i], torch.Tensor)]
+    if all(i in fold_args or i in member_args for i in vmapped):
+        out = _unfold(fn(*_fold(args, dims, fold_args, member_args, G)), G)
         return out, _dims(out)
+    outs = [fn(*[a.select(d, g) if d is not None and isinstance(a, torch.Tensor) else a
+                 for a, d in zip(args, dims)]) for g in range(G)]
+    if isinstance(outs[0], (tuple, list)):
+        out = tuple(None if o[0] is None else torch.stack(o) for o in zip(*outs))
+    else:
+        out = torch.stack(outs)
+    return out, _dims(out)
+
+
+def register_fold(op, fold_args: Sequence[int] = (), member_args: Sequence[int] = ()):
+    """Give the ``torch.library`` custom op ``op`` the batching rule of :func:`vmap_apply`
+    (fold the members into the batch, or loop), by argument position in its schema.
+
+    Kernels registered as custom ops (fake shapes, autograd, this rule) are one opaque node to
+    torch.compile, also inside the engine's vmap: an ``autograd.Function`` there makes dynamo
+    give up on the whole vmapped forward, so inductor fused nothing around the kernel."""
+    fold_args, member_args = tuple(fold_args), tuple(member_args)
+
+    def rule(info, in_dims, *args):
+        return _batched(op, info.batch_size, in_dims, args, fold_args, member_args)
+
+    op.register_vmap(rule)
+    return op

@@ -16,12 +16,14 @@ stride over time tiles so the partial-sum buffer stays ``[B * n_time_programs, K
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from ..vmap_rules import member_count, member_sum, vmap_apply
+from ..vmap_rules import member_count, member_sum, register_fold
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
 
-__all__ = ["causal_conv1d_triton", "ShortConvFunction"]
+__all__ = ["causal_conv1d_triton", "short_conv_op"]
 
 
 @jit
@@ -169,31 +171,59 @@ def short_conv_bwd(x, w, bias, dy, act: int):
     return dx, dw, db
 
 
-class ShortConvFunction(torch.autograd.Function):
+def _check(x, weight, bias):
+    if x.dim() != 3:
+        raise ValueError(f"x must be [B, L, D], got shape {tuple(x.shape)}")
+    B, _, D = x.shape
+    member_count(B, ("weight", weight, 2), ("bias", bias, 1))
+    if weight.shape[-2] != D or (bias is not None and bias.shape[-1] != D):
+        raise ValueError(f"weight must be [D, K] or [members, D, K] and bias [D] or [members, D] with "
+                         f"D = {D} (x's channels); got weight {tuple(weight.shape)}, bias "
+                         f"{None if bias is None else tuple(bias.shape)}")
+
+
+@torch.library.custom_op("mad_bench::short_conv", mutates_args=())
+def short_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], act: int) -> torch.Tensor:
     """``weight [D, K]`` or per member ``[G, D, K]``, ``bias`` None, ``[D]`` or ``[G, D]``."""
+    _check(x, weight, bias)
+    return short_conv_fwd(_prep(x), weight.contiguous(), bias.contiguous() if bias is not None else None, act)
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, act):
-        if x.dim() != 3:
-            raise ValueError(f"x must be [B, L, D], got shape {tuple(x.shape)}")
-        B, _, D = x.shape
-        member_count(B, ("weight", weight, 2), ("bias", bias, 1))
-        if weight.shape[-2] != D or (bias is not None and bias.shape[-1] != D):
-            raise ValueError(f"weight must be [D, K] or [members, D, K] and bias [D] or [members, D] with "
-                             f"D = {D} (x's channels); got weight {tuple(weight.shape)}, bias "
-                             f"{None if bias is None else tuple(bias.shape)}")
-        w = weight.contiguous()
-        b = bias.contiguous() if bias is not None else None
-        x = _prep(x)
-        ctx.save_for_backward(x, w, b)
-        ctx.act = act
-        return short_conv_fwd(x, w, b, act)
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, w, b = ctx.saved_tensors
-        dx, dw, db = short_conv_bwd(x, w, b, _prep(dy), ctx.act)
-        return dx, dw.to(w.dtype), db.to(b.dtype) if db is not None else None, None
+@short_conv_op.register_fake
+def _(x, weight, bias, act):
+    _check(x, weight, bias)
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("mad_bench::short_conv_bwd", mutates_args=())
+def short_conv_bwd_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dy: torch.Tensor,
+                      act: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, dweight, dbias)``; ``dbias`` is empty when there is no bias (an op returns tensors)."""
+    b = bias.contiguous() if bias is not None else None
+    dx, dw, db = short_conv_bwd(_prep(x), weight.contiguous(), b, _prep(dy), act)
+    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else weight.new_empty(0)
+
+
+@short_conv_bwd_op.register_fake
+def _(x, weight, bias, dy, act):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), (bias if bias is not None else weight).new_empty(
+        bias.shape if bias is not None else (0,))
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, act = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.act = act
+
+
+def _backward(ctx, dy):
+    x, weight, bias = ctx.saved_tensors
+    dx, dw, db = short_conv_bwd_op(x, weight, bias, dy, ctx.act)
+    return dx, dw, db if bias is not None else None, None
+
+
+short_conv_op.register_autograd(_backward, setup_context=_setup)
+register_fold(short_conv_op, fold_args=(0,), member_args=(1, 2))
 
 
 def causal_conv1d_triton(x, weight, bias=None, silu: bool = False) -> torch.Tensor:
@@ -203,4 +233,4 @@ def causal_conv1d_triton(x, weight, bias=None, silu: bool = False) -> torch.Tens
     with a leading member dim: one launch for all members."""
     if weight.dim() == 3 and weight.shape[1] == 1:
         weight = weight[:, 0]  # nn.Conv1d's [D, 1, K]
-    return vmap_apply(ShortConvFunction.apply, x, weight, bias, int(silu), fold_args=(0,), member_args=(1, 2))
+    return short_conv_op(x, weight, bias, int(silu))
