@@ -443,3 +443,40 @@ def test_the_vmap_check_runs_once_per_spec_and_shape():
     assert first.mode == second.mode == "vmap"
     assert not any("earlier setting" in n for n in first.notes)
     assert any("earlier setting" in n for n in second.notes)
+
+
+def test_bf16_runs_of_a_tf32_layer_take_fp32_matmuls_at_tf32_and_give_the_precision_back(monkeypatch):
+    """A bf16 run on CUDA of a model holding a layer that opted in (mLSTM: IEEE fp32 cost it
+    2.7x) sets torch's fp32 matmul precision to 'high' (TF32) while it trains and restores the
+    caller's afterwards, on error too; other models, fp32 runs and the CPU keep 'highest'.
+    train_grid trains inside it, with the ensemble's model."""
+    from mad_bench.compiler import build_model
+    from mad_bench.train import ensemble
+    from mad_bench.train.core import fp32_matmul
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    mlstm = build_model(load_spec("architectures/mlstm.yaml"), vocab_size=8, max_len=16)
+    other = build_model(ATTENTION, vocab_size=8, max_len=16)
+    assert torch.get_float32_matmul_precision() == "highest"
+    with fp32_matmul(cuda, TrainConfig(precision="auto"), mlstm):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == "highest"
+    for dev, precision, model in ((cuda, "fp32", mlstm), (cpu, "bf16", mlstm), (cpu, "auto", mlstm),
+                                  (cuda, "bf16", other)):
+        with fp32_matmul(dev, TrainConfig(precision=precision), model):
+            assert torch.get_float32_matmul_precision() == "highest", (dev, precision)
+    with pytest.raises(RuntimeError, match="boom"):
+        with fp32_matmul(cuda, TrainConfig(precision="bf16"), mlstm):
+            raise RuntimeError("boom")
+    assert torch.get_float32_matmul_precision() == "highest"
+
+    seen = []
+    real = ensemble.fp32_matmul
+
+    def spy(dev, cfg, model):
+        seen.append((dev.type, cfg.precision, type(model).__name__))
+        return real(dev, cfg, model)
+
+    monkeypatch.setattr(ensemble, "fp32_matmul", spy)
+    ensemble.train_grid(ATTENTION, RECALL, [CFG.model_copy(update={"epochs": 1})], "cpu")
+    assert seen == [("cpu", "auto", type(other).__name__)]

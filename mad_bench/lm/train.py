@@ -28,7 +28,7 @@ from ..compiler import build_model
 from ..configs.architecture import ArchitectureSpec
 from ..spec import load_spec
 from ..configs.train import TrainConfig
-from ..train.core import autocast, cosine_lr, resolve_device
+from ..train.core import autocast, cosine_lr, fp32_matmul, resolve_device
 from . import distributed as D
 from .data import VOCAB_SIZE, Corpus, check_lengths, load_corpus, train_batch, val_starts, windows
 
@@ -229,66 +229,67 @@ def train_lm(spec, cfg: LMConfig, checkpoint_dir: str | Path | None = None, resu
     loss_acc = torch.zeros((), dtype=torch.float64, device=device)
     n_acc = 0
     t0 = time.perf_counter()
-    try:
-        for step in range(start, end):
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, cfg.steps, tc)
-            x, y = train_batch(corpus, cfg.seq_len, cfg.batch_size, cfg.seed, step, world.rank, world.size)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device, tc):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                aux = raw.aux_loss()
-                total = loss + tc.aux_loss_weight * aux if aux is not None else loss
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            loss_acc += loss.detach().double()
-            n_acc += 1
-            tokens_done += cfg.batch_size * cfg.seq_len
-            done = step + 1
+    with fp32_matmul(device, tc, raw):  # a bf16 run's fp32 islands at TF32 where a layer asks
+        try:
+            for step in range(start, end):
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, cfg.steps, tc)
+                x, y = train_batch(corpus, cfg.seq_len, cfg.batch_size, cfg.seed, step, world.rank, world.size)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(device, tc):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                    aux = raw.aux_loss()
+                    total = loss + tc.aux_loss_weight * aux if aux is not None else loss
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                loss_acc += loss.detach().double()
+                n_acc += 1
+                tokens_done += cfg.batch_size * cfg.seq_len
+                done = step + 1
+                if bar is not None:
+                    bar.advance(1)
+                if done % cfg.eval_every and done != end:
+                    continue
+                # -- evaluation point: time, loss, validation, checkpoint -----------------------
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                train_time += time.perf_counter() - t0
+                train_loss, = D.all_sum([float(loss_acc) / n_acc], device, world)
+                result.train_loss = train_loss / world.size
+                loss_acc.zero_()
+                n_acc = 0
+                result.val_loss = evaluate(model, corpus, starts_val, cfg, tc, device, world)
+                result.val_bpb = result.val_loss / LN2
+                result.step = done
+                result.tokens_per_s = tokens_done / train_time if train_time > 0 else float("nan")
+                record = {"step": done, "train_loss": result.train_loss, "val_loss": result.val_loss,
+                          "val_bpb": result.val_bpb, "tokens_per_s": result.tokens_per_s}
+                result.history.append(record)
+                if bar is not None:
+                    bar.advance(0, val_loss=result.val_loss, bpb=result.val_bpb,
+                                tok_s=f"{result.tokens_per_s:,.0f}")
+                if not (math.isfinite(result.val_loss) and math.isfinite(result.train_loss)):
+                    result.status = "diverged"
+                    break
+                if ckpt_path is not None:
+                    model_sd, opt_sd = D.full_state(raw, opt, cfg.fsdp)
+                    if world.main:
+                        _save_atomic({"key": key, "spec": spec.to_dict(), "spec_name": spec.name,
+                                      "spec_hash": spec.spec_hash(), "corpus": corpus.name,
+                                      "config": asdict(cfg), "max_len": cfg.seq_len, "step": done,
+                                      "model": model_sd, "optim": opt_sd, "rng": torch.get_rng_state(),
+                                      "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                                      "train_time": train_time, "tokens": tokens_done,
+                                      "history": result.history}, ckpt_path)
+                    D.barrier(world)
+                t0 = time.perf_counter()
+        finally:
             if bar is not None:
-                bar.advance(1)
-            if done % cfg.eval_every and done != end:
-                continue
-            # -- evaluation point: time, loss, validation, checkpoint -----------------------
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_time += time.perf_counter() - t0
-            train_loss, = D.all_sum([float(loss_acc) / n_acc], device, world)
-            result.train_loss = train_loss / world.size
-            loss_acc.zero_()
-            n_acc = 0
-            result.val_loss = evaluate(model, corpus, starts_val, cfg, tc, device, world)
-            result.val_bpb = result.val_loss / LN2
-            result.step = done
-            result.tokens_per_s = tokens_done / train_time if train_time > 0 else float("nan")
-            record = {"step": done, "train_loss": result.train_loss, "val_loss": result.val_loss,
-                      "val_bpb": result.val_bpb, "tokens_per_s": result.tokens_per_s}
-            result.history.append(record)
-            if bar is not None:
-                bar.advance(0, val_loss=result.val_loss, bpb=result.val_bpb,
-                            tok_s=f"{result.tokens_per_s:,.0f}")
-            if not (math.isfinite(result.val_loss) and math.isfinite(result.train_loss)):
-                result.status = "diverged"
-                break
-            if ckpt_path is not None:
-                model_sd, opt_sd = D.full_state(raw, opt, cfg.fsdp)
-                if world.main:
-                    _save_atomic({"key": key, "spec": spec.to_dict(), "spec_name": spec.name,
-                                  "spec_hash": spec.spec_hash(), "corpus": corpus.name,
-                                  "config": asdict(cfg), "max_len": cfg.seq_len, "step": done,
-                                  "model": model_sd, "optim": opt_sd, "rng": torch.get_rng_state(),
-                                  "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                                  "train_time": train_time, "tokens": tokens_done,
-                                  "history": result.history}, ckpt_path)
-                D.barrier(world)
-            t0 = time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.progress.stop()
+                bar.progress.stop()
     result.wall_s = time.perf_counter() - t_wall
     if results is not None and world.main and (result.step == cfg.steps or result.status != "ok"):
         result.row = lm_row(spec, cfg, corpus, result, device, world.size)

@@ -18,6 +18,10 @@ from ..configs.primitives.base import Kind, PrimitiveConfig
 
 class Primitive(nn.Module):
     kind: ClassVar[Kind]
+    tf32_in_bf16_runs: ClassVar[bool] = False
+    """True where the layer computes fp32 islands under bf16 autocast that were checked right
+    at TF32 on a GPU (``benchmarks/engine_check.py --fp32-matmul high``): a bf16 run of a model
+    holding one takes its fp32 matmuls at TF32 (:func:`mad_bench.train.core.fp32_matmul`)."""
 
     def __init__(self, cfg: PrimitiveConfig, d_model: int, max_len: int):
         super().__init__()

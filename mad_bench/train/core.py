@@ -13,6 +13,7 @@ The plain trainer applies them to one run; the engine to each member of an ensem
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -69,6 +70,28 @@ def autocast(device: torch.device, cfg: TrainConfig, cache: bool = True):
     weight-cast cache must be off (torch.cuda.graphs docs)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg, device),
                           cache_enabled=cache)
+
+
+@contextmanager
+def fp32_matmul(device: torch.device, cfg: TrainConfig, model: torch.nn.Module):
+    """A bf16 run's fp32 matmuls at TF32 (``set_float32_matmul_precision('high')``) for its
+    duration, on CUDA, where a layer of ``model`` asks for it (``tf32_in_bf16_runs``);
+    anything else keeps the precision it has, and the caller's comes back afterwards.
+
+    Under bf16 autocast mLSTM's whole mixer stays fp32 on purpose (its bf16 gradient is wrong,
+    see primitives/sequence/mlstm.py). At torch's default ('highest') that meant IEEE fp32
+    GEMMs and ``tl.dot(input_precision="ieee")``: its step took 49.3 ms on an H200, at TF32
+    18.1 ms with its engine check still passing (BENCHMARKS.md). TF32 keeps 10 mantissa bits,
+    8x bf16's precision. Layers opt in once checked on a GPU at TF32: the flag also switches
+    the chunked kernels' upcast tiles to TF32 ``tl.dot``, unchecked for the others so far."""
+    prev = torch.get_float32_matmul_precision()
+    if device.type == "cuda" and uses_bf16(cfg, device) and any(
+            getattr(m, "tf32_in_bf16_runs", False) for m in model.modules()):
+        torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
 
 
 def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:

@@ -64,7 +64,7 @@ from ..configs.train import TrainConfig
 from ..tasks import extra_columns, generate
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
-from .core import (RunResult, RunRules, autocast, cosine_lr, decays, prepare_run, resolve_device,
+from .core import (RunResult, RunRules, autocast, cosine_lr, decays, fp32_matmul, prepare_run, resolve_device,
                           uses_bf16)
 from .graphs import Program
 from .member_metrics import batched_counts, batched_macro
@@ -815,7 +815,8 @@ def train_grid(spec: ArchitectureSpec, setting, cfgs: Sequence[TrainConfig],
             ens = build_ensemble(spec, setting, cfgs, dev, data, opts, info, on_eval)
             setup = time.perf_counter() - t0
             info.setup_s += setup
-            results = ens.run(progress)
+            with fp32_matmul(dev, cfgs[0], ens.model):
+                results = ens.run(progress)
     except torch.cuda.OutOfMemoryError:
         if len(cfgs) == 1:
             raise
