@@ -34,7 +34,7 @@ def test_lm_embedding_is_n0_002_and_every_linear_bias_zero():
     assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
     biased = [(n, m) for n, m in linears(model) if m.bias is not None]
     assert {"head", "stack.blocks.0.mixer.qkv", "stack.blocks.1.mixer.fc1",
-            "stack.blocks.2.mixer.in_proj", "stack.blocks.2.mixer.filter.ffn.0"} <= {n for n, _ in biased}
+            "stack.blocks.2.mixer.in_proj", "stack.blocks.2.mixer.filter.ffn.linears.0"} <= {n for n, _ in biased}
     assert all(not m.bias.any() for _, m in biased), [n for n, m in biased if m.bias.any()]
     # the LM keeps PyTorch's Linear weights: U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in)
     qkv = model.stack.blocks[0].mixer.qkv.weight

@@ -145,7 +145,7 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
 
 # layers whose kernels are torch.library custom ops (the rest are still autograd.Functions,
 # which make dynamo give up on the vmapped forward)
-_COMPILES = {"short-conv"}  # hyena: its FFT conv under vmap fails in AOT autograd (torch), not a kernel
+_COMPILES = {"short-conv", "hyena"}
 
 
 @pytest.mark.parametrize("name", sorted(_COMPILES))

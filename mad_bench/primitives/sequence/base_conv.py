@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...configs.primitives.base_conv import BaseConvConfig
-from ...ops import causal_conv
+from ...ops import causal_conv, fft_conv
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
+from ...ops.fft_conv import fft_causal_conv
 from ..base import SequenceMixer
 from ..registry import register
-from .hyena import fft_causal_conv, positional_features
+from .hyena import positional_features
 
 
 class ImplicitFilter(nn.Module):
@@ -57,7 +58,7 @@ class BaseConv(SequenceMixer):
     (the same causal conv, and under the engine's vmap + autocast it computes in bf16 as it does
     per member; nn.Conv1d under vmap is not autocast)."""
 
-    ops = (causal_conv,)
+    ops = (causal_conv, fft_conv)
 
     def __init__(self, cfg: BaseConvConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)

@@ -28,15 +28,19 @@ import torch
 from torch import nn
 
 from ...configs.primitives.h3 import H3Config
+from ...ops import fft_conv
+from ...ops.fft_conv import fft_causal_conv
 from ...ops.utils import upcast
 from ..base import SequenceMixer
 from ..registry import register
-from .hyena import fft_causal_conv, outer_product_conv
+from .hyena import outer_product_conv
 
 
 @register(H3Config)
 class H3(SequenceMixer):
     """H3: shift-SSM keys, diagonal-SSM over per-head k v^T outer products, read out by q."""
+
+    ops = (fft_conv,)
 
     def __init__(self, cfg: H3Config, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)

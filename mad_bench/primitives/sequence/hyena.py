@@ -52,9 +52,9 @@ import torch
 from torch import nn
 
 from ...configs.primitives.hyena import HyenaConfig
-from ...ops import causal_conv
+from ...ops import causal_conv, fft_conv
 from ...ops.causal_conv import causal_conv1d, causal_conv1d_step
-from ...ops.utils import upcast
+from ...ops.fft_conv import fft_causal_conv
 from ..base import SequenceMixer
 from ..registry import register
 
@@ -79,6 +79,26 @@ def positional_features(max_len: int, emb_dim: int) -> torch.Tensor:
     return torch.cat([t, torch.cos(f * w), -torch.sin(f * w)], dim=-1).float()
 
 
+class _FilterFFN(nn.Module):
+    """Linear, then (sin, Linear) x (filter_depth + 1), every sin with ONE shared frequency
+    (MAD-Lab's single ``Sin`` module). The activation is called between the Linears instead of
+    being listed several times in a Sequential: a module tied at several paths made the
+    engine's compiled step fail (torch.compile of functional_call under vmap: "Cannot access
+    storage of BatchedTensorImpl"), so every Hyena spec trained eagerly on the GPU."""
+
+    def __init__(self, cfg: HyenaConfig, channels: int):
+        super().__init__()
+        dims = [cfg.emb_dim] + [cfg.filter_order] * (cfg.filter_depth + 1)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        self.act = _Sin(cfg.filter_order, cfg.filter_w)
+        self.out = nn.Linear(cfg.filter_order, channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear in self.linears:
+            x = self.act(linear(x))
+        return self.out(x)
+
+
 class HyenaFilter(nn.Module):
     """Implicit long filter h[t, c] for t < max_len (FFN of positions times a decay window)."""
 
@@ -93,12 +113,7 @@ class HyenaFilter(nn.Module):
         # lr and, its name holding neither "bias" nor "norm", with weight decay. t stays fixed.
         self.z = nn.Parameter(z)
         self.register_buffer("t", t.float(), persistent=False)
-        act = _Sin(cfg.filter_order, cfg.filter_w)  # one module: its frequency is shared
-        layers: list[nn.Module] = [nn.Linear(cfg.emb_dim, cfg.filter_order), act]
-        for _ in range(cfg.filter_depth):
-            layers += [nn.Linear(cfg.filter_order, cfg.filter_order), act]
-        layers.append(nn.Linear(cfg.filter_order, channels, bias=False))
-        self.ffn = nn.Sequential(*layers)
+        self.ffn = _FilterFFN(cfg, channels)
         self.modulate = cfg.modulate
         max_decay = math.log(cfg.decay_target) / cfg.fast_decay_pct
         min_decay = math.log(cfg.decay_target) / cfg.slow_decay_pct
@@ -111,14 +126,6 @@ class HyenaFilter(nn.Module):
         if self.modulate:
             h = h * torch.exp(-self.t[:L] * self.deltas.abs())
         return h
-
-
-def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """y[..., t] = sum_{s <= t} k[..., t - s] u[..., s] via FFT of size 2L (u, k: [..., L])."""
-    L = u.shape[-1]
-    n = 2 * L
-    y = torch.fft.irfft(torch.fft.rfft(upcast(u), n=n) * torch.fft.rfft(upcast(k), n=n), n=n)
-    return y[..., :L].to(u.dtype)
 
 
 def outer_product_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor,
@@ -144,7 +151,7 @@ def outer_product_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: tor
 class Hyena(SequenceMixer):
     """Hyena: gated implicit long convolutions (order N) with short depthwise filters."""
 
-    ops = (causal_conv,)
+    ops = (causal_conv, fft_conv)
 
     def __init__(self, cfg: HyenaConfig, d_model: int, max_len: int):
         super().__init__(cfg, d_model, max_len)
