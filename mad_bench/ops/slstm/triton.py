@@ -234,6 +234,8 @@ def slstm_bwd(wx, R, hout, st, dh):
     B, L, H, G = wx.shape
     DH = G // 4
     members = member_count(B, ("R", R, 3))
+    if dh.stride(-1) != 1:  # the kernel steps over d_h by 1 (a tangent may come expanded: stride 0)
+        dh = dh.contiguous()
     dwx = torch.empty_like(wx)
     dr_p = torch.empty((B, H, DH, G), device=wx.device, dtype=torch.float32)
     _slstm_bwd_kernel[(B * H,)](
