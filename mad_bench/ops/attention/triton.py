@@ -453,14 +453,14 @@ def tiled_attention_bwd(q, k, v, o, lse, do, window: int):
 
 
 def _check(q, k, v, window, short):
+    L, D = q.shape[-2:]
+    if short and not short_path(L, D):
+        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape or not q.dtype == k.dtype == v.dtype:
         raise ValueError(f"q, k, v must be [B, H, L, d] of one shape and dtype; got {tuple(q.shape)} {q.dtype}, "
                          f"{tuple(k.shape)} {k.dtype}, {tuple(v.shape)} {v.dtype}")
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1 or None, got {window}")
-    L, D = q.shape[-2:]
-    if short and not short_path(L, D):
-        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
 
 
 @torch.library.custom_op("mad_bench::attention", mutates_args=())
@@ -520,9 +520,6 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``q, k, v [B, H, L, d]`` (same dtype) -> ``[B, H, L, d]``; under vmap the members fold
     into the batch (one launch). ``short`` picks the path (default: :func:`short_path`); the
     short path takes q, k, v at any strides and returns o with ``[B, L, H, d]`` memory."""
-    L, D = q.shape[-2], q.shape[-1]
     if short is None:
-        short = short_path(L, D)
-    elif short and not short_path(L, D):
-        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
+        short = short_path(q.shape[-2], q.shape[-1])
     return attention_op(q, k, v, window, short)[0]
