@@ -52,12 +52,12 @@ def test_wkv6_fp16_and_strided(device):
 def test_wkv6_vmapped_members_one_launch(device, monkeypatch):
     # the engine's case: the bonus u vmapped over G members -> r, k, v, logw fold into the batch
     # and u [G, H, K] goes to the kernel whole: one launch per direction, not G
-    from mad_bench.ops import rwkv6
+    from mad_bench.ops.rwkv6 import triton as rwkv6_triton
 
     calls = []
-    fwd, bwd = rwkv6.WKV6Function.forward, rwkv6.WKV6Function.backward
-    monkeypatch.setattr(rwkv6.WKV6Function, "forward", staticmethod(lambda *a: calls.append("fwd") or fwd(*a)))
-    monkeypatch.setattr(rwkv6.WKV6Function, "backward", staticmethod(lambda *a: calls.append("bwd") or bwd(*a)))
+    fwd, bwd = rwkv6_triton.wkv6_fwd, rwkv6_triton.wkv6_bwd
+    monkeypatch.setattr(rwkv6_triton, "wkv6_fwd", lambda *a: calls.append("fwd") or fwd(*a))
+    monkeypatch.setattr(rwkv6_triton, "wkv6_bwd", lambda *a: calls.append("bwd") or bwd(*a))
     G, B, H, L, K, V = 3, 2, 2, 19, 8, 20  # V 20: two value blocks (16)
     ins = _inputs(G * B, H, L, K, V, device)
     ins = [leaf(t.detach().view(G, B, *t.shape[1:])) for t in ins[:4]]

@@ -52,11 +52,10 @@ def test_slstm_scan_vmapped_members_one_launch(device, monkeypatch):
     # [G, H, d_h, 4 d_h] goes to the kernel whole: one launch per direction, not G
     from mad_bench.ops.slstm import triton as slstm_triton
 
-    Fn = slstm_triton.SLSTMScanFunction
     calls = []
-    fwd, bwd = Fn.forward, Fn.backward
-    monkeypatch.setattr(Fn, "forward", staticmethod(lambda *a: calls.append("fwd") or fwd(*a)))
-    monkeypatch.setattr(Fn, "backward", staticmethod(lambda *a: calls.append("bwd") or bwd(*a)))
+    fwd, bwd = slstm_triton.slstm_fwd, slstm_triton.slstm_bwd
+    monkeypatch.setattr(slstm_triton, "slstm_fwd", lambda *a: calls.append("fwd") or fwd(*a))
+    monkeypatch.setattr(slstm_triton, "slstm_bwd", lambda *a: calls.append("bwd") or bwd(*a))
     G, B, L, H, dh = 3, 2, 19, 2, 8
     wx, _ = _inputs(G * B, L, H, dh, device)
     wx = leaf(wx.detach().view(G, B, L, H, 4 * dh))

@@ -73,17 +73,22 @@ def test_chunk_simple_gla_kernel_under_vmap_folds_members(device):
 # each kernel's forward launch, by (module, name): a launcher function or an autograd.Function
 _KERNELS = {
     "conv": ("mad_bench.ops.causal_conv.triton", "short_conv_fwd"),
-    "scan": ("mad_bench.ops.selective_scan.triton", "SelectiveScanFunction"),
-    "wkv6": ("mad_bench.ops.rwkv6.triton", "WKV6Function"),
-    "slstm": ("mad_bench.ops.slstm.triton", "SLSTMScanFunction"),
+    "scan": ("mad_bench.ops.selective_scan.triton", "_ss_fwd"),
+    "wkv6": ("mad_bench.ops.rwkv6.triton", "wkv6_fwd"),
+    "slstm": ("mad_bench.ops.slstm.triton", "slstm_fwd"),
+    "attn": ("mad_bench.ops.attention.triton", "short_attention_fwd"),  # L 19: the short path
 }
-# (module, layer, config, config overrides, its kernels): layers whose kernels take per-member parameters
+# (module, layer, config, config overrides, its kernels): layers whose kernels take per-member
+# parameters, and attention (all its inputs fold)
 _LAYERS = {
     "short-conv": ("short_conv", "ShortConv", "ShortConvConfig", {}, ["conv"]),
     "hyena": ("hyena", "Hyena", "HyenaConfig", {}, ["conv"]),
     "mamba": ("mamba", "Mamba", "MambaConfig", {}, ["conv", "scan"]),
     "rwkv6": ("rwkv6", "RWKV6", "RWKV6Config", {"head_dim": 8}, ["wkv6"]),
     "slstm": ("slstm", "SLSTM", "SLSTMConfig", {"n_heads": 2}, ["slstm"]),
+    "attention": ("attention", "Attention", "AttentionConfig", {"n_heads": 2}, ["attn"]),
+    "sliding-window-attention": ("sliding_window_attention", "SlidingWindowAttention",
+                                 "SlidingWindowAttentionConfig", {"n_heads": 2, "window": 5}, ["attn"]),
 }
 
 
@@ -145,7 +150,7 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
 
 # layers whose kernels are torch.library custom ops (the rest are still autograd.Functions,
 # which make dynamo give up on the vmapped forward)
-_COMPILES = {"short-conv", "hyena"}
+_COMPILES = {"short-conv", "hyena", "mamba", "rwkv6", "slstm", "attention", "sliding-window-attention"}
 
 
 @pytest.mark.parametrize("name", sorted(_COMPILES))

@@ -26,13 +26,14 @@ Two paths, both without atomics:
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
 from ..dispatch import interpreting, jit, next_pow2, pick, tl, triton
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import register_fold
 
-__all__ = ["attention_triton", "short_path", "CONFIG_OVERRIDE", "SHORT_MAX_L"]
+__all__ = ["attention_triton", "attention_op", "short_path", "CONFIG_OVERRIDE", "SHORT_MAX_L"]
 
 SHORT_MAX_L = 256  # longest sequence of the short path (its backward keeps every key in registers)
 LOG2E = 1.4426950408889634
@@ -395,63 +396,118 @@ def _blhd(B: int, H: int, L: int, D: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty(B, L, H, D, device=like.device, dtype=like.dtype).transpose(1, 2)
 
 
-class _ShortAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, window):
-        B, H, L, D = q.shape
-        cfg = _short_config(L, D)
-        o = _blhd(B, H, L, D, q)
-        lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
-        scale2 = LOG2E / math.sqrt(D)
-        _short_fwd[(B * H, triton.cdiv(L, cfg["BM_FWD"]))](
-            q, k, v, o, lse, H, L, scale2, *_strides(q), *_strides(k), *_strides(v),
-            D=D, WINDOW=window or 0, ALIGN=_align(q, k, v), **_launch(cfg, "fwd"))
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.window = window
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        B, H, L, D = q.shape
-        cfg = _short_config(L, D)
-        dq, dk, dv = (_blhd(B, H, L, D, t) for t in (q, k, v))
-        _short_bwd[(B * H,)](
-            q, k, v, o, do, lse, dq, dk, dv, H, L, LOG2E / math.sqrt(D), 1.0 / math.sqrt(D),
-            *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
-            D=D, WINDOW=ctx.window or 0, ALIGN=_align(q, k, v, o, do), **_launch(cfg, "bwd"))
-        return dq, dk, dv, None
+def short_attention_fwd(q, k, v, window: int):
+    """The short path's forward: ``(o, lse)``, o with ``[B, L, H, d]`` memory, lse ``[B * H, L]`` fp32."""
+    B, H, L, D = q.shape
+    cfg = _short_config(L, D)
+    o = _blhd(B, H, L, D, q)
+    lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
+    scale2 = LOG2E / math.sqrt(D)
+    _short_fwd[(B * H, triton.cdiv(L, cfg["BM_FWD"]))](
+        q, k, v, o, lse, H, L, scale2, *_strides(q), *_strides(k), *_strides(v),
+        D=D, WINDOW=window, ALIGN=_align(q, k, v), **_launch(cfg, "fwd"))
+    return o, lse
 
 
-class _Attention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, window):
-        B, H, L, D = q.shape
-        q, k, v = (t.reshape(B * H, L, D).contiguous() for t in (q, k, v))
-        o = torch.empty_like(q)
-        lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
-        cfg = _config(L, D)
-        scale = 1.0 / math.sqrt(D)
-        _attn_fwd[(triton.cdiv(L, cfg["BM"]), B * H)](q, k, v, o, lse, L, D, scale, WINDOW=window or 0, **cfg)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.window, ctx.shape = window, (B, H, L, D)
-        return o.view(B, H, L, D)
+def short_attention_bwd(q, k, v, o, lse, do, window: int):
+    """The short path's backward: ``(dq, dk, dv)`` with ``[B, L, H, d]`` memory."""
+    B, H, L, D = q.shape
+    cfg = _short_config(L, D)
+    dq, dk, dv = (_blhd(B, H, L, D, t) for t in (q, k, v))
+    _short_bwd[(B * H,)](
+        q, k, v, o, do, lse, dq, dk, dv, H, L, LOG2E / math.sqrt(D), 1.0 / math.sqrt(D),
+        *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(do),
+        D=D, WINDOW=window, ALIGN=_align(q, k, v, o, do), **_launch(cfg, "bwd"))
+    return dq, dk, dv
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        B, H, L, D = ctx.shape
-        do = do.reshape(B * H, L, D).contiguous()
-        delta = (o.float() * do.float()).sum(-1)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        cfg = _config(L, D)
-        scale = 1.0 / math.sqrt(D)
-        w = ctx.window or 0
-        _attn_bwd_dkdv[(triton.cdiv(L, cfg["BN"]), B * H)](q, k, v, do, lse, delta, dk, dv, L, D, scale,
-                                                          WINDOW=w, **cfg)
-        _attn_bwd_dq[(triton.cdiv(L, cfg["BM"]), B * H)](q, k, v, do, lse, delta, dq, L, D, scale,
-                                                        WINDOW=w, **cfg)
-        return dq.view(B, H, L, D), dk.view(B, H, L, D), dv.view(B, H, L, D), None
+
+def _rows(t, B, H, L, D):
+    return t.reshape(B * H, L, D).contiguous()
+
+
+def tiled_attention_fwd(q, k, v, window: int):
+    """The tiled path's forward: ``(o, lse)``, o contiguous, lse ``[B * H, L]`` fp32."""
+    B, H, L, D = q.shape
+    q, k, v = (_rows(t, B, H, L, D) for t in (q, k, v))
+    o = torch.empty_like(q)
+    lse = torch.empty(B * H, L, device=q.device, dtype=torch.float32)
+    cfg = _config(L, D)
+    scale = 1.0 / math.sqrt(D)
+    _attn_fwd[(triton.cdiv(L, cfg["BM"]), B * H)](q, k, v, o, lse, L, D, scale, WINDOW=window, **cfg)
+    return o.view(B, H, L, D), lse
+
+
+def tiled_attention_bwd(q, k, v, o, lse, do, window: int):
+    """The tiled path's backward: ``(dq, dk, dv)``, contiguous."""
+    B, H, L, D = q.shape
+    q, k, v, o, do = (_rows(t, B, H, L, D) for t in (q, k, v, o, do))
+    delta = (o.float() * do.float()).sum(-1)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    cfg = _config(L, D)
+    scale = 1.0 / math.sqrt(D)
+    _attn_bwd_dkdv[(triton.cdiv(L, cfg["BN"]), B * H)](q, k, v, do, lse, delta, dk, dv, L, D, scale,
+                                                      WINDOW=window, **cfg)
+    _attn_bwd_dq[(triton.cdiv(L, cfg["BM"]), B * H)](q, k, v, do, lse, delta, dq, L, D, scale,
+                                                    WINDOW=window, **cfg)
+    return dq.view(B, H, L, D), dk.view(B, H, L, D), dv.view(B, H, L, D)
+
+
+def _check(q, k, v, window, short):
+    L, D = q.shape[-2:]
+    if short and not short_path(L, D):
+        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape or not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"q, k, v must be [B, H, L, d] of one shape and dtype; got {tuple(q.shape)} {q.dtype}, "
+                         f"{tuple(k.shape)} {k.dtype}, {tuple(v.shape)} {v.dtype}")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1 or None, got {window}")
+
+
+@torch.library.custom_op("mad_bench::attention", mutates_args=())
+def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Optional[int],
+                 short: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, lse)`` of the short or the tiled path (the backward reads the log-sum-exp)."""
+    _check(q, k, v, window, short)
+    return (short_attention_fwd if short else tiled_attention_fwd)(q, k, v, window or 0)
+
+
+@attention_op.register_fake
+def _(q, k, v, window, short):
+    _check(q, k, v, window, short)
+    B, H, L, D = q.shape
+    o = _blhd(B, H, L, D, q) if short else q.new_empty(q.shape)
+    return o, q.new_empty((B * H, L), dtype=torch.float32)
+
+
+@torch.library.custom_op("mad_bench::attention_bwd", mutates_args=())
+def attention_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                     do: torch.Tensor, window: Optional[int],
+                     short: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (short_attention_bwd if short else tiled_attention_bwd)(q, k, v, o, lse, do, window or 0)
+
+
+@attention_bwd_op.register_fake
+def _(q, k, v, o, lse, do, window, short):
+    B, H, L, D = q.shape
+    if short:
+        return tuple(_blhd(B, H, L, D, t) for t in (q, k, v))
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, window, short = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.window, ctx.short = window, short
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, do, _):
+    return (*attention_bwd_op(*ctx.saved_tensors, do, ctx.window, ctx.short), None, None)
+
+
+attention_op.register_autograd(_backward, setup_context=_setup)
+register_fold(attention_op, fold_args=(0, 1, 2))
 
 
 def short_path(L: int, D: int) -> bool:
@@ -464,10 +520,6 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``q, k, v [B, H, L, d]`` (same dtype) -> ``[B, H, L, d]``; under vmap the members fold
     into the batch (one launch). ``short`` picks the path (default: :func:`short_path`); the
     short path takes q, k, v at any strides and returns o with ``[B, L, H, d]`` memory."""
-    L, D = q.shape[-2], q.shape[-1]
     if short is None:
-        short = short_path(L, D)
-    elif short and not short_path(L, D):
-        raise ValueError(f"short attention path needs L <= {SHORT_MAX_L} and head dim <= 32; got L={L}, d={D}")
-    fn = _ShortAttention.apply if short else _Attention.apply
-    return vmap_apply(lambda a, b, c: fn(a, b, c, window), q, k, v, fold_args=(0, 1, 2))
+        short = short_path(q.shape[-2], q.shape[-1])
+    return attention_op(q, k, v, window, short)[0]

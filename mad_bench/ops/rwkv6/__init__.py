@@ -12,9 +12,8 @@ engine's vmap folds all members into one launch.
 from __future__ import annotations
 
 from ..dispatch import use_triton
-from ..vmap_rules import vmap_apply
 from .reference import wkv6_chunked, wkv6_recurrent
-from .triton import WKV6Function
+from .triton import wkv6_triton
 
 HAS_TRITON = True
 
@@ -27,6 +26,5 @@ def wkv6(r, k, v, logw, u, chunk_size: int = 16, impl: str = "auto"):
     state: ``o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)``, ``S_t = diag(exp(logw_t)) S_{t-1} +
     k_t^T v_t``. Gradients for all five inputs."""
     if use_triton(impl, r):
-        # under the engine's vmap a per-member bonus goes to the kernel as [G, H, K]: one launch
-        return vmap_apply(WKV6Function.apply, r, k, v, logw, u, fold_args=(0, 1, 2, 3), member_args=(4,))
+        return wkv6_triton(r, k, v, logw, u)
     return wkv6_chunked(r, k, v, logw, u, chunk_size)

@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 
 from ..dispatch import jit, state_block_config, tl, triton
-from ..vmap_rules import member_count, member_sum
+from ..vmap_rules import member_count, member_sum, register_fold
 
-__all__ = ["WKV6Function"]
+__all__ = ["wkv6_triton", "wkv6_op"]
 
 
 def _ck(bk: int, bv: int) -> int:
@@ -173,53 +173,109 @@ def _su(u):
     return tuple(u.stride()) if u.dim() == 3 else (0, *u.stride())
 
 
-class WKV6Function(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, r, k, v, logw, u):
-        B, H, L, DK = r.shape
-        DV = v.shape[-1]
-        G = member_count(B, ("u", u, 2))
-        if k.shape != r.shape or logw.shape != r.shape or v.shape[:3] != (B, H, L) or u.shape[-2:] != (H, DK):
-            raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K] or [members, H, K]; got "
-                             f"{tuple(r.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
-                             f"{tuple(logw.shape)}, {tuple(u.shape)}")
-        cfg = state_block_config(DK, DV, interp_bv=16)
-        ck = _ck(cfg["BK"], cfg["BV"])
-        nck = triton.cdiv(L, ck)
-        o = torch.empty_like(v)
-        ckpt = torch.empty((B * H, nck, DK, DV), device=r.device, dtype=torch.float32)
-        grid = (B * H, triton.cdiv(DV, cfg["BV"]))
-        _wkv6_fwd_kernel[grid](
-            r, k, v, logw, u, o, ckpt, L, H, DK, DV, nck, B // G,
-            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(o), CK=ck, **cfg,
-        )
-        ctx.save_for_backward(r, k, v, logw, u, ckpt)
-        ctx.ck, ctx.members = ck, G
-        return o
+def _check(r, k, v, logw, u):
+    B, H, L, DK = r.shape
+    member_count(B, ("u", u, 2))
+    if k.shape != r.shape or logw.shape != r.shape or v.shape[:3] != (B, H, L) or u.shape[-2:] != (H, DK):
+        raise ValueError(f"expected r, k, logw [B, H, L, K], v [B, H, L, V], u [H, K] or [members, H, K]; got "
+                         f"{tuple(r.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, "
+                         f"{tuple(logw.shape)}, {tuple(u.shape)}")
 
-    @staticmethod
-    def backward(ctx, do):
-        r, k, v, logw, u, ckpt = ctx.saved_tensors
-        B, H, L, DK = r.shape
-        DV = v.shape[-1]
-        cfg = state_block_config(DK, DV, interp_bv=16)
-        nv = triton.cdiv(DV, cfg["BV"])
-        nck = ckpt.shape[1]
-        ck = ctx.ck
-        dev = r.device
-        f32 = torch.float32
-        dr_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
-        dk_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
-        dw_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
-        du_p = torch.empty((nv, B, H, DK), device=dev, dtype=f32)
-        scr = torch.empty((nv * B * H, ck, cfg["BK"], cfg["BV"]), device=dev, dtype=f32)
-        dv = torch.empty_like(v)
-        _wkv6_bwd_kernel[(B * H, nv)](
-            r, k, v, logw, u, do, ckpt, scr, dr_p, dk_p, dw_p, du_p, dv,
-            L, H, DK, DV, nck, B * H, B // ctx.members,
-            *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(do), *_s4(dv),
-            CK=ck, **cfg,
-        )
-        dr, dk, dw = (p[0] if nv == 1 else p.sum(0) for p in (dr_p, dk_p, dw_p))
-        du = du_p.sum((0, 1)) if u.dim() == 2 else member_sum(du_p.sum(0), True, ctx.members)
-        return dr.to(r.dtype), dk.to(k.dtype), dv, dw.to(logw.dtype), du.to(u.dtype)
+
+def _chunks(L: int, DK: int, DV: int) -> tuple[dict, int, int]:
+    """(block config, checkpoint interval CK, checkpoints)."""
+    cfg = state_block_config(DK, DV, interp_bv=16)
+    ck = _ck(cfg["BK"], cfg["BV"])
+    return cfg, ck, triton.cdiv(L, ck)
+
+
+def wkv6_fwd(r, k, v, logw, u):
+    """``(o, checkpoints)``: the states entering every CK-th step, ``[B * H, chunks, K, V]`` fp32."""
+    B, H, L, DK = r.shape
+    DV = v.shape[-1]
+    G = member_count(B, ("u", u, 2))
+    cfg, ck, nck = _chunks(L, DK, DV)
+    o = torch.empty_like(v)
+    ckpt = torch.empty((B * H, nck, DK, DV), device=r.device, dtype=torch.float32)
+    grid = (B * H, triton.cdiv(DV, cfg["BV"]))
+    _wkv6_fwd_kernel[grid](
+        r, k, v, logw, u, o, ckpt, L, H, DK, DV, nck, B // G,
+        *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(o), CK=ck, **cfg,
+    )
+    return o, ckpt
+
+
+def wkv6_bwd(r, k, v, logw, u, ckpt, do):
+    """``(dr, dk, dv, dlogw, du)`` in the inputs' dtypes."""
+    B, H, L, DK = r.shape
+    DV = v.shape[-1]
+    G = member_count(B, ("u", u, 2))
+    cfg, ck, nck = _chunks(L, DK, DV)
+    nv = triton.cdiv(DV, cfg["BV"])
+    dev = r.device
+    f32 = torch.float32
+    dr_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+    dk_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+    dw_p = torch.empty((nv, B, H, L, DK), device=dev, dtype=f32)
+    du_p = torch.empty((nv, B, H, DK), device=dev, dtype=f32)
+    scr = torch.empty((nv * B * H, ck, cfg["BK"], cfg["BV"]), device=dev, dtype=f32)
+    dv = torch.empty_like(v)
+    _wkv6_bwd_kernel[(B * H, nv)](
+        r, k, v, logw, u, do, ckpt, scr, dr_p, dk_p, dw_p, du_p, dv,
+        L, H, DK, DV, nck, B * H, B // G,
+        *_s4(r), *_s4(k), *_s4(v), *_s4(logw), *_su(u), *_s4(do), *_s4(dv),
+        CK=ck, **cfg,
+    )
+    dr, dk, dw = (p[0] if nv == 1 else p.sum(0) for p in (dr_p, dk_p, dw_p))
+    du = du_p.sum((0, 1)) if u.dim() == 2 else member_sum(du_p.sum(0), True, G)
+    return dr.to(r.dtype), dk.to(k.dtype), dv, dw.to(logw.dtype), du.to(u.dtype)
+
+
+@torch.library.custom_op("mad_bench::wkv6", mutates_args=())
+def wkv6_op(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logw: torch.Tensor,
+            u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, checkpoints)`` (the backward starts from the checkpoints)."""
+    _check(r, k, v, logw, u)
+    return wkv6_fwd(r, k, v, logw, u)
+
+
+@wkv6_op.register_fake
+def _(r, k, v, logw, u):
+    _check(r, k, v, logw, u)
+    B, H, L, DK = r.shape
+    DV = v.shape[-1]
+    return torch.empty_like(v), r.new_empty((B * H, _chunks(L, DK, DV)[2], DK, DV), dtype=torch.float32)
+
+
+@torch.library.custom_op("mad_bench::wkv6_bwd", mutates_args=())
+def wkv6_bwd_op(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logw: torch.Tensor, u: torch.Tensor,
+                ckpt: torch.Tensor, do: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               torch.Tensor, torch.Tensor]:
+    return wkv6_bwd(r, k, v, logw, u, ckpt, do)
+
+
+@wkv6_bwd_op.register_fake
+def _(r, k, v, logw, u, ckpt, do):
+    return (r.new_empty(r.shape), k.new_empty(k.shape), torch.empty_like(v), logw.new_empty(logw.shape),
+            u.new_empty(u.shape))
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, do, _):
+    return wkv6_bwd_op(*ctx.saved_tensors, do)
+
+
+wkv6_op.register_autograd(_backward, setup_context=_setup)
+register_fold(wkv6_op, fold_args=(0, 1, 2, 3), member_args=(4,))
+
+
+def wkv6_triton(r, k, v, logw, u):
+    """The Triton path of :func:`mad_bench.ops.rwkv6.wkv6`. Under the engine's vmap r, k, v,
+    logw fold into the batch and a per-member bonus goes to the kernel as ``[G, H, K]``: one
+    launch for all members."""
+    return wkv6_op(r, k, v, logw, u)[0]

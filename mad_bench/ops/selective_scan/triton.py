@@ -46,12 +46,14 @@ spills; not yet timed on a GPU.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from ..vmap_rules import member_count, member_sum, vmap_apply
+from ..vmap_rules import member_count, member_sum, register_fold
 from ..dispatch import jit, next_pow2, pick, tl, triton
 
-__all__ = ["selective_scan_triton", "SelectiveScanFunction", "CONFIG_OVERRIDE"]
+__all__ = ["selective_scan_triton", "selective_scan_op", "CONFIG_OVERRIDE"]
 
 # Launch-config override for tuning runs (benchmarks/scan_check.py --sweep): keys T, BLOCK_D,
 # num_warps_fwd, num_warps_bwd, stages_fwd, stages_bwd, variant_fwd, variant_bwd (a key of
@@ -550,39 +552,89 @@ def _ss_bwd(u, delta, A, B, C, D, z, bias, softplus, ckpt, dout):
             member_sum(dbias_part, bias.dim() == 2, G) if bias is not None else None)
 
 
-class SelectiveScanFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        if u.dim() != 3 or delta.shape != u.shape:
-            raise ValueError(f"u, delta must be [b, d, l] of one shape, got {tuple(u.shape)}, {tuple(delta.shape)}")
-        b, dim, l = u.shape
-        n = A.shape[-1]
-        if A.dim() not in (2, 3) or A.shape[-2] != dim or B.shape != (b, n, l) or C.shape != B.shape:
-            raise ValueError(f"A must be [d, n] or [members, d, n] and B, C [b, n, l]; got A {tuple(A.shape)}, "
-                             f"B {tuple(B.shape)}, C {tuple(C.shape)} for u {tuple(u.shape)}")
-        for name, p in (("D", D), ("delta_bias", delta_bias)):
-            if p is not None and (p.dim() not in (1, 2) or p.shape[-1] != dim):
-                raise ValueError(f"{name} must be [d] or [members, d] with d = {dim}, got {tuple(p.shape)}")
-        if z is not None and z.shape != u.shape:
-            raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
-        A_ = A.float().contiguous()
-        D_ = D.contiguous() if D is not None else None
-        bias_ = delta_bias.contiguous() if delta_bias is not None else None
-        train = any(ctx.needs_input_grad[:8])
-        out, ckpt = _ss_fwd(u, delta, A_, B, C, D_, z, bias_, bool(delta_softplus), store_ckpt=train)
-        ctx.save_for_backward(u, delta, A_, B, C, D_, z, bias_, ckpt)
-        ctx.softplus = bool(delta_softplus)
-        ctx.dtypes = (A.dtype, B.dtype, C.dtype)
-        return out
+def _check(u, delta, A, B, C, D, z, delta_bias):
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"u, delta must be [b, d, l] of one shape, got {tuple(u.shape)}, {tuple(delta.shape)}")
+    b, dim, l = u.shape
+    n = A.shape[-1]
+    if A.dim() not in (2, 3) or A.shape[-2] != dim or B.shape != (b, n, l) or C.shape != B.shape:
+        raise ValueError(f"A must be [d, n] or [members, d, n] and B, C [b, n, l]; got A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}, C {tuple(C.shape)} for u {tuple(u.shape)}")
+    for name, p in (("D", D), ("delta_bias", delta_bias)):
+        if p is not None and (p.dim() not in (1, 2) or p.shape[-1] != dim):
+            raise ValueError(f"{name} must be [d] or [members, d] with d = {dim}, got {tuple(p.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+    member_count(b, ("A", A, 2), ("D", D, 1), ("delta_bias", delta_bias, 1))
 
-    @staticmethod
-    def backward(ctx, dout):
-        u, delta, A_, B, C, D_, z, bias_, ckpt = ctx.saved_tensors
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _ss_bwd(u, delta, A_, B, C, D_, z, bias_, ctx.softplus, ckpt, dout)
-        a_dt, b_dt, c_dt = ctx.dtypes
-        return (du, ddelta, dA.to(a_dt), dB.to(b_dt), dC.to(c_dt),
-                dD.to(D_.dtype) if dD is not None else None, dz,
-                dbias.to(bias_.dtype) if dbias is not None else None, None)
+
+def _ckpt_shape(u, A, store_ckpt: bool) -> tuple:
+    """The checkpoints' shape ``[b, chunks, d, n]`` (no chunks when not stored)."""
+    b, dim, l = u.shape
+    return b, triton.cdiv(l, _cfg(dim, A.shape[-1])["T"]) if store_ckpt else 0, dim, A.shape[-1]
+
+
+def _contig(t):
+    return t.contiguous() if t is not None else None
+
+
+@torch.library.custom_op("mad_bench::selective_scan", mutates_args=())
+def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                      D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                      delta_softplus: bool, store_ckpt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, checkpoints)``: the states entering each chunk, which the backward starts from
+    (``[b, 0, d, n]`` when ``store_ckpt`` is off: no backward will run)."""
+    _check(u, delta, A, B, C, D, z, delta_bias)
+    out, ckpt = _ss_fwd(u, delta, A.float().contiguous(), B, C, _contig(D), z, _contig(delta_bias),
+                        delta_softplus, store_ckpt=store_ckpt)
+    return out, ckpt if store_ckpt else ckpt.new_empty(_ckpt_shape(u, A, False))
+
+
+@selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, store_ckpt):
+    _check(u, delta, A, B, C, D, z, delta_bias)
+    return torch.empty_like(u), u.new_empty(_ckpt_shape(u, A, store_ckpt), dtype=torch.float32)
+
+
+@torch.library.custom_op("mad_bench::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                          D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                          delta_softplus: bool, ckpt: torch.Tensor, dout: torch.Tensor) -> list[torch.Tensor]:
+    """``[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]`` in the inputs' dtypes; empty for an
+    absent D, z, delta_bias (an op returns tensors)."""
+    grads = _ss_bwd(u, delta, A.float().contiguous(), B, C, _contig(D), z, _contig(delta_bias),
+                    delta_softplus, ckpt, dout)
+    return [g.to(x.dtype) if g is not None else u.new_empty(0)
+            for g, x in zip(grads, (u, delta, A, B, C, D, z, delta_bias))]
+
+
+@selective_scan_bwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ckpt, dout):
+    b, n, l = B.shape
+    return [torch.empty_like(u), torch.empty_like(delta), A.new_empty(A.shape),
+            B.new_empty((b, l, n)).transpose(1, 2), C.new_empty((b, l, n)).transpose(1, 2),
+            D.new_empty(D.shape) if D is not None else u.new_empty(0),
+            torch.empty_like(z) if z is not None else u.new_empty(0),
+            delta_bias.new_empty(delta_bias.shape) if delta_bias is not None else u.new_empty(0)]
+
+
+def _setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, _ = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+    ctx.softplus = delta_softplus
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dout, _):
+    u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+    g = selective_scan_bwd_op(u, delta, A, B, C, D, z, delta_bias, ctx.softplus, ckpt, dout)
+    present = (True, True, True, True, True, D is not None, z is not None, delta_bias is not None)
+    return (*(gi if p else None for gi, p in zip(g, present)), None, None)
+
+
+selective_scan_op.register_autograd(_backward, setup_context=_setup)
+register_fold(selective_scan_op, fold_args=(0, 1, 3, 4, 6), member_args=(2, 5, 7))
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -591,5 +643,5 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     Under the engine's vmap the activations (u, delta, B, C, z) fold into the batch and the
     per-member parameters (A, D, delta_bias) are passed with a leading member dim: one launch
     for all members."""
-    return vmap_apply(SelectiveScanFunction.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                      fold_args=(0, 1, 3, 4, 6), member_args=(2, 5, 7))
+    # the checkpoints cost a state per chunk: kept only where a backward can follow
+    return selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), torch.is_grad_enabled())[0]

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import torch
 
-from ..vmap_rules import member_count, member_sum, vmap_apply
+from ..vmap_rules import member_count, member_sum, register_fold
 from ..dispatch import jit, next_pow2, pick, tl
 
-__all__ = ["slstm_scan_triton", "SLSTMScanFunction"]
+__all__ = ["slstm_scan_triton", "slstm_scan_op"]
 
 
 @jit
@@ -206,41 +206,85 @@ def _sr(R):
     return tuple(R.stride()) if R.dim() == 4 else (0, *R.stride())
 
 
-class SLSTMScanFunction(torch.autograd.Function):
-    """``R [H, d_h, 4 d_h]`` shared by the batch or per member ``[members, H, d_h, 4 d_h]``."""
+def _check(wx, R):
+    B, L, H, G = wx.shape
+    DH = G // 4
+    member_count(B, ("R", R, 3))
+    if G != 4 * DH or R.shape[-3:] != (H, DH, G):
+        raise ValueError(f"expected wx [B, L, H, 4 d_h] and R [H, d_h, 4 d_h] or [members, H, d_h, 4 d_h]; "
+                         f"got {tuple(wx.shape)}, {tuple(R.shape)}")
 
-    @staticmethod
-    def forward(ctx, wx, R):
-        B, L, H, G = wx.shape
-        DH = G // 4
-        members = member_count(B, ("R", R, 3))
-        if G != 4 * DH or R.shape[-3:] != (H, DH, G):
-            raise ValueError(f"expected wx [B, L, H, 4 d_h] and R [H, d_h, 4 d_h] or [members, H, d_h, 4 d_h]; "
-                             f"got {tuple(wx.shape)}, {tuple(R.shape)}")
-        hout = torch.empty((B, L, H, DH), device=wx.device, dtype=torch.float32)
-        st = torch.empty((B * H, L, 3, DH), device=wx.device, dtype=torch.float32)
-        cfg = _cfg(DH)
-        _slstm_fwd_kernel[(B * H,)](
-            wx, R, hout, st, L, H, DH, B // members, *wx.stride(), *_sr(R),
-            hout.stride(0), hout.stride(1), hout.stride(2), **cfg,
-        )
-        ctx.save_for_backward(wx, R, hout, st)
-        ctx.members = members
-        return hout
 
-    @staticmethod
-    def backward(ctx, dh):
-        wx, R, hout, st = ctx.saved_tensors
-        B, L, H, G = wx.shape
-        DH = G // 4
-        dwx = torch.empty_like(wx)
-        dr_p = torch.empty((B, H, DH, G), device=wx.device, dtype=torch.float32)
-        _slstm_bwd_kernel[(B * H,)](
-            wx, R, hout, st, dh, dwx, dr_p, L, H, DH, B // ctx.members, *wx.stride(), *_sr(R),
-            hout.stride(0), hout.stride(1), hout.stride(2),
-            dh.stride(0), dh.stride(1), dh.stride(2), *dwx.stride(), **_cfg(DH),
-        )
-        return dwx, member_sum(dr_p, R.dim() == 4, ctx.members).to(R.dtype)
+def slstm_fwd(wx, R):
+    """``(h, states)``: ``h [B, L, H, d_h]`` fp32 and ``c, n, m`` per step, ``[B * H, L, 3, d_h]`` fp32."""
+    B, L, H, G = wx.shape
+    DH = G // 4
+    members = member_count(B, ("R", R, 3))
+    hout = torch.empty((B, L, H, DH), device=wx.device, dtype=torch.float32)
+    st = torch.empty((B * H, L, 3, DH), device=wx.device, dtype=torch.float32)
+    _slstm_fwd_kernel[(B * H,)](
+        wx, R, hout, st, L, H, DH, B // members, *wx.stride(), *_sr(R),
+        hout.stride(0), hout.stride(1), hout.stride(2), **_cfg(DH),
+    )
+    return hout, st
+
+
+def slstm_bwd(wx, R, hout, st, dh):
+    """``(dwx, dR)`` in wx's and R's dtypes."""
+    B, L, H, G = wx.shape
+    DH = G // 4
+    members = member_count(B, ("R", R, 3))
+    if dh.stride(-1) != 1:  # the kernel steps over d_h by 1 (a tangent may come expanded: stride 0)
+        dh = dh.contiguous()
+    dwx = torch.empty_like(wx)
+    dr_p = torch.empty((B, H, DH, G), device=wx.device, dtype=torch.float32)
+    _slstm_bwd_kernel[(B * H,)](
+        wx, R, hout, st, dh, dwx, dr_p, L, H, DH, B // members, *wx.stride(), *_sr(R),
+        hout.stride(0), hout.stride(1), hout.stride(2),
+        dh.stride(0), dh.stride(1), dh.stride(2), *dwx.stride(), **_cfg(DH),
+    )
+    return dwx, member_sum(dr_p, R.dim() == 4, members).to(R.dtype)
+
+
+@torch.library.custom_op("mad_bench::slstm_scan", mutates_args=())
+def slstm_scan_op(wx: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``R [H, d_h, 4 d_h]`` shared by the batch or per member ``[members, H, d_h, 4 d_h]``;
+    returns ``(h, states)`` (the backward reads the states)."""
+    _check(wx, R)
+    return slstm_fwd(wx, R)
+
+
+@slstm_scan_op.register_fake
+def _(wx, R):
+    _check(wx, R)
+    B, L, H, G = wx.shape
+    return wx.new_empty((B, L, H, G // 4), dtype=torch.float32), wx.new_empty((B * H, L, 3, G // 4),
+                                                                             dtype=torch.float32)
+
+
+@torch.library.custom_op("mad_bench::slstm_scan_bwd", mutates_args=())
+def slstm_scan_bwd_op(wx: torch.Tensor, R: torch.Tensor, hout: torch.Tensor, st: torch.Tensor,
+                      dh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return slstm_bwd(wx, R, hout, st, dh)
+
+
+@slstm_scan_bwd_op.register_fake
+def _(wx, R, hout, st, dh):
+    return torch.empty_like(wx), R.new_empty(R.shape)
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dh, _):
+    return slstm_scan_bwd_op(*ctx.saved_tensors, dh)
+
+
+slstm_scan_op.register_autograd(_backward, setup_context=_setup)
+register_fold(slstm_scan_op, fold_args=(0,), member_args=(1,))
 
 
 def slstm_scan_triton(wx: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
@@ -248,4 +292,4 @@ def slstm_scan_triton(wx: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
 
     Under the engine's vmap ``wx`` folds into the batch and a per-member ``R`` is passed with a
     leading member dim: one launch for all members."""
-    return vmap_apply(SLSTMScanFunction.apply, wx, R, fold_args=(0,), member_args=(1,)).to(wx.dtype)
+    return slstm_scan_op(wx, R)[0].to(wx.dtype)
