@@ -104,9 +104,11 @@ def test_short_path_config_override_is_checked(monkeypatch):
     monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"KEY_SPLIT": 4})
     with pytest.raises(ValueError, match="KEY_SPLIT must be 1 or 2; got 4"):
         attn_triton._short_config(64, 8)
-    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"KEY_SPLIT": 2})
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {"KEY_SPLIT": 2, "BM_BWD": 32})
     assert attn_triton._short_config(128, 8)["KEY_SPLIT"] == 2
     assert attn_triton._short_config(30, 8)["KEY_SPLIT"] == 1  # 16 keys a half < 32 queries a block
+    monkeypatch.setattr(attn_triton, "CONFIG_OVERRIDE", {})
+    assert attn_triton._short_config(128, 8)["BM_BWD"] == 16  # the H200 sweep's best at L 128
 
 
 @pytest.mark.parametrize("window", [None, 3])

@@ -345,13 +345,19 @@ def _short_bwd(Q, K, V, O, DO, LSE, DQ, DK, DV, H, L, scale2, scale,
 
 def _short_config(L: int, D: int) -> dict:
     """Query blocks, warps and key split of the short path (``CONFIG_OVERRIDE`` replaces any).
-    Forward: 64 queries a program, 4 warps up to a 64 x 128 score tile, 8 beyond. Backward: 32
-    queries a step, 8 warps from BL = 128 ([BL, 32] tiles of scores, P and dS cost 32 registers
-    each per 128 keys at 4 warps), keys in one tile. On sm_90 at L 128, d 8 (compiled on the
-    CPU): forward 96 registers a thread, backward 91 (148 at 4 warps); KEY_SPLIT 2 skips a
-    quarter of the backward's scores but takes 168 (104 at 4 warps with 16-query blocks)."""
+    Forward: 64 queries a program, 4 warps up to a 64 x 128 score tile, 8 beyond. Backward:
+    16 queries a step at 4 warps up to BL = 128 (the best of the H200 sweep at L 128, d 8:
+    0.506 ms fwd+bwd against 0.624 for 32 queries at 8 warps); beyond, 32 queries at 8 warps
+    (not measured; [BL, 32] tiles of scores, P and dS cost 32 registers each per 128 keys at 4
+    warps); keys in one tile. On sm_90 at L 128, d 8 (compiled on the CPU): forward 96
+    registers a thread; KEY_SPLIT 2 skips a quarter of the backward's scores but takes 168
+    (104 at 4 warps with 16-query blocks)."""
     BL = max(16, next_pow2(L))
-    cfg = dict(BL=BL, BD=max(16, next_pow2(D)), BM_FWD=min(BL, 64), BM_BWD=min(BL, 32), KEY_SPLIT=1)
+    small = BL <= 128
+    cfg = dict(BL=BL, BD=max(16, next_pow2(D)), BM_FWD=min(BL, 64), BM_BWD=16 if small else min(BL, 32),
+               KEY_SPLIT=1)
+    if small:
+        cfg["num_warps_bwd"] = 4
     cfg.update(CONFIG_OVERRIDE)
     for key in ("BM_FWD", "BM_BWD"):
         bm = cfg[key]

@@ -446,15 +446,20 @@ def _cfg(dim: int, n: int) -> dict:
     and a thread holds T elements of each [T, BLOCK_D, N] tensor (N <= 4). ``STAGES`` > 1
     asks Triton to pipeline the next chunk's loads (``tl.range(num_stages=...)``). The variant
     "lane" wants BLOCK_D = 32 x num_warps (one channel per lane) and holds T x N elements per
-    tensor and thread (T 8 keeps its backward within 255 registers)."""
+    tensor and thread (T 8 keeps its backward within 255 registers). The default: lane for
+    N <= 4 (MAD's Mamba), measured on an H200 (T 8, BLOCK_D 32, one warp, stages 2: fwd+bwd
+    1.22 ms against the tile pair's 2.45 at (128, 1024, 128)); tile above."""
     BN = next_pow2(n)
-    T = 16 if BN <= 4 else 8
-    cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=T, num_warps_fwd=4, num_warps_bwd=4,
-                    stages_fwd=2, stages_bwd=2),  # sweep on an H200 (BENCHMARKS.md): stages 2 best
-               # interpreter: few, large programs (each program instance costs ~1 ms); T 16 so
-               # the tests' short sequences span several chunks
-               dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=16))
-    cfg.update(variant_fwd="tile", variant_bwd="tile")
+    if BN <= 4:  # the lane kernels: 2.0x the tile pair at (128, 1024, 128) on an H200 (BENCHMARKS.md)
+        cfg = pick(dict(BLOCK_D=32, BLOCK_N=BN, T=8, num_warps_fwd=1, num_warps_bwd=1, stages_fwd=2, stages_bwd=2),
+                   dict(BLOCK_D=32, BLOCK_N=BN, T=8))
+        cfg.update(variant_fwd="lane", variant_bwd="lane")
+    else:  # a lane thread holds T x N elements per tensor: past N 4 the tile layout
+        cfg = pick(dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=8, num_warps_fwd=4, num_warps_bwd=4,
+                        stages_fwd=2, stages_bwd=2),  # sweep on an H200 (BENCHMARKS.md): stages 2 best
+                   # interpreter: few, large programs (each program instance costs ~1 ms)
+                   dict(BLOCK_D=min(next_pow2(dim), 32), BLOCK_N=BN, T=8))
+        cfg.update(variant_fwd="tile", variant_bwd="tile")
     for k, v in CONFIG_OVERRIDE.items():
         if k.startswith(("num_warps", "stages")) and "num_warps_fwd" not in cfg:
             continue  # interpreter
