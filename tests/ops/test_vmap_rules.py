@@ -76,6 +76,11 @@ _KERNELS = {
     "scan": ("mad_bench.ops.selective_scan.triton", "SelectiveScanFunction"),
     "wkv6": ("mad_bench.ops.rwkv6.triton", "WKV6Function"),
     "slstm": ("mad_bench.ops.slstm.triton", "SLSTMScanFunction"),
+    "linear-attn": ("mad_bench.ops.gla.triton", "_fwd"),
+    "gla": ("mad_bench.ops.gla.two_level", "_fwd"),
+    "delta": ("mad_bench.ops.delta_rule.triton", "_dr_fwd"),
+    "gated-delta": ("mad_bench.ops.gated_delta_rule.triton", "_gdr_fwd"),
+    "mlstm": ("mad_bench.ops.mlstm.triton", "_fwd"),
 }
 # (module, layer, config, config overrides, its kernels): layers whose kernels take per-member parameters
 _LAYERS = {
@@ -84,6 +89,16 @@ _LAYERS = {
     "mamba": ("mamba", "Mamba", "MambaConfig", {}, ["conv", "scan"]),
     "rwkv6": ("rwkv6", "RWKV6", "RWKV6Config", {"head_dim": 8}, ["wkv6"]),
     "slstm": ("slstm", "SLSTM", "SLSTMConfig", {"n_heads": 2}, ["slstm"]),
+    # and layers whose kernels take only activations (folded into the batch)
+    "gated-linear-attention": ("gla", "GatedLinearAttention", "GatedLinearAttentionConfig", {"n_heads": 2},
+                               ["gla"]),
+    "linear-attention": ("linear_attention", "LinearAttention", "LinearAttentionConfig", {"n_heads": 2},
+                         ["linear-attn"]),
+    "retnet": ("retnet", "RetNet", "RetNetConfig", {"n_heads": 2}, ["linear-attn"]),
+    "deltanet": ("deltanet", "DeltaNet", "DeltaNetConfig", {"n_heads": 2}, ["conv", "delta"]),
+    "gated-deltanet": ("gated_deltanet", "GatedDeltaNet", "GatedDeltaNetConfig", {"head_dim": 8},
+                       ["conv", "gated-delta"]),
+    "mlstm": ("mlstm", "MLSTM", "MLSTMConfig", {"n_heads": 2}, ["conv", "mlstm"]),
 }
 
 
@@ -145,7 +160,8 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
 
 # layers whose kernels are torch.library custom ops (the rest are still autograd.Functions,
 # which make dynamo give up on the vmapped forward)
-_COMPILES = {"short-conv"}  # hyena: its FFT conv under vmap fails in AOT autograd (torch), not a kernel
+_COMPILES = {"short-conv", "gated-linear-attention", "linear-attention", "retnet", "deltanet",
+             "gated-deltanet", "mlstm"}  # hyena: its FFT conv under vmap fails in AOT autograd (torch), not a kernel
 
 
 @pytest.mark.parametrize("name", sorted(_COMPILES))
