@@ -479,15 +479,22 @@ def gated_delta_rule_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     """``(dq, dk, dv, dbeta, dlog_g, d initial_state)``, the last in fp32."""
     dsfin = dsfin.contiguous() if dsfin is not None else None
     dq, dk, dv, db, dg, ds0 = _gdr_bwd(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb, scale, chunked)
-    return dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), ds0
+    return dq.to(q.dtype), dk.to(k.dtype), dv, _laid_like(db, beta), _laid_like(dg, log_g), ds0
+
+
+def _laid_like(grad, t):
+    """``grad`` in ``t``'s dtype and layout (the gates are transposed views in the layers; a
+    gradient laid like its input keeps what a compiled backward does next from meeting torch's
+    own fake-vs-eager stride differences, e.g. softplus_backward's)."""
+    return torch.empty_like(t).copy_(grad)
 
 
 @gated_delta_rule_bwd_op.register_fake
 def _(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb, scale, chunked):
     B, H, _, DK = q.shape
-    # contiguous, as the real op's (a compiled graph lays out what follows by these strides)
-    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape),
-            log_g.new_empty(log_g.shape), q.new_empty((B, H, DK, v.shape[-1]), dtype=torch.float32))
+    # strided as the real op's (a compiled graph lays out what follows by these strides)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), torch.empty_like(beta),
+            torch.empty_like(log_g), q.new_empty((B, H, DK, v.shape[-1]), dtype=torch.float32))
 
 
 def _setup(ctx, inputs, output):
