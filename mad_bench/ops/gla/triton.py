@@ -443,7 +443,7 @@ def _(q, k, v, log_g, h0, do, dht, scale, need_dg, need_dh0, chunk_size):
 
 
 def _setup(ctx, inputs, output):
-    q, k, v, log_g, h0, scale, store_ht, chunk_size = inputs
+    q, k, v, log_g, h0, scale, _, chunk_size = inputs
     ctx.save_for_backward(q, k, v, log_g, h0)
     ctx.scale, ctx.chunk_size = scale, chunk_size
 
@@ -451,8 +451,10 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, do, dht):
     q, k, v, log_g, h0 = ctx.saved_tensors
     need_dg, need_dh0 = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-    dq, dk, dv, dg, dh0 = chunked_linear_attention_bwd_op(
-        q, k, v, log_g, h0, do, dht if dht is not None and dht.numel() else None, ctx.scale, need_dg, need_dh0, ctx.chunk_size)
+    if dht is not None and not dht.numel():  # no final state was asked for
+        dht = None
+    dq, dk, dv, dg, dh0 = chunked_linear_attention_bwd_op(q, k, v, log_g, h0, do, dht, ctx.scale, need_dg,
+                                                          need_dh0, ctx.chunk_size)
     return (dq, dk, dv, dg if need_dg and log_g is not None else None,
             dh0 if need_dh0 and h0 is not None else None, None, None, None)
 
