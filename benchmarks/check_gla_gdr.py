@@ -109,10 +109,10 @@ def _gla_ours(block_size=None):
 
 def _gla_seq(q, k, v, g, s0):
     """The previous per-key kernel (one program per sequence), for comparison."""
-    from mad_bench.ops.gla.triton import ChunkedLinearAttentionFunction
+    from mad_bench.ops.gla.triton import chunked_linear_attention_op
 
     T = [t.transpose(1, 2) for t in (q, k, v, g)]
-    return ChunkedLinearAttentionFunction.apply(*T, s0, q.shape[-1] ** -0.5, True, None)
+    return chunked_linear_attention_op(*T, s0, q.shape[-1] ** -0.5, True, None)
 
 
 def _gla_ref(q, k, v, g, s0):

@@ -1,9 +1,10 @@
 """Kernels under ``torch.func.vmap``: the ensemble engine vmaps the whole model over its
-members, and a Triton kernel's ``autograd.Function`` has no batching rule of its own.
+members. Every Triton kernel is a ``torch.library`` custom op (fake shapes, autograd, a batching
+rule), one opaque node to torch.compile also inside vmap: an ``autograd.Function`` there made
+dynamo give up on the whole vmapped forward, so inductor fused nothing around the kernels.
 
-:func:`vmap_apply` runs ``fn(*args)`` (an ``autograd.Function.apply``) directly when no
-argument is vmapped. Under vmap it goes through :class:`_VmapCall`, whose ``vmap`` rule sees the
-members' stacked tensors and either
+:func:`register_fold` gives an op its batching rule, by argument position in its schema. Under
+vmap the rule sees the members' stacked tensors and either
 
 * **folds** the member dimension into the op's batch dimension (one launch for all members):
   right when every vmapped argument is one of ``fold_args``, tensors whose dim 0 is the
@@ -19,11 +20,11 @@ gradients per member with :func:`member_sum` (the selective scan, the short conv
 bonus, sLSTM's recurrent weights).
 
 What the rule runs happens below the vmap level, on plain tensors, so autograd records the
-kernel's own Function and its Triton backward as in a plain run.
+op's own autograd formula and its Triton backward as in a plain run.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -32,13 +33,6 @@ def is_vmapped(t) -> bool:
     """True for a tensor inside ``vmap`` (its ``requires_grad`` reads False there even when the
     members' tensors require grad)."""
     return isinstance(t, torch.Tensor) and torch._C._functorch.is_batchedtensor(t)
-
-
-def vmap_apply(fn: Callable, *args, fold_args: Sequence[int] = (), member_args: Sequence[int] = ()):
-    """``fn(*args)``, batched correctly when called inside ``vmap`` (see the module doc)."""
-    if not any(is_vmapped(a) for a in args):
-        return fn(*args)
-    return _VmapCall.apply(fn, (tuple(fold_args), tuple(member_args)), *args)
 
 
 def member_count(batch: int, *params) -> int:
@@ -98,26 +92,6 @@ def _dims(out):
     if isinstance(out, (tuple, list)):
         return tuple(_dims(o) for o in out)
     return None if out is None else 0
-
-
-class _VmapCall(torch.autograd.Function):
-    """Carrier of the batching rule; only ever reached under vmap (see :func:`vmap_apply`)."""
-
-    @staticmethod
-    def forward(fn, arg_kinds, *args):
-        return fn(*args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):  # pragma: no cover - vmap's rule records the kernel's own graph
-        raise RuntimeError("_VmapCall is differentiated through the kernel it calls")
-
-    @staticmethod
-    def vmap(info, in_dims, fn, arg_kinds, *args):
-        return _batched(fn, info.batch_size, in_dims[2:], args, *arg_kinds)
 
 
 def _batched(fn, G, dims, args, fold_args, member_args):

@@ -1,28 +1,38 @@
 """Triton ops under ``torch.func.vmap`` (the ensemble engine): the fold rule (members folded into
 the batch, one launch) and the loop rule (a per-member parameter) give each member's output and
-gradients exactly as separate calls do; layers whose kernels take per-member parameters launch
-each kernel once under the engine's vmap."""
+gradients exactly as separate calls do; each layer with a Triton kernel launches it once per call
+site under the engine's vmap, and its vmapped forward + backward compiles as one graph."""
 import pytest
 import torch
 from torch.func import vmap
 
 from _kernel_test_utils import check, leaf
 from mad_bench.ops.gla import chunk_simple_gla
-from mad_bench.ops.vmap_rules import vmap_apply
+from mad_bench.ops.vmap_rules import register_fold
 
 
-class _ScaleWithState(torch.autograd.Function):
-    """An old-style Function like the kernels': ``y = x * w`` (``w[D]`` shared), ``h = sum_t x``."""
+@torch.library.custom_op("mad_bench_test::scale_with_state", mutates_args=())
+def _scale_with_state(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A custom op like the kernels': ``y = x * w`` (``w[D]`` shared), ``h = sum_t x``."""
+    return x * w, x.sum(1)
 
-    @staticmethod
-    def forward(ctx, x, w):
-        ctx.save_for_backward(x, w)
-        return x * w, x.sum(1)
 
-    @staticmethod
-    def backward(ctx, gy, gh):
-        x, w = ctx.saved_tensors
-        return gy * w + gh[:, None], (gy * x).sum(0)
+@_scale_with_state.register_fake
+def _(x, w):
+    return x.new_empty(x.shape), x.new_empty(x.shape[0])
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, gy, gh):
+    x, w = ctx.saved_tensors
+    return gy * w + gh[:, None], (gy * x).sum(0)
+
+
+_scale_with_state.register_autograd(_backward, setup_context=_setup)
+register_fold(_scale_with_state, fold_args=(0,))
 
 
 def _loss(y, h):
@@ -30,19 +40,19 @@ def _loss(y, h):
 
 
 @pytest.mark.parametrize("rule", ["fold", "loop"])
-def test_rules_equal_separate_calls(rule):
+def test_rules_equal_separate_calls(rule, monkeypatch):
     torch.manual_seed(0)
     G, B, D = 3, 4, 5
     x = torch.randn(B, D)
     P, w = torch.randn(G, D), torch.randn(G if rule == "loop" else 1, D)
     Pv, wv = leaf(P), leaf(w)
     if rule == "fold":  # the activation is per member, the parameter shared: one folded call
-        y, h = vmap(lambda p: vmap_apply(_ScaleWithState.apply, x * p, wv[0], fold_args=(0,)))(Pv)
-    else:  # the parameter is per member: one call per member
-        y, h = vmap(lambda p, ww: vmap_apply(_ScaleWithState.apply, x * p, ww, fold_args=(0,)))(Pv, wv)
+        y, h = vmap(lambda p: _scale_with_state(x * p, wv[0]))(Pv)
+    else:  # the parameter is per member and not a member arg: one call per member
+        y, h = vmap(lambda p, ww: _scale_with_state(x * p, ww))(Pv, wv)
     sum(_loss(y[g], h[g]) for g in range(G)).backward()
     Ps, ws = leaf(P), leaf(w)
-    outs = [_ScaleWithState.apply(x * Ps[g], ws[0 if rule == "fold" else g]) for g in range(G)]
+    outs = [_scale_with_state(x * Ps[g], ws[0 if rule == "fold" else g]) for g in range(G)]
     sum(_loss(*o) for o in outs).backward()
     assert torch.allclose(y, torch.stack([o[0] for o in outs]))
     assert torch.allclose(Pv.grad, Ps.grad, atol=1e-6)
@@ -77,9 +87,15 @@ _KERNELS = {
     "wkv6": ("mad_bench.ops.rwkv6.triton", "wkv6_fwd"),
     "slstm": ("mad_bench.ops.slstm.triton", "slstm_fwd"),
     "attn": ("mad_bench.ops.attention.triton", "short_attention_fwd"),  # L 19: the short path
+    "linear-attn": ("mad_bench.ops.gla.triton", "_fwd"),
+    "gla": ("mad_bench.ops.gla.two_level", "_fwd"),
+    "delta": ("mad_bench.ops.delta_rule.triton", "_dr_fwd"),
+    "gated-delta": ("mad_bench.ops.gated_delta_rule.triton", "_gdr_fwd"),
+    "mlstm": ("mad_bench.ops.mlstm.triton", "_fwd"),
 }
-# (module, layer, config, config overrides, its kernels): layers whose kernels take per-member
-# parameters, and attention (all its inputs fold)
+# (module, layer, config, config overrides, its kernels, one name per call site): layers whose
+# kernels take per-member parameters, then layers whose kernels take only activations (folded
+# into the batch)
 _LAYERS = {
     "short-conv": ("short_conv", "ShortConv", "ShortConvConfig", {}, ["conv"]),
     "hyena": ("hyena", "Hyena", "HyenaConfig", {}, ["conv"]),
@@ -89,6 +105,15 @@ _LAYERS = {
     "attention": ("attention", "Attention", "AttentionConfig", {"n_heads": 2}, ["attn"]),
     "sliding-window-attention": ("sliding_window_attention", "SlidingWindowAttention",
                                  "SlidingWindowAttentionConfig", {"n_heads": 2, "window": 5}, ["attn"]),
+    "gated-linear-attention": ("gla", "GatedLinearAttention", "GatedLinearAttentionConfig", {"n_heads": 2},
+                               ["gla"]),
+    "linear-attention": ("linear_attention", "LinearAttention", "LinearAttentionConfig", {"n_heads": 2},
+                         ["linear-attn"]),
+    "retnet": ("retnet", "RetNet", "RetNetConfig", {"n_heads": 2}, ["linear-attn"]),
+    "deltanet": ("deltanet", "DeltaNet", "DeltaNetConfig", {"n_heads": 2}, ["conv"] * 3 + ["delta"]),
+    "gated-deltanet": ("gated_deltanet", "GatedDeltaNet", "GatedDeltaNetConfig", {"head_dim": 8},
+                       ["conv"] * 3 + ["gated-delta"]),
+    "mlstm": ("mlstm", "MLSTM", "MLSTMConfig", {"n_heads": 2}, ["conv", "mlstm"]),
 }
 
 
@@ -112,7 +137,7 @@ def count_launches(monkeypatch, calls: dict) -> None:
 @pytest.mark.parametrize("name", list(_LAYERS))
 def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, name):
     """The engine's call (vmap of functional_call over stacked members, x shared) on a layer's
-    Triton path: each kernel launches once for all G members, and the output and every
+    Triton path: each kernel launches once per call site for all G members, and the output and every
     parameter's gradient equal the per-member loop of the layer's torch path."""
     import importlib
 
@@ -136,7 +161,7 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
     params, buffers = stack_module_state(members)
     x = torch.randn(B, L, D, device=device)
     y = vmap(lambda p, b, xx: functional_call(tri, (p, b), (xx,)), in_dims=(0, 0, None))(params, buffers, x)
-    assert calls == {k: 1 for k in kernels}
+    assert calls == {k: kernels.count(k) for k in kernels}
     yl = torch.stack([m(x) for m in members])
     check(y, yl, 1e-5, ["y"])
     dy = torch.randn_like(y)
@@ -148,12 +173,7 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
         check(gv[i], torch.stack(gl[i::k]), 1e-4, [n])
 
 
-# layers whose kernels are torch.library custom ops (the rest are still autograd.Functions,
-# which make dynamo give up on the vmapped forward)
-_COMPILES = {"short-conv", "hyena", "mamba", "rwkv6", "slstm", "attention", "sliding-window-attention"}
-
-
-@pytest.mark.parametrize("name", sorted(_COMPILES))
+@pytest.mark.parametrize("name", list(_LAYERS))
 def test_layer_under_engine_vmap_compiles_as_one_graph(device, name):
     """torch.compile of the engine's vmapped forward + backward on a layer's Triton path traces
     the whole layer as one graph (``fullgraph``: a kernel that breaks the graph raises), and the

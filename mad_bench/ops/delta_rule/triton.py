@@ -21,12 +21,14 @@ reference :func:`mad_bench.ops.delta_rule.reference.chunk_delta_rule` has it.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import register_fold
 from ..dispatch import jit, state_block_config, tl, triton
 
-__all__ = ["delta_rule_triton", "DeltaRuleFunction"]
+__all__ = ["delta_rule_triton", "delta_rule_op"]
 
 CK = 64  # state checkpoint interval of the backward's reconstruction (256 for states >= 64x64)
 
@@ -211,36 +213,77 @@ def _dr_bwd(q, k, beta, scale, do, dsfin, err, ckpt, sfin, v_like):
     return dq_p.sum(0), dk_p.sum(0), dv, db_p.sum(0), ds0
 
 
-class DeltaRuleFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, beta, scale, initial_state):
-        B, H, L, DK = q.shape
-        if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L):
-            raise ValueError(f"expected q, k [B, H, L, K], v [B, H, L, V], beta [B, H, L]; got "
-                             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}")
-        s0 = None
-        if initial_state is not None:
-            s0 = initial_state.float().contiguous()
-        o, sfin, err, ckpt = _dr_fwd(q, k, v, beta, scale, s0)
-        ctx.save_for_backward(q, k, beta, err, ckpt, sfin)
-        ctx.scale = scale
-        ctx.v_meta = (v.shape, v.dtype, v.device)
-        ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
-        return o, sfin
+def _check(q, k, v, beta):
+    B, H, L, DK = q.shape
+    if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L):
+        raise ValueError(f"expected q, k [B, H, L, K], v [B, H, L, V], beta [B, H, L]; got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}")
 
-    @staticmethod
-    def backward(ctx, do, dsfin):
-        q, k, beta, err, ckpt, sfin = ctx.saved_tensors
-        dsfin = dsfin.contiguous() if dsfin is not None else None
-        shape, dtype, device = ctx.v_meta
-        v_like = torch.empty(shape, dtype=dtype, device=device)
-        dq, dk, dv, db, ds0 = _dr_bwd(q, k, beta, ctx.scale, do, dsfin, err, ckpt, sfin, v_like)
-        ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
-        return dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), None, ds0
+
+@torch.library.custom_op("mad_bench::delta_rule", mutates_args=())
+def delta_rule_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, scale: float,
+                  initial_state: Optional[torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o, S_L, e, checkpoints)``: the last two are what the backward reads (an op's
+    backward sees only its inputs and outputs)."""
+    _check(q, k, v, beta)
+    s0 = initial_state.float().contiguous() if initial_state is not None else None
+    return _dr_fwd(q, k, v, beta, scale, s0)
+
+
+@delta_rule_op.register_fake
+def _(q, k, v, beta, scale, initial_state):
+    _check(q, k, v, beta)
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    f32 = dict(device=q.device, dtype=torch.float32)
+    nck = triton.cdiv(L, _ck(DK, DV))
+    return (torch.empty_like(v), q.new_empty((B, H, DK, DV), **f32), q.new_empty((B * H, L, DV), **f32),
+            q.new_empty((B * H, nck, DK, DV), **f32))
+
+
+@torch.library.custom_op("mad_bench::delta_rule_bwd", mutates_args=())
+def delta_rule_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                      do: torch.Tensor, dsfin: Optional[torch.Tensor], err: torch.Tensor,
+                      ckpt: torch.Tensor, sfin: torch.Tensor, scale: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dbeta, d initial_state)``, the last in fp32."""
+    dsfin = dsfin.contiguous() if dsfin is not None else None
+    v_like = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    dq, dk, dv, db, ds0 = _dr_bwd(q, k, beta, scale, do, dsfin, err, ckpt, sfin, v_like)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), ds0
+
+
+@delta_rule_bwd_op.register_fake
+def _(q, k, v, beta, do, dsfin, err, ckpt, sfin, scale):
+    # contiguous, as the real op's (a compiled graph lays out what follows by these strides)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape),
+            sfin.new_empty(sfin.shape))
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, beta, scale, initial_state = inputs
+    _, sfin, err, ckpt = output
+    ctx.mark_non_differentiable(err, ckpt)
+    ctx.set_materialize_grads(False)  # no zero gradients for the saved buffers
+    ctx.save_for_backward(q, k, v, beta, err, ckpt, sfin)
+    ctx.scale = scale
+    ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
+
+
+def _backward(ctx, do, dsfin, _derr, _dckpt):
+    q, k, v, beta, err, ckpt, sfin = ctx.saved_tensors
+    if do is None:  # only the final state was used
+        do = torch.zeros_like(v)
+    dq, dk, dv, db, ds0 = delta_rule_bwd_op(q, k, v, beta, do, dsfin, err, ckpt, sfin, ctx.scale)
+    return dq, dk, dv, db, None, ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
+
+
+delta_rule_op.register_autograd(_backward, setup_context=_setup)
+register_fold(delta_rule_op, fold_args=(0, 1, 2, 3, 5))
 
 
 def delta_rule_triton(q, k, v, beta, scale: float, initial_state=None, output_final_state=False):
     """The Triton path of :func:`mad_bench.ops.delta_rule.chunk_delta_rule`."""
-    o, sfin = vmap_apply(DeltaRuleFunction.apply, q, k, v, beta, float(scale), initial_state,
-                         fold_args=(0, 1, 2, 3, 5))
+    o, sfin, _, _ = delta_rule_op(q, k, v, beta, float(scale), initial_state)
     return (o, sfin) if output_final_state else o

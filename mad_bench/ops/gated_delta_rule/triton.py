@@ -38,12 +38,14 @@ and runs the reverse recurrence::
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..dispatch import jit, next_pow2, pick, state_block_config, tl, triton
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import register_fold
 
-__all__ = ["GatedDeltaRuleFunction", "gated_delta_rule_triton"]
+__all__ = ["gated_delta_rule_op", "gated_delta_rule_triton"]
 
 CK = 32  # steps between the forward's state checkpoints (= the backward's recompute block)
 
@@ -355,96 +357,168 @@ def _s(t):
     return tuple(t.stride())
 
 
-class GatedDeltaRuleFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, beta, log_g, scale, initial_state, chunked=True, block_size=None):
-        B, H, L, DK = q.shape
-        DV = v.shape[-1]
-        if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
-                or log_g.shape != (B, H, L):
-            raise ValueError(
-                f"expected q, k [B, H, L, K], v [B, H, L, V], beta and log_g [B, H, L]; got "
-                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
-                f"{tuple(log_g.shape)}")
-        s0 = initial_state.float().contiguous() if initial_state is not None else None
-        dev = q.device
-        o = torch.empty_like(v)
-        err = torch.empty((B * H, L, DV), device=dev, dtype=torch.float32)
-        sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
-        strides = (*_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o))
-        if chunked:
-            cfg = _chunk_config(L, DK, DV, block_size)
-            ck = cfg.pop("BT")
-            nck = triton.cdiv(L, ck)
-            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
-            prec = _dot_prec(q)
-            sprec = "tf32x3" if prec == "tf32" else "ieee"
-            tb = torch.empty((B * H, nck, ck, ck), device=dev, dtype=torch.float32)
-            _gdr_prep_kernel[(nck, B * H)](
-                k, beta, log_g, tb, L, H, DK, nck, *_s(k), *beta.stride(), *log_g.stride(),
-                BT=ck, LOG2BT=ck.bit_length() - 1, BK=cfg["BK"], SPREC=sprec,
-                **{kw: cfg[kw] for kw in ("num_warps",) if kw in cfg},
-            )
-            _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
-                q, k, v, beta, log_g, tb, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
-                *strides, HAS_S0=s0 is not None, BT=ck, PREC=prec, SPREC=sprec, **cfg,
-            )
-        else:
-            ck = CK
-            cfg = state_block_config(DK, DV)
-            nck = triton.cdiv(L, ck)
-            ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
-            tb = None
-            _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
-                q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
-                *strides, HAS_S0=s0 is not None, CK=ck, **cfg,
-            )
-        ctx.ck, ctx.chunked = ck, chunked
-        ctx.save_for_backward(q, k, beta, log_g, err, ckpt, tb)
-        ctx.scale = scale
-        ctx.v_meta = (v.shape, v.dtype)
-        ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
-        return o, sfin
+def _check(q, k, v, beta, log_g):
+    B, H, L, DK = q.shape
+    if k.shape != q.shape or v.shape[:3] != (B, H, L) or beta.shape != (B, H, L) \
+            or log_g.shape != (B, H, L):
+        raise ValueError(
+            f"expected q, k [B, H, L, K], v [B, H, L, V], beta and log_g [B, H, L]; got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(beta.shape)}, "
+            f"{tuple(log_g.shape)}")
 
-    @staticmethod
-    def backward(ctx, do, dsfin):
-        q, k, beta, log_g, err, ckpt, tb = ctx.saved_tensors
-        B, H, L, DK = q.shape
-        shape, dtype = ctx.v_meta
-        DV = shape[-1]
-        dev = q.device
-        f32 = dict(device=dev, dtype=torch.float32)
-        dv = torch.empty(shape, dtype=dtype, device=dev)
-        ds0 = torch.empty((B, H, DK, DV), **f32)
-        dsfin = dsfin.contiguous() if dsfin is not None else None
-        strides = (*_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv))
-        if ctx.chunked:
-            cfg = _chunk_config(L, DK, DV)
-            cfg.pop("BT")  # the chunk is the forward's (ctx.ck)
-            nv = triton.cdiv(DV, cfg["BV"])
-            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
-            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
-            prec = _dot_prec(q)
-            _gdr_chunk_bwd_kernel[(B * H, nv)](
-                q, k, beta, log_g, tb, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
-                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
-                HAS_DSFIN=dsfin is not None, BT=ctx.ck, PREC=prec, SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
-            )
-        else:
-            cfg = state_block_config(DK, DV)
-            nv = triton.cdiv(DV, cfg["BV"])
-            dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
-            db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
-            scratch = torch.empty((nv * B * H, ctx.ck, cfg["BK"], cfg["BV"]), **f32)
-            _gdr_bwd_kernel[(B * H, nv)](
-                q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
-                L, H, DK, DV, ckpt.shape[1], B * H, float(ctx.scale), *strides,
-                HAS_DSFIN=dsfin is not None, CK=ctx.ck, **cfg,
-            )
-        dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
-        ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
-        return (dq.to(q.dtype), dk.to(k.dtype), dv, db.to(beta.dtype), dg.to(log_g.dtype), None,
-                ds0, None, None)
+
+def _gdr_fwd(q, k, v, beta, log_g, scale, s0, chunked, block_size):
+    """The forward launches: ``(o, S_L, e, checkpoints, chunk tiles)`` (the tiles only when
+    ``chunked``, else an empty tensor)."""
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    dev = q.device
+    o = torch.empty_like(v)
+    err = torch.empty((B * H, L, DV), device=dev, dtype=torch.float32)
+    sfin = torch.empty((B, H, DK, DV), device=dev, dtype=torch.float32)
+    strides = (*_s(q), *_s(k), *_s(v), *beta.stride(), *log_g.stride(), *_s(o))
+    if chunked:
+        cfg = _chunk_config(L, DK, DV, block_size)
+        ck = cfg.pop("BT")
+        nck = triton.cdiv(L, ck)
+        ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+        prec = _dot_prec(q)
+        sprec = "tf32x3" if prec == "tf32" else "ieee"
+        tb = torch.empty((B * H, nck, ck, ck), device=dev, dtype=torch.float32)
+        _gdr_prep_kernel[(nck, B * H)](
+            k, beta, log_g, tb, L, H, DK, nck, *_s(k), *beta.stride(), *log_g.stride(),
+            BT=ck, LOG2BT=ck.bit_length() - 1, BK=cfg["BK"], SPREC=sprec,
+            **{kw: cfg[kw] for kw in ("num_warps",) if kw in cfg},
+        )
+        _gdr_chunk_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+            q, k, v, beta, log_g, tb, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+            *strides, HAS_S0=s0 is not None, BT=ck, PREC=prec, SPREC=sprec, **cfg,
+        )
+    else:
+        cfg = state_block_config(DK, DV)
+        nck = triton.cdiv(L, CK)
+        ckpt = torch.empty((B * H, nck, DK, DV), device=dev, dtype=torch.float32)
+        tb = torch.empty(0, device=dev, dtype=torch.float32)
+        _gdr_fwd_kernel[(B * H, triton.cdiv(DV, cfg["BV"]))](
+            q, k, v, beta, log_g, s0, o, err, ckpt, sfin, L, H, DK, DV, nck, float(scale),
+            *strides, HAS_S0=s0 is not None, CK=CK, **cfg,
+        )
+    return o, sfin, err, ckpt, tb
+
+
+def _gdr_bwd(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb, scale, chunked):
+    """The backward launches: ``(dq, dk, dv, dbeta, dlog_g, d initial_state)``, partials summed
+    (fp32), ``dv`` in ``v``'s dtype, the state gradient fp32."""
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    dev = q.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=dev)
+    ds0 = torch.empty((B, H, DK, DV), **f32)
+    strides = (*_s(q), *_s(k), *beta.stride(), *log_g.stride(), *_s(do), *_s(dv))
+    if chunked:
+        cfg = _chunk_config(L, DK, DV)
+        cfg.pop("BT")  # the chunk is the forward's (the tiles' size)
+        nv = triton.cdiv(DV, cfg["BV"])
+        dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+        db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+        prec = _dot_prec(q)
+        _gdr_chunk_bwd_kernel[(B * H, nv)](
+            q, k, beta, log_g, tb, do, dsfin, err, ckpt, dq_p, dk_p, dv, db_p, dg_p, ds0,
+            L, H, DK, DV, ckpt.shape[1], B * H, float(scale), *strides,
+            HAS_DSFIN=dsfin is not None, BT=tb.shape[-1], PREC=prec,
+            SPREC="tf32x3" if prec == "tf32" else "ieee", **cfg,
+        )
+    else:
+        cfg = state_block_config(DK, DV)
+        nv = triton.cdiv(DV, cfg["BV"])
+        dq_p, dk_p = torch.empty((nv, B, H, L, DK), **f32), torch.empty((nv, B, H, L, DK), **f32)
+        db_p, dg_p = torch.empty((nv, B, H, L), **f32), torch.empty((nv, B, H, L), **f32)
+        scratch = torch.empty((nv * B * H, CK, cfg["BK"], cfg["BV"]), **f32)
+        _gdr_bwd_kernel[(B * H, nv)](
+            q, k, beta, log_g, do, dsfin, err, ckpt, scratch, dq_p, dk_p, dv, db_p, dg_p, ds0,
+            L, H, DK, DV, ckpt.shape[1], B * H, float(scale), *strides,
+            HAS_DSFIN=dsfin is not None, CK=CK, **cfg,
+        )
+    dq, dk, db, dg = (t.sum(0) for t in (dq_p, dk_p, db_p, dg_p))
+    return dq, dk, dv, db, dg, ds0
+
+
+@torch.library.custom_op("mad_bench::gated_delta_rule", mutates_args=())
+def gated_delta_rule_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                        log_g: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor],
+                        chunked: bool, block_size: Optional[int]
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o, S_L, e, checkpoints, chunk tiles)``: the last three are what the backward reads (an
+    op's backward sees only its inputs and outputs)."""
+    _check(q, k, v, beta, log_g)
+    s0 = initial_state.float().contiguous() if initial_state is not None else None
+    return _gdr_fwd(q, k, v, beta, log_g, scale, s0, chunked, block_size)
+
+
+@gated_delta_rule_op.register_fake
+def _(q, k, v, beta, log_g, scale, initial_state, chunked, block_size):
+    _check(q, k, v, beta, log_g)
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    f32 = dict(device=q.device, dtype=torch.float32)
+    ck = _chunk_config(L, DK, DV, block_size)["BT"] if chunked else CK
+    nck = triton.cdiv(L, ck)
+    tb = torch.empty((B * H, nck, ck, ck) if chunked else (0,), **f32)
+    return (torch.empty_like(v), torch.empty((B, H, DK, DV), **f32), torch.empty((B * H, L, DV), **f32),
+            torch.empty((B * H, nck, DK, DV), **f32), tb)
+
+
+@torch.library.custom_op("mad_bench::gated_delta_rule_bwd", mutates_args=())
+def gated_delta_rule_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                            log_g: torch.Tensor, do: torch.Tensor, dsfin: Optional[torch.Tensor],
+                            err: torch.Tensor, ckpt: torch.Tensor, tb: torch.Tensor, scale: float,
+                            chunked: bool
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                       torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dbeta, dlog_g, d initial_state)``, the last in fp32."""
+    dsfin = dsfin.contiguous() if dsfin is not None else None
+    dq, dk, dv, db, dg, ds0 = _gdr_bwd(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb, scale, chunked)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, _laid_like(db, beta), _laid_like(dg, log_g), ds0
+
+
+def _laid_like(grad, t):
+    """``grad`` in ``t``'s dtype and layout (the gates are transposed views in the layers; a
+    gradient laid like its input keeps what a compiled backward does next from meeting torch's
+    own fake-vs-eager stride differences, e.g. softplus_backward's)."""
+    return torch.empty_like(t).copy_(grad)
+
+
+@gated_delta_rule_bwd_op.register_fake
+def _(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb, scale, chunked):
+    B, H, _, DK = q.shape
+    # strided as the real op's (a compiled graph lays out what follows by these strides)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), torch.empty_like(beta),
+            torch.empty_like(log_g), q.new_empty((B, H, DK, v.shape[-1]), dtype=torch.float32))
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, beta, log_g, scale, initial_state, chunked, _ = inputs
+    _, _, err, ckpt, tb = output
+    ctx.mark_non_differentiable(err, ckpt, tb)
+    ctx.set_materialize_grads(False)  # no zero gradients for the saved buffers
+    ctx.save_for_backward(q, k, v, beta, log_g, err, ckpt, tb)
+    ctx.scale, ctx.chunked = scale, chunked
+    ctx.s0_dtype = initial_state.dtype if initial_state is not None else None
+
+
+def _backward(ctx, do, dsfin, *_buffers):
+    q, k, v, beta, log_g, err, ckpt, tb = ctx.saved_tensors
+    if do is None:  # only the final state was used
+        do = torch.zeros_like(v)
+    dq, dk, dv, db, dg, ds0 = gated_delta_rule_bwd_op(q, k, v, beta, log_g, do, dsfin, err, ckpt, tb,
+                                                      ctx.scale, ctx.chunked)
+    ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
+    return dq, dk, dv, db, dg, None, ds0, None, None
+
+
+gated_delta_rule_op.register_autograd(_backward, setup_context=_setup)
+register_fold(gated_delta_rule_op, fold_args=(0, 1, 2, 3, 4, 6))
 
 
 def _dot_prec(x) -> str:
@@ -477,5 +551,6 @@ def gated_delta_rule_triton(q, k, v, beta, log_g, scale, initial_state=None, chu
     ``chunked``: both directions in the chunked WY form (default)
     or both step by step (the recurrent kernels). ``block_size``: the chunk (power of two >= 16;
     None: 64, shorter for short sequences)."""
-    return vmap_apply(GatedDeltaRuleFunction.apply, q, k, v, beta, log_g, scale, initial_state,
-                      bool(chunked), block_size, fold_args=(0, 1, 2, 3, 4, 6))
+    o, sfin, *_ = gated_delta_rule_op(q, k, v, beta, log_g, float(scale), initial_state, bool(chunked),
+                                      block_size)
+    return o, sfin

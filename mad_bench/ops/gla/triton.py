@@ -8,7 +8,7 @@ Layout as flash-linear-attention: ``q, k [B, H, L, K]``, ``v [B, H, L, V]``, sta
 
 :func:`chunked_linear_attention` sends per-key gates (chunk_gla) to the two-level kernels of
 :mod:`.two_level`; the per-key branch of the kernels below (``GATE == 2``) is the previous
-design, kept reachable through :class:`ChunkedLinearAttentionFunction` for comparison
+design, kept reachable through :func:`chunked_linear_attention_op` for comparison
 (``benchmarks/check_gla_gdr.py`` times both).
 
 Design (small heads first, MAD sizes: K = V = 16, L <= 1024, B*H ~ 1000): **one program per
@@ -46,13 +46,16 @@ views (unit stride on the last dim), e.g. ``[B, L, H, d] -> [B, H, L, d]`` trans
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from ..vmap_rules import vmap_apply
+from ..vmap_rules import register_fold
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
-from .two_level import GLAFunction
+from . import two_level
+from .two_level import check_inputs, gla_op
 
-__all__ = ["chunked_linear_attention", "ChunkedLinearAttentionFunction"]
+__all__ = ["chunked_linear_attention", "chunked_linear_attention_op"]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -396,30 +399,68 @@ def _bwd(q, k, v, log_g, h0, do, dht, scale, need_dg, need_dh0, chunk_size):
     return dq, dk, dv, dg, dh0
 
 
-class ChunkedLinearAttentionFunction(torch.autograd.Function):
-    """``(q, k, v, log_g | None, initial_state | None) -> (o, final_state | None)``."""
+@torch.library.custom_op("mad_bench::chunked_linear_attention", mutates_args=())
+def chunked_linear_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: Optional[torch.Tensor],
+                                h0: Optional[torch.Tensor], scale: float, store_ht: bool,
+                                chunk_size: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, final state)`` (the state empty unless ``store_ht``); ``log_g`` None, ``[B, H, L]``
+    or ``[B, H, L, K]`` (the one-program-per-sequence per-key design)."""
+    check_inputs(q, k, v, log_g, h0, chunk_size)
+    o, ht = _fwd(q, k, v, log_g, h0.contiguous() if h0 is not None else None, scale, store_ht, chunk_size)
+    return o, ht if ht is not None else q.new_empty(0, dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, q, k, v, log_g, h0, scale, store_ht, chunk_size):
-        h0c = h0.contiguous() if h0 is not None else None
-        o, ht = _fwd(q, k, v, log_g, h0c, scale, store_ht, chunk_size)
-        ctx.save_for_backward(q, k, v, log_g, h0c)
-        ctx.scale, ctx.chunk_size = scale, chunk_size
-        return o, ht
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, log_g, h0 = ctx.saved_tensors
-        need_dg = log_g is not None and ctx.needs_input_grad[3]
-        need_dh0 = h0 is not None and ctx.needs_input_grad[4]
-        dht = dht.contiguous() if dht is not None else None
-        dq, dk, dv, dg, dh0 = _bwd(q, k, v, log_g, h0, do, dht, ctx.scale, need_dg, need_dh0,
-                                   ctx.chunk_size)
-        if dg is not None:
-            dg = dg.to(log_g.dtype)
-        if dh0 is not None:
-            dh0 = dh0.to(h0.dtype)
-        return dq, dk, dv, dg, dh0, None, None, None
+@chunked_linear_attention_op.register_fake
+def _(q, k, v, log_g, h0, scale, store_ht, chunk_size):
+    check_inputs(q, k, v, log_g, h0, chunk_size)
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    return (q.new_empty((B, H, L, DV), dtype=v.dtype),
+            q.new_empty((B, H, DK, DV) if store_ht else (0,), dtype=torch.float32))
+
+
+@torch.library.custom_op("mad_bench::chunked_linear_attention_bwd", mutates_args=())
+def chunked_linear_attention_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: Optional[torch.Tensor],
+                                    h0: Optional[torch.Tensor], do: torch.Tensor, dht: Optional[torch.Tensor],
+                                    scale: float, need_dg: bool, need_dh0: bool, chunk_size: Optional[int]
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dlog_g, d initial state)``, the last two empty unless asked for."""
+    need_dg = need_dg and log_g is not None
+    need_dh0 = need_dh0 and h0 is not None
+    h0 = h0.contiguous() if h0 is not None else None
+    dht = dht.contiguous() if dht is not None else None
+    dq, dk, dv, dg, dh0 = _bwd(q, k, v, log_g, h0, do, dht, scale, need_dg, need_dh0, chunk_size)
+    return (dq, dk, dv, dg.to(log_g.dtype) if need_dg else q.new_empty(0),
+            dh0.to(h0.dtype) if need_dh0 else q.new_empty(0))
+
+
+@chunked_linear_attention_bwd_op.register_fake
+def _(q, k, v, log_g, h0, do, dht, scale, need_dg, need_dh0, chunk_size):
+    # contiguous, as the real op's (a compiled graph lays out what follows by these strides)
+    dg = log_g.new_empty(log_g.shape) if need_dg and log_g is not None else q.new_empty(0)
+    dh0 = h0.new_empty(h0.shape) if need_dh0 and h0 is not None else q.new_empty(0)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dg, dh0
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, log_g, h0, scale, _, chunk_size = inputs
+    ctx.save_for_backward(q, k, v, log_g, h0)
+    ctx.scale, ctx.chunk_size = scale, chunk_size
+
+
+def _backward(ctx, do, dht):
+    q, k, v, log_g, h0 = ctx.saved_tensors
+    need_dg, need_dh0 = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+    if dht is not None and not dht.numel():  # no final state was asked for
+        dht = None
+    dq, dk, dv, dg, dh0 = chunked_linear_attention_bwd_op(q, k, v, log_g, h0, do, dht, ctx.scale, need_dg,
+                                                          need_dh0, ctx.chunk_size)
+    return (dq, dk, dv, dg if need_dg and log_g is not None else None,
+            dh0 if need_dh0 and h0 is not None else None, None, None, None)
+
+
+chunked_linear_attention_op.register_autograd(_backward, setup_context=_setup)
+register_fold(chunked_linear_attention_op, fold_args=(0, 1, 2, 3, 4))
 
 
 def chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_state, chunk_size):
@@ -431,7 +472,10 @@ def chunked_linear_attention(q, k, v, log_g, scale, initial_state, output_final_
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     q, k, v = q.to(dt), k.to(dt), v.to(dt)  # no-ops when they agree
-    fn = GLAFunction if log_g is not None and log_g.dim() == q.dim() else ChunkedLinearAttentionFunction
-    o, ht = vmap_apply(fn.apply, q, k, v, log_g, initial_state, scale,
-                       bool(output_final_state), chunk_size, fold_args=(0, 1, 2, 3, 4))
+    if log_g is not None and log_g.dim() == q.dim():
+        o, ht, *_ = gla_op(q, k, v, log_g, initial_state, scale, bool(output_final_state), chunk_size,
+                           two_level.dot_operands_mode())
+    else:
+        o, ht = chunked_linear_attention_op(q, k, v, log_g, initial_state, scale, bool(output_final_state),
+                                            chunk_size)
     return (o, ht) if output_final_state else o

@@ -51,14 +51,17 @@ for the A/B measurement of whether fp32 dot operands explain the gap to fla at h
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..dispatch import jit, next_pow2, pick, tl, triton
+from ..vmap_rules import register_fold
 
-__all__ = ["GLAFunction"]
+__all__ = ["gla_op", "check_inputs", "dot_operands_mode"]
 
 DOT_OPERAND_MODES = ("fp32", "input")
-DOT_OPERANDS = "fp32"  # the A/B switch above; read by each forward, which its backward follows
+DOT_OPERANDS = "fp32"  # the A/B switch above; read by each call, passed to its forward and backward
 
 
 @jit
@@ -393,12 +396,19 @@ def _prec(x) -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _dot_operands(x):
-    """The ``tl.dot`` operand dtype for inputs like ``x`` under :data:`DOT_OPERANDS`."""
+def dot_operands_mode() -> str:
+    """:data:`DOT_OPERANDS`, checked (read by the caller: the op takes it as an argument)."""
     if DOT_OPERANDS not in DOT_OPERAND_MODES:
         raise ValueError(f"two_level.DOT_OPERANDS must be one of {DOT_OPERAND_MODES}, "
                          f"got {DOT_OPERANDS!r}")
-    if DOT_OPERANDS == "input" and x.dtype in (torch.float16, torch.bfloat16):
+    return DOT_OPERANDS
+
+
+def _dot_operands(x, mode: str):
+    """The ``tl.dot`` operand dtype for inputs like ``x`` under the :data:`DOT_OPERANDS` ``mode``."""
+    if mode not in DOT_OPERAND_MODES:
+        raise ValueError(f"dot_operands must be one of {DOT_OPERAND_MODES}, got {mode!r}")
+    if mode == "input" and x.dtype in (torch.float16, torch.bfloat16):
         return tl.float16 if x.dtype == torch.float16 else tl.bfloat16
     return tl.float32
 
@@ -470,31 +480,102 @@ def _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size, opnd):
     return dq, dk, dv, dg, dh0
 
 
-class GLAFunction(torch.autograd.Function):
-    """``(q, k, v, log_g [B, H, L, K], initial_state | None) -> (o, final_state | None)``."""
+def check_inputs(q, k, v, log_g, h0, block_size):
+    """What the chunked linear-attention kernels (these and :mod:`.triton`'s) take; raised by
+    their ops and by their fake (compile-time) versions alike."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"the Triton kernel takes fp32 / bf16 / fp16, got {name} {t.dtype}")
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"expected q, k [B, H, L, K] and v [B, H, L, V], got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if log_g is not None and tuple(log_g.shape) not in (tuple(q.shape[:3]), tuple(q.shape)):
+        raise ValueError(f"log_g must be [B, H, L] or [B, H, L, K] = {list(q.shape)}, got {tuple(log_g.shape)}")
+    if h0 is not None and tuple(h0.shape) != (*q.shape[:2], q.shape[-1], v.shape[-1]):
+        raise ValueError(f"initial_state must be {[*q.shape[:2], q.shape[-1], v.shape[-1]]}, "
+                         f"got {tuple(h0.shape)}")
+    if next_pow2(q.shape[-1]) > 256:
+        raise ValueError(f"head key dim K={q.shape[-1]} > 256 is not supported by the Triton kernel")
+    if block_size is not None and (block_size < 16 or block_size & (block_size - 1)):
+        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
 
-    @staticmethod
-    def forward(ctx, q, k, v, log_g, h0, scale, store_ht, block_size):
-        q, k, v, g = (_unit(t) for t in (q, k, v, log_g))
-        h0c = h0.contiguous() if h0 is not None else None
-        opnd = _dot_operands(q)  # read once: the backward uses the forward's mode
-        o, ht, bb, hb = _fwd(q, k, v, g, h0c, scale, store_ht, block_size, opnd)
-        ctx.save_for_backward(q, k, v, bb, hb)
-        ctx.scale, ctx.block_size, ctx.opnd = scale, block_size, opnd
-        ctx.g_dtype = log_g.dtype
-        ctx.h0_dtype = h0.dtype if h0 is not None else None
-        return o, ht
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, bb, hb = ctx.saved_tensors
-        need_dg = ctx.needs_input_grad[3]
-        need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
-        dht = dht.contiguous() if dht is not None else None
-        dq, dk, dv, dg, dh0 = _bwd(q, k, v, bb, hb, do, dht, ctx.scale, need_dg, need_dh0,
-                                   ctx.block_size, ctx.opnd)
-        if dg is not None:
-            dg = dg.to(ctx.g_dtype)
-        if dh0 is not None:
-            dh0 = dh0.to(ctx.h0_dtype)
-        return dq, dk, dv, dg, dh0, None, None, None
+@torch.library.custom_op("mad_bench::gla", mutates_args=())
+def gla_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor, h0: Optional[torch.Tensor],
+           scale: float, store_ht: bool, block_size: Optional[int], dot_operands: str
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o, final state, b, h)`` for ``log_g [B, H, L, K]``: the state empty unless
+    ``store_ht``; ``b`` and the chunk states ``h`` are what the backward reads (an op's backward
+    sees only its inputs and outputs). ``dot_operands``: a :data:`DOT_OPERAND_MODES` value."""
+    check_inputs(q, k, v, log_g, h0, block_size)
+    q, k, v, g = (_unit(t) for t in (q, k, v, log_g))
+    h0c = h0.contiguous() if h0 is not None else None
+    o, ht, bb, hb = _fwd(q, k, v, g, h0c, scale, store_ht, block_size, _dot_operands(q, dot_operands))
+    return o, ht if ht is not None else q.new_empty(0, dtype=torch.float32), bb, hb
+
+
+@gla_op.register_fake
+def _(q, k, v, log_g, h0, scale, store_ht, block_size, dot_operands):
+    check_inputs(q, k, v, log_g, h0, block_size)
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    BT = _cfg(L, DK, DV, block_size)["BT"]
+    NT = triton.cdiv(L, BT)
+    f32 = dict(dtype=torch.float32)
+    return (q.new_empty((B, H, L, DV), dtype=v.dtype),
+            q.new_empty((B, H, DK, DV) if store_ht else (0,), **f32),
+            q.new_empty((B * H, NT * BT, DK), **f32), q.new_empty((B * H, NT + 1, DK, DV)))
+
+
+@torch.library.custom_op("mad_bench::gla_bwd", mutates_args=())
+def gla_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bb: torch.Tensor, hb: torch.Tensor,
+               do: torch.Tensor, dht: Optional[torch.Tensor], scale: float, need_dg: bool, need_dh0: bool,
+               block_size: Optional[int], dot_operands: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dlog_g, d initial state)``, the last two fp32 and empty unless asked for."""
+    q, k, v = (_unit(t) for t in (q, k, v))
+    dht = dht.contiguous() if dht is not None else None
+    dq, dk, dv, dg, dh0 = _bwd(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size,
+                               _dot_operands(q, dot_operands))
+    f32 = dict(dtype=torch.float32)
+    return (dq, dk, dv, dg if dg is not None else q.new_empty(0, **f32),
+            dh0 if dh0 is not None else q.new_empty(0, **f32))
+
+
+@gla_bwd_op.register_fake
+def _(q, k, v, bb, hb, do, dht, scale, need_dg, need_dh0, block_size, dot_operands):
+    # contiguous, as the real op's (a compiled graph lays out what follows by these strides)
+    B, H, _, DK = q.shape
+    f32 = dict(dtype=torch.float32)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
+            q.new_empty(q.shape if need_dg else (0,), **f32),
+            q.new_empty((B, H, DK, v.shape[-1]) if need_dh0 else (0,), **f32))
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, log_g, h0, scale, store_ht, block_size, dot_operands = inputs
+    _, _, bb, hb = output
+    ctx.mark_non_differentiable(bb, hb)
+    ctx.set_materialize_grads(False)  # no zero gradients for the saved buffers
+    ctx.save_for_backward(q, k, v, bb, hb)
+    ctx.scale, ctx.block_size, ctx.dot_operands = scale, block_size, dot_operands
+    ctx.g_dtype = log_g.dtype
+    ctx.h0_dtype = h0.dtype if h0 is not None else None
+
+
+def _backward(ctx, do, dht, _dbb, _dhb):
+    q, k, v, bb, hb = ctx.saved_tensors
+    need_dg = ctx.needs_input_grad[3]
+    need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
+    if do is None:  # only the final state was used
+        do = q.new_zeros((*q.shape[:3], v.shape[-1]), dtype=v.dtype)
+    if dht is not None and not dht.numel():
+        dht = None
+    dq, dk, dv, dg, dh0 = gla_bwd_op(q, k, v, bb, hb, do, dht, ctx.scale, need_dg, need_dh0,
+                                     ctx.block_size, ctx.dot_operands)
+    return (dq, dk, dv, dg.to(ctx.g_dtype) if need_dg else None,
+            dh0.to(ctx.h0_dtype) if need_dh0 else None, None, None, None, None)
+
+
+gla_op.register_autograd(_backward, setup_context=_setup)
+register_fold(gla_op, fold_args=(0, 1, 2, 3, 4))

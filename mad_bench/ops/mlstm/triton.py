@@ -50,13 +50,15 @@ the final state in fp32. Any ``L`` (masked tail), any ``K, V`` (padded to powers
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ...configs.primitives.mlstm import valid_block  # the rule lives with the config that checks specs
-from ..vmap_rules import is_vmapped, vmap_apply
+from ..vmap_rules import is_vmapped, register_fold
 from ..dispatch import jit, next_pow2, num_sms, pick, tl, triton
 
-__all__ = ["mlstm_triton", "valid_block", "MLSTMFunction"]
+__all__ = ["mlstm_triton", "valid_block", "mlstm_op"]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -432,35 +434,102 @@ def _bwd(q, k, v, ig, lf, s0, o, do, dC, dn, den, mch, need_ds0, chunk_size):
     return dq, dk, dv, di, df, dC0, dn0
 
 
-class MLSTMFunction(torch.autograd.Function):
-    """``(q, k, v, i_gate, log_f, C0 | None, n0 | None, m0 | None) -> (h, C_L, n_L, m_L)``
-    (the final state None unless requested; ``m`` gets no gradient)."""
+def _check(q, k, v, ig, lf, C0, n0, m0, chunk_size):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"the Triton kernel takes fp32 / bf16 / fp16, got {name} {t.dtype}")
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3] \
+            or ig.shape != q.shape[:3] or lf.shape != q.shape[:3]:
+        raise ValueError(f"expected q, k [B, H, L, K], v [B, H, L, V], i_gate and log_f [B, H, L]; got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}, {tuple(ig.shape)}, "
+                         f"{tuple(lf.shape)}")
+    B, H, _, DK = q.shape
+    want = ((B, H, DK, v.shape[-1]), (B, H, DK), (B, H))
+    got = tuple(None if t is None else tuple(t.shape) for t in (C0, n0, m0))
+    if got != (None,) * 3 and got != want:
+        raise ValueError(f"initial_state (C, n, m) must be {want} (or all None), got {got}")
+    if next_pow2(DK) > 256:
+        raise ValueError(f"head key dim K={DK} > 256 is not supported by the Triton kernel")
+    if chunk_size is not None and (chunk_size < 16 or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"chunk_size must be a power of two >= 16, got {chunk_size}")
 
-    @staticmethod
-    def forward(ctx, q, k, v, ig, lf, C0, n0, m0, store_st, chunk_size, save):
-        s0 = None
-        if C0 is not None:
-            s0 = tuple(t.detach().float().contiguous() for t in (C0, n0, m0))
-        o, (CT, NT, MT), den, mch = _fwd(q, k, v, ig, lf, s0, store_st, save, chunk_size)
-        ctx.save_for_backward(q, k, v, ig, lf, o, den, mch, *(s0 or (None, None, None)))
-        ctx.chunk_size = chunk_size
-        ctx.has_s0 = s0 is not None
-        if MT is not None:
-            ctx.mark_non_differentiable(MT)
-        return o, CT, NT, MT
 
-    @staticmethod
-    def backward(ctx, do, dCT, dNT, dMT):
-        q, k, v, ig, lf, o, den, mch, C0, n0, m0 = ctx.saved_tensors
-        s0 = (C0, n0, m0) if ctx.has_s0 else None
-        need_ds0 = ctx.has_s0 and (ctx.needs_input_grad[5] or ctx.needs_input_grad[6])
-        if do is None:
-            do = torch.zeros_like(o)
-        dq, dk, dv, di, df, dC0, dn0 = _bwd(q, k, v, ig, lf, s0, o, do, dCT, dNT, den, mch,
-                                            need_ds0, ctx.chunk_size)
-        if need_ds0:
-            dC0, dn0 = dC0.to(C0.dtype), dn0.to(n0.dtype)
-        return (dq, dk, dv, di.to(ig.dtype), df.to(lf.dtype), dC0, dn0, None, None, None, None)
+@torch.library.custom_op("mad_bench::mlstm", mutates_args=())
+def mlstm_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ig: torch.Tensor, lf: torch.Tensor,
+             C0: Optional[torch.Tensor], n0: Optional[torch.Tensor], m0: Optional[torch.Tensor],
+             store_st: bool, chunk_size: Optional[int], save: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(h, C_L, n_L, m_L, den, chunk stabilisers)``: the final state empty unless ``store_st``,
+    the last two (what the backward reads: an op's backward sees only its inputs and outputs)
+    empty unless ``save``; ``m`` gets no gradient."""
+    _check(q, k, v, ig, lf, C0, n0, m0, chunk_size)
+    s0 = tuple(t.float().contiguous() for t in (C0, n0, m0)) if C0 is not None else None
+    o, (CT, NT, MT), den, mch = _fwd(q, k, v, ig, lf, s0, store_st, save, chunk_size)
+    return (o, *(t if t is not None else q.new_empty(0, dtype=torch.float32) for t in (CT, NT, MT, den, mch)))
+
+
+@mlstm_op.register_fake
+def _(q, k, v, ig, lf, C0, n0, m0, store_st, chunk_size, save):
+    _check(q, k, v, ig, lf, C0, n0, m0, chunk_size)
+    B, H, L, DK = q.shape
+    DV = v.shape[-1]
+    NCH = triton.cdiv(L, _cfg(B, H, L, DK, DV, q.device, chunk_size)["BT"])
+
+    def f32(shape, keep):
+        return q.new_empty(shape if keep else (0,), dtype=torch.float32)
+
+    return (q.new_empty((B, H, L, DV), dtype=v.dtype), f32((B, H, DK, DV), store_st), f32((B, H, DK), store_st),
+            f32((B, H), store_st), f32((B, H, L), save), f32((B, H, NCH + 1), save))
+
+
+@torch.library.custom_op("mad_bench::mlstm_bwd", mutates_args=())
+def mlstm_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ig: torch.Tensor, lf: torch.Tensor,
+                 C0: Optional[torch.Tensor], n0: Optional[torch.Tensor], m0: Optional[torch.Tensor],
+                 o: torch.Tensor, do: torch.Tensor, dC: Optional[torch.Tensor], dn: Optional[torch.Tensor],
+                 den: torch.Tensor, mch: torch.Tensor, need_ds0: bool, chunk_size: Optional[int]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor]:
+    """``(dq, dk, dv, di, dlog_f, dC0, dn0)``, the last two empty unless ``need_ds0``."""
+    s0 = tuple(t.float().contiguous() for t in (C0, n0, m0)) if C0 is not None else None
+    need_ds0 = need_ds0 and s0 is not None
+    dq, dk, dv, di, df, dC0, dn0 = _bwd(q, k, v, ig, lf, s0, o, do, dC, dn, den, mch, need_ds0, chunk_size)
+    if need_ds0:
+        dC0, dn0 = dC0.to(C0.dtype), dn0.to(n0.dtype)
+    else:
+        dC0, dn0 = q.new_empty(0), q.new_empty(0)
+    return dq, dk, dv, di.to(ig.dtype), df.to(lf.dtype), dC0, dn0
+
+
+@mlstm_bwd_op.register_fake
+def _(q, k, v, ig, lf, C0, n0, m0, o, do, dC, dn, den, mch, need_ds0, chunk_size):
+    # contiguous, as the real op's (a compiled graph lays out what follows by these strides)
+    need_ds0 = need_ds0 and C0 is not None
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), ig.new_empty(ig.shape),
+            lf.new_empty(lf.shape), C0.new_empty(C0.shape) if need_ds0 else q.new_empty(0),
+            n0.new_empty(n0.shape) if need_ds0 else q.new_empty(0))
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, ig, lf, C0, n0, m0, store_st, chunk_size, save = inputs
+    o, _, _, MT, den, mch = output
+    ctx.mark_non_differentiable(MT, den, mch)
+    ctx.set_materialize_grads(False)  # no zero gradients for the saved buffers
+    ctx.save_for_backward(q, k, v, ig, lf, C0, n0, m0, o, den, mch)
+    ctx.chunk_size = chunk_size
+
+
+def _backward(ctx, do, dCT, dNT, *_no_grad):
+    q, k, v, ig, lf, C0, n0, m0, o, den, mch = ctx.saved_tensors
+    need_ds0 = C0 is not None and (ctx.needs_input_grad[5] or ctx.needs_input_grad[6])
+    if do is None:
+        do = torch.zeros_like(o)
+    dq, dk, dv, di, df, dC0, dn0 = mlstm_bwd_op(q, k, v, ig, lf, C0, n0, m0, o, do, dCT, dNT, den, mch,
+                                                need_ds0, ctx.chunk_size)
+    return (dq, dk, dv, di, df, dC0 if need_ds0 else None, dn0 if need_ds0 else None, None, None, None, None)
+
+
+mlstm_op.register_autograd(_backward, setup_context=_setup)
+register_fold(mlstm_op, fold_args=tuple(range(8)))
 
 
 def mlstm_triton(q, k, v, i_gate, log_f, initial_state, output_final_state, chunk_size):
@@ -473,6 +542,6 @@ def mlstm_triton(q, k, v, i_gate, log_f, initial_state, output_final_state, chun
     C0, n0, m0 = initial_state if initial_state is not None else (None, None, None)
     save = torch.is_grad_enabled() and any(  # the backward's saved row / chunk values
         t is not None and (t.requires_grad or is_vmapped(t)) for t in (q, k, v, i_gate, log_f, C0, n0))
-    o, C, n, m = vmap_apply(MLSTMFunction.apply, q, k, v, i_gate, log_f, C0, n0, m0,
-                            bool(output_final_state), chunk_size, save, fold_args=tuple(range(8)))
+    o, C, n, m, _, _ = mlstm_op(q, k, v, i_gate, log_f, C0, n0, m0, bool(output_final_state), chunk_size,
+                                save)
     return (o, (C, n, m)) if output_final_state else o
