@@ -111,12 +111,8 @@ def _batched(fn, G, dims, args, fold_args, member_args):
 
 
 def register_fold(op, fold_args: Sequence[int] = (), member_args: Sequence[int] = ()):
-    """Give the ``torch.library`` custom op ``op`` the batching rule of :func:`vmap_apply`
-    (fold the members into the batch, or loop), by argument position in its schema.
-
-    Kernels registered as custom ops (fake shapes, autograd, this rule) are one opaque node to
-    torch.compile, also inside the engine's vmap: an ``autograd.Function`` there makes dynamo
-    give up on the whole vmapped forward, so inductor fused nothing around the kernel."""
+    """Give the ``torch.library`` custom op ``op`` the module's batching rule (fold the members
+    into the batch, or loop), by argument position in its schema. Returns ``op``."""
     fold_args, member_args = tuple(fold_args), tuple(member_args)
 
     def rule(info, in_dims, *args):
