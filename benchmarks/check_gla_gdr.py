@@ -17,7 +17,8 @@ variants, and fla is timed once), to measure whether 16-bit dot operands close t
     python benchmarks/check_gla_gdr.py --out "$OUT/check_gla_gdr.csv"
 
 Exit status 1 when any error exceeds its tolerance (fp32 1e-3, bf16 3e-2: the kernels compute in
-fp32 with tf32 matmuls for 16-bit inputs, or on 16-bit operands with ``--dot-operands input``;
+fp32, their dots IEEE fp32 at torch's default matmul precision or TF32 with ``--fp32-matmul high``,
+or on 16-bit operands with ``--dot-operands input``;
 fp16 1e-2, for CPU runs, where bf16 is dropped). Rows are written as they finish (atomically).
 """
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _parse():
     p.add_argument("--dot-operands", nargs="+", default=["fp32"], choices=two_level.DOT_OPERAND_MODES,
                    help="chunk_gla rows (16-bit inputs) per two-level DOT_OPERANDS mode: fp32 "
                         "(the default numerics) and/or input (dots on 16-bit operands)")
+    p.add_argument("--fp32-matmul", default="highest", choices=["highest", "high"],
+                   help="torch.set_float32_matmul_precision: 'high' makes the fp32 dot mode TF32, not IEEE")
     p.add_argument("--no-check", action="store_true", help="time only (skip the fp64 reference)")
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--time-limit", type=float, default=540.0, help="start no new row after this (s)")
@@ -221,6 +224,7 @@ def main():
     a = _parse()
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda needs a CUDA GPU")
+    torch.set_float32_matmul_precision(a.fp32_matmul)
     dev = torch.device(a.device)
     if a.device == "cpu":
         a.no_fla = True
@@ -244,7 +248,7 @@ def main():
         torch.manual_seed(0)
         ins = op["make"](B, L, D, dtype, dev)
         row = dict(op=op_name, set=set_name, B=B, L=L, D=D, dtype=dt_name,
-                   dot_operands=mode or "")
+                   dot_operands=mode or "", fp32_matmul=a.fp32_matmul)
         if not a.no_check:
             ins64 = [_leaf(t.double()) for t in ins]
             ref_outs = op["ref"](*ins64)

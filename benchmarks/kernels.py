@@ -128,6 +128,10 @@ def _parse(argv=None):
     p.add_argument("--cache-dir", default=None,
                    help="Triton and inductor cache folder shared by the workers and the timed loop "
                         "(default: a new temporary folder, removed at the end)")
+    p.add_argument("--fp32-matmul", default="highest", choices=["highest", "high"],
+                   help="torch.set_float32_matmul_precision for the run: 'high' gives our kernels' fp32 "
+                        "tl.dot (upcast 16-bit tiles) TF32 instead of IEEE fp32, as bf16 training runs of "
+                        "layers that opt in do (train.core.fp32_matmul)")
     p.add_argument("--out", default="benchmarks/results/kernels.json")
     a = p.parse_args(argv)
     if a.warm_workers is None:
@@ -913,6 +917,7 @@ def _warm_worker(conn, cfg: dict) -> None:
     """A warm-up worker: runs the first forward+backward of each item it is sent, answers with
     its wall time, error and the autotuning configs it chose; None ends it."""
     share_caches(cfg["cache_dir"], cfg["use_compile"], warm=True)
+    torch.set_float32_matmul_precision(cfg.get("fp32_matmul", "highest"))  # the kernels the loop will run
     device = torch.device(cfg["device"])  # torch's thread count stays: it is in inductor's cache key
     tuner = None
     if device.type == "cuda":
@@ -1182,6 +1187,7 @@ def main(a):
 
 def _run(a, cache_dir: str):
     start = time.perf_counter()
+    torch.set_float32_matmul_precision(a.fp32_matmul)
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but CUDA is not available (use --device cpu --shapes tiny)")
@@ -1208,7 +1214,7 @@ def _run(a, cache_dir: str):
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pins_out = out.with_suffix(".autotune.json")
-    meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    meta = dict(fp32_matmul=a.fp32_matmul, torch=torch.__version__, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                 interpret=os.environ.get("TRITON_INTERPRET", "0"), argv=sys.argv[1:], hbm_tbs=a.hbm_tbs)
     tuner = None
     if device.type == "cuda":
@@ -1238,7 +1244,7 @@ def _run(a, cache_dir: str):
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info()
             mem_budget = 0.85 * free - a.warm_workers * WARM_CONTEXT_BYTES
-        cfg = dict(cache_dir=cache_dir, use_compile=use_compile, device=a.device,
+        cfg = dict(cache_dir=cache_dir, use_compile=use_compile, device=a.device, fp32_matmul=a.fp32_matmul,
                    autotune_configs=a.autotune_configs, pins=dict(tuner.pins) if tuner else {})
 
         def on_chosen(chosen):  # the workers' tuned configs: pinned for the timed loop
