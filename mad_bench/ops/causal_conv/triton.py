@@ -201,7 +201,8 @@ def short_conv_bwd_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     """``(dx, dweight, dbias)``; ``dbias`` is empty when there is no bias (an op returns tensors)."""
     b = bias.contiguous() if bias is not None else None
     dx, dw, db = short_conv_bwd(_prep(x), weight.contiguous(), b, _prep(dy), act)
-    return dx, dw.to(weight.dtype), db.to(bias.dtype) if db is not None else weight.new_empty(0)
+    # contiguous, as the fake says: compiled code indexes an op's outputs by the fake's strides
+    return dx, dw.to(weight.dtype).contiguous(), db.to(bias.dtype) if db is not None else weight.new_empty(0)
 
 
 @short_conv_bwd_op.register_fake

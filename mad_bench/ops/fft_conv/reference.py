@@ -21,7 +21,8 @@ def _spectrum(x: torch.Tensor, n: int) -> torch.Tensor:
 def fft_conv_fwd(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     L = u.shape[-1]
     n = 2 * L
-    return torch.fft.irfft(_spectrum(u, n) * _spectrum(k, n), n=n)[..., :L].to(u.dtype)
+    # contiguous (not the slice's strides): the custom op's fake promises a fresh tensor
+    return torch.fft.irfft(_spectrum(u, n) * _spectrum(k, n), n=n)[..., :L].to(u.dtype).contiguous()
 
 
 def fft_conv_bwd(u: torch.Tensor, k: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,4 +31,4 @@ def fft_conv_bwd(u: torch.Tensor, k: torch.Tensor, g: torch.Tensor) -> tuple[tor
     G = _spectrum(g, n)
     du = torch.fft.irfft(G * _spectrum(k, n).conj(), n=n)[..., :L]
     dk = torch.fft.irfft(G * _spectrum(u, n).conj(), n=n)[..., :L]
-    return du.sum_to_size(u.shape).to(u.dtype), dk.sum_to_size(k.shape).to(k.dtype)
+    return (du.sum_to_size(u.shape).to(u.dtype).contiguous(), dk.sum_to_size(k.shape).to(k.dtype).contiguous())
