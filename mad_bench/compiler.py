@@ -160,7 +160,10 @@ class _Model(nn.Module):
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the layers' auxiliary losses of the last forward (MoE load balancing)."""
-        losses = [l for b in self.stack.blocks if (l := b.mixer.aux_loss()) is not None]
+        # no walrus in the comprehension: its variable becomes a closure cell, which dynamo
+        # cannot read ("Read uninitialized cell"), and the engine's step would run uncompiled
+        losses = [b.mixer.aux_loss() for b in self.stack.blocks]
+        losses = [loss for loss in losses if loss is not None]
         return torch.stack(losses).sum() if losses else None
 
     def num_params(self) -> int:
