@@ -64,8 +64,8 @@ from ..configs.train import TrainConfig
 from ..tasks import extra_columns, generate
 from ..tasks.base import IGNORE_INDEX
 from ..tasks.metrics import AccuracyCounts
-from .core import (RunResult, RunRules, autocast, cosine_lr, decays, fp32_matmul, prepare_run, resolve_device,
-                          uses_bf16)
+from .core import (RunResult, RunRules, autocast, cosine_lr, decays, fp32_matmul, prepare_run,
+                   resolve_device, uses_bf16)
 from .graphs import Program
 from .member_metrics import batched_counts, batched_macro
 

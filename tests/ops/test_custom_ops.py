@@ -2,13 +2,11 @@
 schema and fake-tensor tests: the fake (what torch.compile traces) gives each output the real
 op's shape, dtype AND strides. Compiled code indexes an op's outputs by the fake's strides, so a
 mismatch is a silently wrong gradient under inductor, not an error."""
-import importlib
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from test_vmap_rules import _LAYERS
+from test_vmap_rules import _LAYERS, layer_of
 
 
 class _Recorder(TorchDispatchMode):
@@ -29,11 +27,8 @@ class _Recorder(TorchDispatchMode):
 
 @pytest.mark.parametrize("name", list(_LAYERS))
 def test_the_layers_custom_ops_pass_opcheck(name):
-    module, layer, config, kw, _ = _LAYERS[name]
-    mod = importlib.import_module(f"mad_bench.primitives.sequence.{module}")
-    Layer, Cfg = getattr(mod, layer), getattr(mod, config)
     torch.manual_seed(0)
-    m = Layer(Cfg(impl="triton", **kw), 16, 32)
+    m = layer_of(name, "triton")
     x = torch.randn(2, 9, 16, requires_grad=True)
     rec = _Recorder()
     with rec:

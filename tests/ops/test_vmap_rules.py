@@ -117,6 +117,15 @@ _LAYERS = {
 }
 
 
+def layer_of(name: str, impl: str, D: int = 16, max_len: int = 32):
+    """A fresh layer of :data:`_LAYERS` entry ``name`` with ``impl``."""
+    import importlib
+
+    module, layer, config, kw, _ = _LAYERS[name]
+    mod = importlib.import_module(f"mad_bench.primitives.sequence.{module}")
+    return getattr(mod, layer)(getattr(mod, config)(impl=impl, **kw), D, max_len)
+
+
 def count_launches(monkeypatch, calls: dict) -> None:
     """Count each kernel of :data:`_KERNELS` into ``calls`` as it launches its forward."""
     import importlib
@@ -139,25 +148,21 @@ def test_layer_under_engine_vmap_launches_each_kernel_once(device, monkeypatch, 
     """The engine's call (vmap of functional_call over stacked members, x shared) on a layer's
     Triton path: each kernel launches once per call site for all G members, and the output and every
     parameter's gradient equal the per-member loop of the layer's torch path."""
-    import importlib
-
     from torch.func import functional_call, stack_module_state
 
     calls = {}
     count_launches(monkeypatch, calls)
-    module, layer, config, kw, kernels = _LAYERS[name]
-    mod = importlib.import_module(f"mad_bench.primitives.sequence.{module}")
-    Layer, Cfg = getattr(mod, layer), getattr(mod, config)
+    kernels = _LAYERS[name][4]
     torch.manual_seed(0)
     G, B, L, D = 3, 2, 19, 16
     members = []
     for _ in range(G):
-        m = Layer(Cfg(impl="torch", **kw), D, 32).to(device)
+        m = layer_of(name, "torch", D).to(device)
         with torch.no_grad():  # members differ, and a tiny init's zeros carry gradient
             for p in m.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
         members.append(m)
-    tri = Layer(Cfg(impl="triton", **kw), D, 32).to(device)
+    tri = layer_of(name, "triton", D).to(device)
     params, buffers = stack_module_state(members)
     x = torch.randn(B, L, D, device=device)
     y = vmap(lambda p, b, xx: functional_call(tri, (p, b), (xx,)), in_dims=(0, 0, None))(params, buffers, x)
@@ -178,16 +183,11 @@ def test_layer_under_engine_vmap_compiles_as_one_graph(device, name):
     """torch.compile of the engine's vmapped forward + backward on a layer's Triton path traces
     the whole layer as one graph (``fullgraph``: a kernel that breaks the graph raises), and the
     compiled output and gradients equal the eager ones."""
-    import importlib
-
     from torch.func import functional_call, stack_module_state
 
-    module, layer, config, kw, _ = _LAYERS[name]
-    mod = importlib.import_module(f"mad_bench.primitives.sequence.{module}")
-    Layer, Cfg = getattr(mod, layer), getattr(mod, config)
     torch.manual_seed(0)
     G, B, L, D = 2, 2, 9, 16
-    members = [Layer(Cfg(impl="triton", **kw), D, 32).to(device) for _ in range(G)]
+    members = [layer_of(name, "triton", D).to(device) for _ in range(G)]
     params, buffers = stack_module_state(members)
     x = torch.randn(B, L, D, device=device)
 
