@@ -133,6 +133,8 @@ def main(argv=None) -> int:
                 tok = members * 128 * args.seq_len / ms * 1e3
                 notes = (f"captured={ens.train_prog.captured} compiled={ens.info.compiled}"
                          + (f" compile_failure={ens.info.compile_failure}" if ens.info.compile_failure else "")
+                         + (f" graph_breaks={len(ens.info.graph_breaks)} ({ens.info.graph_breaks[0]})"
+                            if ens.info.graph_breaks else "")
                          + (f" capture_failure={ens.info.capture_failure}" if ens.info.capture_failure else ""))
                 row.update(ms_per_step=ms, mtok_s=tok / 1e6, vs_eager=base_ms / ms, max_rel_diff=diff, notes=notes)
                 print(f"{arch:12s} {attn_impl or 'spec':6s} {members:3d} {variant:15s} {row['setup_s']:8.1f} "

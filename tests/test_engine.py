@@ -428,6 +428,31 @@ def test_the_compiled_step_computes_the_eager_step(mode):
     got = train_grid(ATTENTION, RECALL, members(cfg, grid), device="cpu", info=info,
                      options=EngineOptions(compile="aot_eager"))
     assert info.mode == mode and info.compiled and info.compile_failure is None
+    assert info.graph_breaks == []
+    for a, b in zip(got, eager):
+        assert_same(a, b, tol=1e-5)
+
+
+def test_a_graph_break_in_the_compiled_step_is_reported(monkeypatch):
+    """torch.compile survives a graph break silently (the step runs in pieces, unfused): the
+    engine reports dynamo's reason in EngineInfo.graph_breaks, and still trains what eager does."""
+    from mad_bench.primitives.channel.swiglu import SwiGLU
+    forward = SwiGLU.forward
+
+    def breaking(self, x):
+        torch._dynamo.graph_break()
+        return forward(self, x)
+
+    monkeypatch.setattr(SwiGLU, "forward", breaking)
+    torch._dynamo.reset()
+    cfg = CFG.model_copy(update={"epochs": 1})
+    eager = train_grid(ATTENTION, RECALL, members(cfg, GRID[:2]), device="cpu", options=EngineOptions(compile=None))
+    info = EngineInfo()
+    got = train_grid(ATTENTION, RECALL, members(cfg, GRID[:2]), device="cpu", info=info,
+                     options=EngineOptions(compile="aot_eager"))
+    torch._dynamo.reset()
+    assert info.compiled and info.graph_breaks, info
+    assert any("graph_break" in r or "graph break" in r.lower() for r in info.graph_breaks), info.graph_breaks
     for a, b in zip(got, eager):
         assert_same(a, b, tol=1e-5)
 

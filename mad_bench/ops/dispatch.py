@@ -10,7 +10,6 @@ Triton is optional: without it every module still imports and the torch referenc
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Literal
 
@@ -35,8 +34,10 @@ Impl = Literal["auto", "triton", "torch"]
 
 
 def triton_available() -> bool:
-    """True when ``triton`` can be imported (it may still have no GPU to run on)."""
-    return HAS_TRITON and importlib.util.find_spec("triton") is not None
+    """True when ``triton`` imported (it may still have no GPU to run on). Decided once, at import:
+    layers dispatch inside the compiled step, where dynamo refuses ``importlib``'s lookups (torch
+    2.11 broke deltanet's graph on ``find_spec``)."""
+    return HAS_TRITON
 
 
 def interpreting() -> bool:

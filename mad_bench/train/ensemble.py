@@ -120,6 +120,7 @@ class EngineInfo:
     captured_eval: bool = False
     compiled: bool = False
     compile_failure: str | None = None
+    graph_breaks: list[str] = field(default_factory=list)  # dynamo's reasons: parts run unfused
     capture_failure: str | None = None
     fallback_reason: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -191,6 +192,21 @@ class _MemberModel(torch.nn.Module):
 
     def forward(self, x):
         return functional_call(self.model, self.member_params, (x,))
+
+
+@contextlib.contextmanager
+def _graph_breaks():
+    """Collects the reasons of the graph breaks dynamo takes inside the block (its global
+    counters, before and after): the step then compiles in pieces and runs the rest eagerly,
+    which torch.compile otherwise survives silently."""
+    from torch._dynamo.utils import counters
+    before = dict(counters["graph_break"])
+    reasons: list[str] = []
+    try:
+        yield reasons
+    finally:
+        reasons.extend(str(r).splitlines()[0][:300] for r, n in counters["graph_break"].items()
+                       if n > before.get(r, 0))
 
 
 def _raise_recompile_limits() -> None:
@@ -295,6 +311,7 @@ class Ensemble:
             self.compiled = (torch.compile(self._forward_loss, backend=backend, dynamic=False),
                              torch.compile(self._apply_update, backend=backend, dynamic=False))
             self.info.compiled = True
+        self._breaks_counted = False
 
     # ------------------------------------------------------------------ state layout
     def _mask(self, flags: Sequence[bool]) -> torch.Tensor | None:
@@ -447,6 +464,15 @@ class Ensemble:
     def _step_on(self, x: torch.Tensor, y: torch.Tensor) -> None:
         eager = (self._forward_loss, self._apply_update)
         try:
+            if self.compiled is not None and not self._breaks_counted:
+                self._breaks_counted = True
+                with _graph_breaks() as reasons:
+                    self._run_step(*self.compiled, x, y)
+                if reasons:
+                    self.info.graph_breaks = reasons
+                    log.warning("the compiled training step has %d graph break(s): those parts run "
+                                "eagerly, unfused (first: %s)", len(reasons), reasons[0])
+                return
             self._run_step(*(self.compiled or eager), x, y)
         except Exception as exc:  # noqa: BLE001 - a step that does not compile runs eagerly
             if self.compiled is None or self.info.compile_failure is not None:

@@ -32,3 +32,17 @@ def test_triton_on_cpu_without_interpreter(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_auto_cuda():
     assert resolve_impl("auto", torch.zeros(2, device="cuda")) == "triton"
+
+
+def test_dispatch_does_not_look_triton_up_at_call_time(monkeypatch):
+    """Layers dispatch inside the compiled step; dynamo refuses importlib's lookups (on torch
+    2.11 a ``find_spec`` there broke deltanet's graph), so the answer is decided at import."""
+    import importlib.util
+
+    def refuse(*a, **k):
+        raise AssertionError("importlib.util.find_spec called at dispatch time")
+
+    monkeypatch.setattr(importlib.util, "find_spec", refuse)
+    triton_available()
+    for impl in ("auto", "torch"):
+        resolve_impl(impl, torch.zeros(1))
